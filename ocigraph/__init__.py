@@ -1,0 +1,87 @@
+"""ocigraph: plan garbage collection on OCI image layouts, as pure functions over a graph.
+
+The core is I/O-free: bytes and values in, a frozen networkx graph and immutable plans out.
+``io_adapters`` reads layouts from disk and applies plans back.
+
+>>> import ocigraph as og
+>>> layout = og.layout_from_bytes(b'{"schemaVersion": 2, "manifests": []}', {})
+>>> og.plan_gc(og.build_graph(layout)).is_empty
+True
+"""
+
+from ._digest import SWEEPABLE_ALGORITHMS, digest_bytes, is_sweepable, parse_digest
+from ._errors import (
+    AmbiguousRefError,
+    BrokenManifestError,
+    GuardError,
+    InvalidDigestError,
+    InvalidIndexError,
+    LayoutError,
+    OcigraphError,
+    PlanFormatError,
+    RequestError,
+    StalePlanError,
+    UnknownRefError,
+)
+from ._graph import (
+    build_graph,
+    is_young,
+    live_set,
+    referrers_of,
+    resolve_ref,
+    roots,
+    successors_of,
+    tags_of,
+    why_live,
+)
+from ._mediatypes import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    MANIFEST_MEDIA_TYPES,
+    OCI_ARTIFACT,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    REF_NAME,
+    ROLE_OF_FIELD,
+    SUCCESSOR_FIELDS,
+    is_manifest_type,
+)
+from ._model import BlobInfo, Descriptor, Index, IndexEntry, Layout, Manifest, ManifestSource, Reporter
+from ._parse import (
+    BytesManifestSource,
+    layout_from_bytes,
+    manifest_from_document,
+    parse_descriptor,
+    parse_index,
+    parse_manifest,
+    render_index,
+)
+from ._plan import REASON_KINDS, Deletion, IndexChange, Kept, Plan, Reason, format_bytes
+from ._planning import deletion_closure, plan_delete, plan_gc, plan_remove, plan_untag, simulate
+from ._policy import PRESETS, Policy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # values
+    "Descriptor", "IndexEntry", "Index", "BlobInfo", "Manifest", "ManifestSource", "Layout",
+    "Reporter", "Policy", "PRESETS", "Plan", "Deletion", "Reason", "IndexChange", "Kept",
+    "REASON_KINDS",
+    # digests and media types
+    "SWEEPABLE_ALGORITHMS", "parse_digest", "is_sweepable", "digest_bytes",
+    "OCI_MANIFEST", "OCI_INDEX", "OCI_ARTIFACT", "DOCKER_MANIFEST", "DOCKER_LIST",
+    "MANIFEST_MEDIA_TYPES", "SUCCESSOR_FIELDS", "ROLE_OF_FIELD", "REF_NAME", "is_manifest_type",
+    # parsing
+    "parse_descriptor", "parse_index", "parse_manifest", "manifest_from_document",
+    "render_index", "BytesManifestSource", "layout_from_bytes",
+    # graph
+    "build_graph", "referrers_of", "successors_of", "tags_of", "roots", "live_set", "why_live",
+    "resolve_ref", "is_young",
+    # planning
+    "deletion_closure", "plan_delete", "plan_gc", "plan_untag", "plan_remove", "simulate",
+    "format_bytes",
+    # errors
+    "OcigraphError", "LayoutError", "InvalidDigestError", "InvalidIndexError",
+    "BrokenManifestError", "RequestError", "UnknownRefError", "AmbiguousRefError", "GuardError",
+    "StalePlanError", "PlanFormatError",
+]

@@ -1,0 +1,80 @@
+"""Digests: the OCI image-spec grammar, and which algorithms ocigraph may sweep.
+
+Grammar (image-spec descriptor.md)::
+
+    digest                ::= algorithm ":" encoded
+    algorithm             ::= algorithm-component (algorithm-separator algorithm-component)*
+    algorithm-component   ::= [a-z0-9]+
+    algorithm-separator   ::= [+._-]
+    encoded               ::= [a-zA-Z0-9=_-]+
+
+A digest of a *registered* algorithm must also match that algorithm's encoding exactly.  Only
+registered algorithms are ever swept: a well-formed digest of another algorithm is kept as an
+opaque node, never read, never deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from ._errors import InvalidDigestError
+
+__all__ = ["SWEEPABLE_ALGORITHMS", "parse_digest", "is_sweepable", "digest_bytes", "verify"]
+
+#: algorithm -> length of its lowercase-hex encoding.  Also the set of ``blobs/<alg>`` folders
+#: the adapter lists.
+SWEEPABLE_ALGORITHMS: dict[str, int] = {"sha256": 64, "sha384": 96, "sha512": 128}
+
+_GRAMMAR = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+_HEX = {alg: re.compile(rf"[a-f0-9]{{{n}}}") for alg, n in SWEEPABLE_ALGORITHMS.items()}
+
+
+def parse_digest(value: object, where: str | None = None) -> str:
+    """Return ``value`` if it is a valid digest, else raise :class:`InvalidDigestError`.
+
+    >>> parse_digest("sha256:" + "a" * 64)[:10]
+    'sha256:aaa'
+    >>> parse_digest("sha256:../../etc/passwd")
+    Traceback (most recent call last):
+    ...
+    ocigraph._errors.InvalidDigestError: invalid digest 'sha256:../../etc/passwd': not of the form algorithm:encoded
+    >>> parse_digest("multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8")[:9]
+    'multihash'
+    """
+    if not isinstance(value, str):
+        raise InvalidDigestError(value, "not a string", where)
+    if not _GRAMMAR.fullmatch(value):
+        raise InvalidDigestError(value, "not of the form algorithm:encoded", where)
+    alg, encoded = value.split(":", 1)
+    pattern = _HEX.get(alg)
+    if pattern is not None and not pattern.fullmatch(encoded):
+        n = SWEEPABLE_ALGORITHMS[alg]
+        raise InvalidDigestError(value, f"{alg} needs {n} lowercase hex characters", where)
+    return value
+
+
+def is_sweepable(digest: str) -> bool:
+    """True when ``digest`` uses an algorithm whose blobs ocigraph reads, verifies and sweeps.
+
+    >>> is_sweepable("sha512:" + "0" * 128), is_sweepable("blake3:" + "0" * 64)
+    (True, False)
+    """
+    return digest.split(":", 1)[0] in SWEEPABLE_ALGORITHMS
+
+
+def digest_bytes(data: bytes, algorithm: str = "sha256") -> str:
+    """The digest of ``data``.
+
+    >>> digest_bytes(b"")
+    'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'
+    """
+    if algorithm not in SWEEPABLE_ALGORITHMS:
+        raise ValueError(f"unsupported digest algorithm {algorithm!r}")
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
+def verify(digest: str, data: bytes) -> bool:
+    """True when ``data`` hashes to ``digest`` (a sweepable digest)."""
+    alg = digest.split(":", 1)[0]
+    return digest_bytes(data, alg) == digest

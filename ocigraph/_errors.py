@@ -1,0 +1,134 @@
+"""One error family.  Every error carries the data at fault and formats it in ``__str__``.
+
+Two branches, as in h11's Local/Remote split:
+
+* :class:`LayoutError` -- the layout itself is wrong (bad JSON, a bad digest, a manifest whose
+  bytes do not hash to its digest).  The fix is in the layout.
+* :class:`RequestError` -- the caller asked for something that cannot be done as asked (an
+  unknown tag, an ambiguous tag, a delete the guard refuses).  The fix is in the request.
+
+The CLI prints ``str(error)`` as one line and exits 1; nothing here ever needs a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "OcigraphError",
+    "LayoutError",
+    "InvalidDigestError",
+    "InvalidIndexError",
+    "BrokenManifestError",
+    "RequestError",
+    "UnknownRefError",
+    "AmbiguousRefError",
+    "GuardError",
+    "StalePlanError",
+    "PlanFormatError",
+]
+
+
+class OcigraphError(Exception):
+    """Base of every error ocigraph raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class LayoutError(OcigraphError):
+    """The layout (or a value read from it) breaks the OCI rules."""
+
+
+class InvalidDigestError(LayoutError):
+    """A string that should be a digest is not one."""
+
+    def __init__(self, value: object, why: str, where: str | None = None) -> None:
+        self.value = value
+        self.why = why
+        self.where = where
+        at = f" in {where}" if where else ""
+        super().__init__(f"invalid digest {value!r}{at}: {why}")
+
+
+class InvalidIndexError(LayoutError):
+    """index.json is not a valid image index."""
+
+    def __init__(self, why: str, position: int | None = None) -> None:
+        self.why = why
+        self.position = position
+        at = f" (manifests[{position}])" if position is not None else ""
+        super().__init__(f"index.json{at}: {why}")
+
+
+class BrokenManifestError(LayoutError):
+    """A manifest that the plan depends on cannot be read, verified or parsed."""
+
+    def __init__(self, digest: str, why: str, referenced_by: str | None = None) -> None:
+        self.digest = digest
+        self.why = why
+        self.referenced_by = referenced_by
+        via = f" (live via {referenced_by})" if referenced_by else ""
+        super().__init__(
+            f"live manifest {digest}{via} is unusable: {why}; nothing can be judged below it, "
+            "so nothing was planned"
+        )
+
+
+class RequestError(OcigraphError):
+    """The request cannot be carried out as asked."""
+
+
+class UnknownRefError(RequestError):
+    """A tag or digest names nothing in the layout."""
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+        kind = "digest" if ":" in ref else "tag"
+        super().__init__(f"unknown {kind} {ref!r}: not in index.json nor referenced by any manifest")
+
+
+class AmbiguousRefError(RequestError):
+    """One tag names two or more digests; the caller must name a digest instead."""
+
+    def __init__(self, ref: str, digests: tuple[str, ...]) -> None:
+        self.ref = ref
+        self.digests = digests
+        super().__init__(
+            f"tag {ref!r} is ambiguous: it names {', '.join(digests)}; name a digest instead"
+        )
+
+
+class GuardError(RequestError):
+    """A delete would leave a live manifest or index pointing at a missing blob."""
+
+    def __init__(self, digest: str, holder: str, roles: tuple[str, ...]) -> None:
+        self.digest = digest
+        self.holder = holder
+        self.roles = roles
+        super().__init__(
+            f"refusing to delete {digest}: live {holder} still references it "
+            f"(as {'/'.join(roles)}); delete {holder} too, or pass force"
+        )
+
+
+class StalePlanError(RequestError):
+    """The plan was computed from an index.json that has changed since."""
+
+    def __init__(self, expected: str, found: str) -> None:
+        self.expected = expected
+        self.found = found
+        super().__init__(
+            f"stale plan: it was made from index.json {expected}, but index.json is now {found}; "
+            "plan again"
+        )
+
+
+class PlanFormatError(RequestError):
+    """A serialised plan cannot be read back."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+        super().__init__(f"not a valid ocigraph plan: {why}")

@@ -1,0 +1,272 @@
+"""Plans: immutable values that say what goes, why, and from which index.json.
+
+A plan is the whole conversation between planning and applying.  It is computed once, shown to
+a person (``str``, a notebook table, JSON), and applied later, maybe by another process, which
+refuses it if index.json has changed since (``index_fingerprint``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from ._digest import parse_digest
+from ._errors import InvalidDigestError, PlanFormatError
+from ._policy import Policy
+
+__all__ = ["Reason", "Deletion", "IndexChange", "Kept", "Plan", "PLAN_FORMAT_VERSION", "REASON_KINDS"]
+
+PLAN_FORMAT_VERSION = 1
+
+#: Why a node goes.  ``via`` names the node that pulled it in (none for ``target``/``unreachable``).
+REASON_KINDS = ("target", "referrer-of", "orphaned-by", "unreachable")
+ReasonKind = Literal["target", "referrer-of", "orphaned-by", "unreachable"]
+KEPT_KINDS = ("shared", "root", "young")
+OPERATIONS = ("delete", "gc", "untag", "remove")
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """``kind`` is one of :data:`REASON_KINDS`; ``via`` the node it points at, if any.
+
+    >>> str(Reason("referrer-of", "sha256:" + "a" * 64))[:22]
+    'referrer-of sha256:aaa'
+    """
+
+    kind: str
+    via: str | None = None
+
+    def __str__(self) -> str:
+        return self.kind if self.via is None else f"{self.kind} {self.via}"
+
+
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    """One node to delete.  ``present`` is false for a node with no blob (only its entries go)."""
+
+    digest: str
+    reason: Reason
+    size: int
+    present: bool
+    media_types: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IndexChange:
+    """One edit of index.json: ``drop`` the entry at ``position``, or ``untag`` it (keep it,
+    remove its ``org.opencontainers.image.ref.name``)."""
+
+    position: int
+    digest: str
+    tag: str | None
+    action: Literal["drop", "untag"]
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """A successor of a deleted node that stays, and why: ``shared`` (``via`` a predecessor that
+    is not deleted), ``root`` (tagged, or indexed under keep_untagged) or ``young`` (grace)."""
+
+    digest: str
+    kind: str
+    via: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What an operation will do.  Deletions are in apply order: predecessors first.
+
+    >>> p = Plan(operation="gc", targets=(), policy=Policy(), index_fingerprint="sha256:" + "0" * 64)
+    >>> Plan.from_json(p.to_json()) == p, p.bytes_freed, p.is_empty
+    (True, 0, True)
+    """
+
+    operation: str
+    targets: tuple[str, ...]
+    policy: Policy
+    index_fingerprint: str
+    deletions: tuple[Deletion, ...] = ()
+    index_changes: tuple[IndexChange, ...] = ()
+    kept: tuple[Kept, ...] = ()
+    snapshot_time: float | None = None
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(d.size for d in self.deletions if d.present)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.deletions and not self.index_changes
+
+    def deleted_digests(self) -> frozenset[str]:
+        return frozenset(d.digest for d in self.deletions)
+
+    def reasons(self) -> dict[str, Reason]:
+        return {d.digest: d.reason for d in self.deletions}
+
+    # -- JSON ------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ocigraphPlan": PLAN_FORMAT_VERSION,
+            "operation": self.operation,
+            "targets": list(self.targets),
+            "policy": self.policy.to_dict(),
+            "indexFingerprint": self.index_fingerprint,
+            "snapshotTime": self.snapshot_time,
+            "bytesFreed": self.bytes_freed,
+            "deletions": [
+                {
+                    "digest": d.digest,
+                    "reason": d.reason.kind,
+                    "via": d.reason.via,
+                    "size": d.size,
+                    "present": d.present,
+                    "mediaTypes": list(d.media_types),
+                }
+                for d in self.deletions
+            ],
+            "indexChanges": [
+                {"position": c.position, "digest": c.digest, "tag": c.tag, "action": c.action}
+                for c in self.index_changes
+            ],
+            "kept": [{"digest": k.digest, "kind": k.kind, "via": k.via} for k in self.kept],
+        }
+
+    def to_json(self, *, indent: bool = True) -> bytes:
+        """Stable JSON: same plan, same bytes."""
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2 if indent else 0)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Plan:
+        """Read a plan back; :class:`PlanFormatError` says what is wrong with a bad one."""
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise PlanFormatError(f"not JSON ({exc})") from None
+        try:
+            return cls.from_dict(doc)
+        except InvalidDigestError as exc:
+            raise PlanFormatError(str(exc)) from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise PlanFormatError(f"{type(exc).__name__}: {exc}") from None
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> Plan:
+        if not isinstance(doc, dict) or doc.get("ocigraphPlan") != PLAN_FORMAT_VERSION:
+            raise PlanFormatError(f"missing or unsupported ocigraphPlan version (want {PLAN_FORMAT_VERSION})")
+        op = doc["operation"]
+        if op not in OPERATIONS:
+            raise PlanFormatError(f"unknown operation {op!r}")
+        deletions = []
+        for i, d in enumerate(_list(doc, "deletions")):
+            kind = d["reason"]
+            if kind not in REASON_KINDS:
+                raise PlanFormatError(f"deletions[{i}]: unknown reason {kind!r}")
+            via = d.get("via")
+            deletions.append(Deletion(
+                digest=parse_digest(d["digest"], f"deletions[{i}]"),
+                reason=Reason(kind, None if via is None else parse_digest(via, f"deletions[{i}].via")),
+                size=_int(d["size"], f"deletions[{i}].size"),
+                present=_bool(d["present"], f"deletions[{i}].present"),
+                media_types=tuple(_str(m, "mediaTypes") for m in d.get("mediaTypes", [])),
+            ))
+        changes = []
+        for i, c in enumerate(_list(doc, "indexChanges")):
+            if c["action"] not in ("drop", "untag"):
+                raise PlanFormatError(f"indexChanges[{i}]: unknown action {c['action']!r}")
+            tag = c.get("tag")
+            changes.append(IndexChange(
+                position=_int(c["position"], f"indexChanges[{i}].position"),
+                digest=parse_digest(c["digest"], f"indexChanges[{i}]"),
+                tag=None if tag is None else _str(tag, f"indexChanges[{i}].tag"),
+                action=c["action"],
+            ))
+        kept = []
+        for i, k in enumerate(_list(doc, "kept")):
+            via = k.get("via")
+            kept.append(Kept(
+                digest=parse_digest(k["digest"], f"kept[{i}]"),
+                kind=_str(k["kind"], f"kept[{i}].kind"),
+                via=None if via is None else parse_digest(via, f"kept[{i}].via"),
+            ))
+        snap = doc.get("snapshotTime")
+        if snap is not None and (isinstance(snap, bool) or not isinstance(snap, (int, float))):
+            raise PlanFormatError("snapshotTime is not a number")
+        plan = cls(
+            operation=op,
+            targets=tuple(_str(t, "targets") for t in _list(doc, "targets")),
+            policy=Policy.from_dict(doc["policy"]),
+            index_fingerprint=parse_digest(doc["indexFingerprint"], "indexFingerprint"),
+            deletions=tuple(deletions),
+            index_changes=tuple(changes),
+            kept=tuple(kept),
+            snapshot_time=snap,
+        )
+        if "bytesFreed" in doc and doc["bytesFreed"] != plan.bytes_freed:
+            raise PlanFormatError(
+                f"bytesFreed says {doc['bytesFreed']} but the deletions add up to {plan.bytes_freed}"
+            )
+        return plan
+
+    # -- for people ------------------------------------------------------------------------
+
+    def summary(self) -> str:
+        """One line: what, how many, how much."""
+        n = sum(1 for d in self.deletions if d.present)
+        return (
+            f"{self.operation} plan (policy {self.policy.name}): {n} blob(s) to delete, "
+            f"{format_bytes(self.bytes_freed)} freed, {len(self.index_changes)} index.json "
+            f"change(s)"
+        )
+
+    def __str__(self) -> str:
+        lines = [self.summary()]
+        for d in self.deletions:
+            state = format_bytes(d.size) if d.present else "absent"
+            lines.append(f"  delete {d.digest}  {state:>10}  {d.reason}")
+        for c in self.index_changes:
+            tag = f" (tag {c.tag})" if c.tag is not None else " (untagged)"
+            lines.append(f"  index.json: {c.action} entry {c.position} {c.digest}{tag}")
+        return "\n".join(lines)
+
+
+def format_bytes(n: int) -> str:
+    """Human-readable size, binary units.
+
+    >>> format_bytes(0), format_bytes(1536), format_bytes(5 * 1024**3)
+    ('0 B', '1.5 KiB', '5.0 GiB')
+    """
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _list(doc: dict[str, Any], key: str) -> list[Any]:
+    value = doc.get(key, [])
+    if not isinstance(value, list):
+        raise PlanFormatError(f"{key} is not a list")
+    return value
+
+
+def _int(value: Any, where: str) -> int:
+    if type(value) is not int or value < 0:
+        raise PlanFormatError(f"{where} is not a non-negative integer")
+    return value
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise PlanFormatError(f"{where} is not a boolean")
+    return value
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise PlanFormatError(f"{where} is not a string")
+    return value
