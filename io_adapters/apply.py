@@ -1,0 +1,166 @@
+"""Apply a plan to a layout on disk, so that a crash at any instant leaves a valid layout.
+
+Order of work (SEMANTICS §6):
+
+1. take the layout lock (or use the caller's);
+2. re-read index.json and refuse a stale plan (its fingerprint differs);
+3. write the new index.json atomically: a temp file in the layout folder, fsync, rename over
+   index.json, fsync the folder -- readers see the old or the new file, never half of one;
+4. unlink blobs in plan order, predecessors first, so at every instant each blob reachable from
+   index.json still exists.  A blob already gone is fine; a blob that is not a regular file, or
+   was written after the plan's snapshot, is skipped and reported.
+
+If step 4 stops half way, index.json already no longer reaches the remaining blobs: they are
+plain garbage, and the next ``gc`` removes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import ocigraph as og
+
+from .errors import ApplyError, LayoutAccessError
+from .layout import blob_path, read_regular_file
+from .lock import LayoutLock
+
+__all__ = ["ApplyReport", "apply_plan", "write_index_atomically", "TEMP_PREFIX"]
+
+TEMP_PREFIX = ".index.json.ocigraph-"
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyReport:
+    """What ``apply_plan`` did."""
+
+    deleted: tuple[str, ...]
+    already_gone: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...]  # (digest, why)
+    bytes_freed: int
+    index_written: bool
+    seconds: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "deleted": list(self.deleted),
+            "alreadyGone": list(self.already_gone),
+            "skipped": [{"digest": d, "why": w} for d, w in self.skipped],
+            "bytesFreed": self.bytes_freed,
+            "indexWritten": self.index_written,
+            "seconds": round(self.seconds, 6),
+        }
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp_files(root: Path) -> None:
+    """Remove temp files a killed ocigraph left (only ours, by prefix; call under the lock)."""
+    with contextlib.suppress(OSError), os.scandir(root) as it:
+        for e in it:
+            if e.name.startswith(TEMP_PREFIX) and e.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(e.path)
+
+
+def write_index_atomically(root: Path, data: bytes) -> None:
+    """Replace ``root/index.json`` with ``data``: temp file, fsync, rename, fsync folder."""
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=TEMP_PREFIX, suffix=".tmp")
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, root / "index.json")
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise LayoutAccessError("index.json", f"cannot write the new index.json ({exc.strerror}); "
+                                "it was left unchanged") from None
+    _fsync_dir(root)
+
+
+def apply_plan(
+    root: Path | str,
+    plan: og.Plan,
+    *,
+    lock: LayoutLock | None = None,
+    lock_timeout: float = 10.0,
+    progress: Callable[[int], None] | None = None,
+    unlink: Callable[[Path], None] = os.unlink,
+) -> ApplyReport:
+    """Apply ``plan`` to the layout at ``root``; returns an :class:`ApplyReport`.
+
+    ``lock``: a held :class:`LayoutLock` (when the caller planned under it); otherwise one is
+    taken for the duration.  ``progress`` is called with the number of blobs handled so far.
+    ``unlink`` is injectable so tests can make deletion fail half way.
+    """
+    root = Path(root)
+    started = time.monotonic()
+    own = lock is None
+    held = LayoutLock(root, lock_timeout) if lock is None else lock
+    if own:
+        held.acquire()
+    try:
+        remove_stale_temp_files(root)
+        current = og.parse_index(read_regular_file(root / "index.json", "index.json"))
+        if current.fingerprint != plan.index_fingerprint:
+            raise og.StalePlanError(plan.index_fingerprint, current.fingerprint)
+        index_written = False
+        if plan.index_changes:
+            write_index_atomically(root, og.render_index(current, plan.index_changes))
+            index_written = True
+        deleted: list[str] = []
+        gone: list[str] = []
+        skipped: list[tuple[str, str]] = []
+        freed = 0
+        todo = [d for d in plan.deletions if d.present]
+        for i, d in enumerate(todo):
+            path = blob_path(root, d.digest)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                gone.append(d.digest)
+                continue
+            except OSError as exc:
+                raise ApplyError(str(path.relative_to(root)), exc.strerror or str(exc), len(deleted), len(todo), index_written) from None
+            if not stat.S_ISREG(st.st_mode):
+                skipped.append((d.digest, "not a regular file"))
+                continue
+            if plan.snapshot_time is not None and st.st_mtime > plan.snapshot_time:
+                skipped.append((d.digest, "written after the plan was made"))
+                continue
+            try:
+                unlink(path)
+            except FileNotFoundError:
+                gone.append(d.digest)
+                continue
+            except OSError as exc:
+                why = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
+                raise ApplyError(f"cannot delete {path.relative_to(root)}", why, len(deleted), len(todo), index_written) from None
+            deleted.append(d.digest)
+            freed += st.st_size
+            if progress is not None:
+                progress(i + 1)
+        return ApplyReport(tuple(deleted), tuple(gone), tuple(skipped), freed, index_written,
+                           time.monotonic() - started)
+    finally:
+        if own:
+            held.release()

@@ -1,0 +1,43 @@
+"""Errors the disk adapter adds to the core's family.  Each names the path or pid at fault."""
+
+from __future__ import annotations
+
+from ocigraph import LayoutError, OcigraphError, RequestError
+
+__all__ = ["LayoutAccessError", "LayoutLockedError", "ApplyError"]
+
+
+class LayoutAccessError(LayoutError):
+    """A file of the layout is missing, unreadable, not what it should be, or a symlink."""
+
+    def __init__(self, path: str, why: str) -> None:
+        self.path = path
+        self.why = why
+        super().__init__(f"{path}: {why}")
+
+
+class LayoutLockedError(RequestError):
+    """Another process holds the layout's lock."""
+
+    def __init__(self, root: str, pid: int | None, waited: float) -> None:
+        self.root = root
+        self.pid = pid
+        self.waited = waited
+        who = f"pid {pid}" if pid else "another process"
+        super().__init__(f"layout {root} is locked by {who} (waited {waited:g}s)")
+
+
+class ApplyError(OcigraphError):
+    """Applying stopped part way.  The layout is valid; planning again finishes the job."""
+
+    def __init__(self, what: str, why: str, done: int, total: int, index_written: bool) -> None:
+        self.what = what
+        self.why = why
+        self.done = done
+        self.total = total
+        self.index_written = index_written
+        state = "index.json already updated; " if index_written else "nothing changed; "
+        super().__init__(
+            f"{what}: {why} ({done} of {total} blobs deleted; {state}"
+            "the layout is valid: plan again to finish)"
+        )
