@@ -24,6 +24,7 @@ from ._errors import (
     UnknownRefError,
 )
 from ._graph import (
+    LayoutGraph,
     build_graph,
     is_young,
     live_set,
@@ -46,7 +47,16 @@ from ._mediatypes import (
     SUCCESSOR_FIELDS,
     is_manifest_type,
 )
-from ._model import BlobInfo, Descriptor, Index, IndexEntry, Layout, Manifest, ManifestSource, Reporter
+from ._model import (
+    BlobInfo,
+    Descriptor,
+    Index,
+    IndexEntry,
+    Layout,
+    Manifest,
+    ManifestSource,
+    Reporter,
+)
 from ._parse import (
     BytesManifestSource,
     layout_from_bytes,
@@ -75,7 +85,7 @@ __all__ = [
     "parse_descriptor", "parse_index", "parse_manifest", "manifest_from_document",
     "render_index", "BytesManifestSource", "layout_from_bytes",
     # graph
-    "build_graph", "referrers_of", "successors_of", "tags_of", "roots", "live_set", "why_live",
+    "LayoutGraph", "build_graph", "referrers_of", "successors_of", "tags_of", "roots", "live_set", "why_live",
     "resolve_ref", "is_young",
     # planning
     "deletion_closure", "plan_delete", "plan_gc", "plan_untag", "plan_remove", "simulate",

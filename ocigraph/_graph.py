@@ -21,11 +21,12 @@ import networkx as nx
 
 from ._digest import SWEEPABLE_ALGORITHMS, is_sweepable, parse_digest
 from ._errors import AmbiguousRefError, InvalidDigestError, UnknownRefError
-from ._mediatypes import ROLE_OF_FIELD, SUCCESSOR_FIELDS
+from ._mediatypes import OCI_ARTIFACT, OCI_INDEX, OCI_MANIFEST, ROLE_OF_FIELD, SUCCESSOR_FIELDS
 from ._model import Layout, Manifest, Reporter
 from ._policy import Policy
 
 __all__ = [
+    "LayoutGraph",
     "build_graph",
     "referrers_of",
     "successors_of",
@@ -38,6 +39,33 @@ __all__ = [
 ]
 
 _NULL_REPORTER = Reporter()
+
+#: Blobs larger than this are never read as possible manifests (registries refuse manifests
+#: over 4 MiB; a layer that size is not worth hashing to find out).
+SNIFF_LIMIT = 4 * 1024 * 1024
+
+
+def content_media_type(m: Manifest) -> str | None:
+    """How to walk a manifest found without a descriptor: the ``mediaType`` its content
+    declares, else what its fields imply; ``None`` if it is not a usable manifest.
+
+    >>> content_media_type(Manifest(digest="sha256:" + "0" * 64, media_type=OCI_INDEX))
+    'application/vnd.oci.image.index.v1+json'
+    >>> content_media_type(Manifest(digest="sha256:" + "0" * 64, error="not valid JSON")) is None
+    True
+    """
+    if m.error is not None:
+        return None
+    if m.media_type in SUCCESSOR_FIELDS:
+        return m.media_type
+    if m.media_type is not None:
+        return None
+    fields = {name for name, _ in m.refs}
+    for media_type in (OCI_INDEX, OCI_ARTIFACT, OCI_MANIFEST):
+        own = set(SUCCESSOR_FIELDS[media_type]) - {"subject"}
+        if fields & own:
+            return media_type
+    return OCI_MANIFEST if "subject" in fields else None
 
 
 class _Interner:
@@ -53,7 +81,17 @@ class _Interner:
         return self._seen.setdefault(fs, fs)
 
 
-def build_graph(layout: Layout, reporter: Reporter | None = None) -> nx.DiGraph:
+class LayoutGraph(nx.DiGraph):  # type: ignore[misc]
+    """The frozen graph :func:`build_graph` returns: a plain networkx ``DiGraph`` that also
+    shows itself in Jupyter (a summary table, and a Mermaid picture when it is small)."""
+
+    def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict[str, str]:
+        from .render import graph_mimebundle
+
+        return graph_mimebundle(self)
+
+
+def build_graph(layout: Layout, reporter: Reporter | None = None) -> LayoutGraph:
     """The frozen graph of ``layout``.
 
     Nodes are digests.  Node attributes:
@@ -116,36 +154,58 @@ def build_graph(layout: Layout, reporter: Reporter | None = None) -> nx.DiGraph:
         if entry.tag is not None:
             tags.setdefault(d.digest, set()).add(entry.tag)
 
-    # Breadth-first by levels, each level one batch for the source (parallel reads, caches).
-    while pending:
-        level, pending = pending, []
-        to_read = sorted({d for d, _ in level if d not in parsed and is_sweepable(d)})
-        if to_read:
-            got = layout.manifests.read_manifests(to_read)
-            for d in to_read:
-                parsed[d] = got[d]
-            rep.manifests_read(len(to_read))
-        for digest, media_type in level:
-            m = parsed.get(digest)
-            if m is None:  # an algorithm ocigraph does not read
-                parsed[digest] = Manifest(digest=digest, error="digest algorithm not supported")
-                continue
-            fields = SUCCESSOR_FIELDS[media_type]
-            for name, desc in m.refs:
-                if name in fields:
-                    role = ROLE_OF_FIELD[name]
-                    key = (digest, desc.digest)
-                    roles = edges.get(key)
-                    if roles is None:
-                        edges[key] = {role}
-                    else:
-                        roles.add(role)
-                    see(desc.digest, desc.media_type, desc.size, desc.artifact_type, desc.platform)
+    def expand() -> None:
+        """Walk ``pending`` breadth-first by levels, each level one batch for the source
+        (so an adapter can read files in parallel or answer from a cache)."""
+        nonlocal pending
+        while pending:
+            level, pending = pending, []
+            to_read = sorted({d for d, _ in level if d not in parsed and is_sweepable(d)})
+            if to_read:
+                got = layout.manifests.read_manifests(to_read)
+                for dg in to_read:
+                    parsed[dg] = got[dg]
+                rep.manifests_read(len(to_read))
+            for digest, media_type in level:
+                m = parsed.get(digest)
+                if m is None:  # an algorithm ocigraph does not read
+                    parsed[digest] = Manifest(digest=digest, error="digest algorithm not supported")
+                    continue
+                fields = SUCCESSOR_FIELDS[media_type]
+                for name, desc in m.refs:
+                    if name in fields:
+                        role = ROLE_OF_FIELD[name]
+                        key = (digest, desc.digest)
+                        roles = edges.get(key)
+                        if roles is None:
+                            edges[key] = {role}
+                        else:
+                            roles.add(role)
+                        see(desc.digest, desc.media_type, desc.size, desc.artifact_type,
+                            desc.platform)
+
+    expand()
+    # A referrer is usually referenced by nothing: it only points at its subject.  So every
+    # present blob that no descriptor explains, and that is small enough to be a manifest, is
+    # read once; if it is a manifest its content's media type says how to walk it.  Without
+    # this, the signature of a live image that index.json does not list would look like garbage.
+    blobs = layout.blobs
+    unexplained = sorted(d for d, info in blobs.items()
+                         if d not in media and d not in parsed and info.size <= SNIFF_LIMIT)
+    if unexplained:
+        got = layout.manifests.read_manifests(unexplained)
+        rep.manifests_read(len(unexplained))
+        for dg in unexplained:
+            m = got[dg]
+            media_type = content_media_type(m)
+            if media_type is not None:
+                parsed[dg] = m
+                see(dg, media_type, blobs[dg].size, m.artifact_type, None)
+        expand()
     rep.phase_finished("read")
 
     rep.phase_started("build")
-    g = nx.DiGraph(index=layout.index, fingerprint=layout.index.fingerprint, now=layout.now)
-    blobs = layout.blobs
+    g = LayoutGraph(index=layout.index, fingerprint=layout.index.fingerprint, now=layout.now)
     empty: frozenset[str] = frozenset()
     nodes = []
     for digest in media.keys() | blobs.keys():
@@ -180,7 +240,8 @@ def build_graph(layout: Layout, reporter: Reporter | None = None) -> nx.DiGraph:
     g.add_nodes_from(nodes)
     g.add_edges_from((u, v, {"roles": intern(r)}) for (u, v), r in edges.items())
     rep.phase_finished("build")
-    return nx.freeze(g)
+    nx.freeze(g)
+    return g
 
 
 def referrers_of(graph: nx.DiGraph, digest: str) -> tuple[str, ...]:
@@ -294,7 +355,7 @@ def resolve_ref(graph: nx.DiGraph, ref: str) -> str:
     if looks_like_digest and ref in graph:
         return ref
     index = graph.graph["index"]
-    found = []
+    found: list[str] = []
     for e in index.entries:
         if e.tag == ref and e.digest not in found:
             found.append(e.digest)

@@ -276,8 +276,8 @@ def plan_untag(graph: nx.DiGraph, refs: Iterable[str]) -> Plan:
         keep_one = all(p in positions for p in mine)
         for p in mine:
             if p in positions:
-                action = "untag" if keep_one and p == mine[0] else "drop"
-                changes.append(IndexChange(p, d, entries[p].tag, action))
+                untag = keep_one and p == mine[0]
+                changes.append(IndexChange(p, d, entries[p].tag, "untag" if untag else "drop"))
     return _plan(graph, "untag", refs, Policy(), {}, changes)
 
 
@@ -315,7 +315,7 @@ def plan_remove(graph: nx.DiGraph, refs: Iterable[str], policy: Policy | None = 
 class _WithoutDeleted:
     """A manifest source that answers "missing" for the blobs a plan deleted."""
 
-    __slots__ = ("_inner", "_gone")
+    __slots__ = ("_gone", "_inner")
 
     def __init__(self, inner: object, gone: frozenset[str]) -> None:
         self._inner = inner

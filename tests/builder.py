@@ -1,0 +1,65 @@
+"""A tiny in-memory layout builder for tests: content in, digests and a core Layout out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+import ocigraph as og
+
+LAYER = "application/vnd.oci.image.layer.v1.tar"
+CONFIG = "application/vnd.oci.image.config.v1+json"
+
+
+class Builder:
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.entries: list[dict[str, Any]] = []
+        self.absent: set[str] = set()
+
+    def blob(self, content: bytes | str, media_type: str = LAYER, alg: str = "sha256",
+             present: bool = True) -> dict[str, Any]:
+        data = content.encode() if isinstance(content, str) else content
+        d = og.digest_bytes(data, alg)
+        if present:
+            self.blobs[d] = data
+        else:
+            self.absent.add(d)
+        return {"mediaType": media_type, "digest": d, "size": len(data)}
+
+    def _doc(self, doc: dict[str, Any], media_type: str, present: bool = True) -> dict[str, Any]:
+        return self.blob(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS), media_type, present=present)
+
+    def manifest(self, config: dict[str, Any] | None = None, layers: list[dict[str, Any]] = (),  # type: ignore[assignment]
+                 subject: dict[str, Any] | None = None, media_type: str = og.OCI_MANIFEST,
+                 artifact_type: str | None = None, present: bool = True) -> dict[str, Any]:
+        doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": media_type,
+                               "config": config or self.blob("{}", CONFIG), "layers": list(layers)}
+        if subject is not None:
+            doc["subject"] = subject
+        if artifact_type is not None:
+            doc["artifactType"] = artifact_type
+        return self._doc(doc, media_type, present)
+
+    def index(self, manifests: list[dict[str, Any]], subject: dict[str, Any] | None = None,
+              media_type: str = og.OCI_INDEX) -> dict[str, Any]:
+        doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": media_type, "manifests": manifests}
+        if subject is not None:
+            doc["subject"] = subject
+        return self._doc(doc, media_type)
+
+    def entry(self, desc: dict[str, Any], tag: str | None = None) -> None:
+        e = dict(desc)
+        if tag is not None:
+            e["annotations"] = {og.REF_NAME: tag}
+        self.entries.append(e)
+
+    def index_json(self) -> bytes:
+        return orjson.dumps({"schemaVersion": 2, "manifests": self.entries})
+
+    def layout(self, mtimes: dict[str, float] | None = None, now: float | None = None) -> og.Layout:
+        return og.layout_from_bytes(self.index_json(), self.blobs, mtimes, now)
+
+    def graph(self, **kw: Any) -> og.LayoutGraph:
+        return og.build_graph(self.layout(**kw))
