@@ -88,7 +88,8 @@ class LayoutGraph(nx.DiGraph):  # type: ignore[misc]
     def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict[str, str]:
         from .render import graph_mimebundle
 
-        return graph_mimebundle(self)
+        bundle: dict[str, str] = graph_mimebundle(self)
+        return bundle
 
 
 def build_graph(layout: Layout, reporter: Reporter | None = None) -> LayoutGraph:
@@ -196,11 +197,11 @@ def build_graph(layout: Layout, reporter: Reporter | None = None) -> LayoutGraph
         got = layout.manifests.read_manifests(unexplained)
         rep.manifests_read(len(unexplained))
         for dg in unexplained:
-            m = got[dg]
-            media_type = content_media_type(m)
+            sniffed = got[dg]
+            media_type = content_media_type(sniffed)
             if media_type is not None:
-                parsed[dg] = m
-                see(dg, media_type, blobs[dg].size, m.artifact_type, None)
+                parsed[dg] = sniffed
+                see(dg, media_type, blobs[dg].size, sniffed.artifact_type, None)
         expand()
     rep.phase_finished("read")
 

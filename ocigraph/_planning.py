@@ -32,6 +32,7 @@ __all__ = [
 
 _NULL_REPORTER = Reporter()
 _UNUSABLE = ("missing", "broken")
+_SUBJECT_ONLY = frozenset({"subject"})
 
 
 def _young_set(graph: nx.DiGraph, policy: Policy) -> frozenset[str]:
@@ -95,14 +96,28 @@ def deletion_closure(
     return reasons, tuple(kept)
 
 
-def _check_usable(graph: nx.DiGraph, live: Iterable[str], exclude: Collection[str]) -> None:
-    """SEMANTICS §5: a live manifest that cannot be read or parsed stops the plan."""
-    nodes = graph.nodes
-    for n in sorted(live):
+def _check_usable(graph: nx.DiGraph, live: Collection[str], exclude: Collection[str]) -> None:
+    """SEMANTICS §5: a live manifest that cannot be read or parsed stops the plan.
+
+    One exception: a *missing* manifest that live nodes reach only as a ``subject`` (a
+    signature whose image was deleted, or pushed before it) is an ordinary dangling subject --
+    the distribution spec allows it -- not a manifest whose successors matter.
+    """
+    nodes, pred = graph.nodes, graph._pred
+    bad = []
+    for n in live:
         attrs = nodes[n]
-        if attrs["status"] in _UNUSABLE and n not in exclude:
-            holder = min((p for p in graph._pred[n] if p in live), default=None)
-            raise BrokenManifestError(n, attrs["error"], holder)
+        if attrs["status"] not in _UNUSABLE or n in exclude:
+            continue
+        holders = [p for p in pred[n] if p in live]
+        if attrs["status"] == "missing" and not attrs["indexed"] and all(
+            pred[n][p]["roles"] == _SUBJECT_ONLY for p in holders
+        ):
+            continue
+        bad.append((n, min(holders, default=None)))
+    if bad:
+        n, holder = min(bad)
+        raise BrokenManifestError(n, nodes[n]["error"], holder)
 
 
 def _guard(graph: nx.DiGraph, doomed: Mapping[str, Reason], live: Collection[str]) -> None:
@@ -264,11 +279,9 @@ def _tag_positions(graph: nx.DiGraph, refs: Iterable[str], *, digests_allowed: b
     return positions
 
 
-def plan_untag(graph: nx.DiGraph, refs: Iterable[str]) -> Plan:
-    """Remove tags; delete nothing.  A digest left with no entry at all keeps one untagged
-    entry (its first), so the image stays in index.json as oras-go does after ``Untag``."""
-    refs = list(refs)
-    positions = set(_tag_positions(graph, refs, digests_allowed=True))
+def _untag_changes(graph: nx.DiGraph, positions: Collection[int]) -> list[IndexChange]:
+    """Drop the tagged entries at ``positions``, except that a digest left with no entry at all
+    keeps its first one, untagged -- so the image stays in index.json, as oras-go's ``Untag``."""
     entries = graph.graph["index"].entries
     changes = []
     for d in sorted({entries[p].digest for p in positions}):
@@ -278,12 +291,24 @@ def plan_untag(graph: nx.DiGraph, refs: Iterable[str]) -> Plan:
             if p in positions:
                 untag = keep_one and p == mine[0]
                 changes.append(IndexChange(p, d, entries[p].tag, "untag" if untag else "drop"))
-    return _plan(graph, "untag", refs, Policy(), {}, changes)
+    return changes
+
+
+def plan_untag(graph: nx.DiGraph, refs: Iterable[str]) -> Plan:
+    """Remove tags; delete nothing.  ``refs`` are tags, or digests meaning all their tags."""
+    refs = list(refs)
+    positions = set(_tag_positions(graph, refs, digests_allowed=True))
+    return _plan(graph, "untag", refs, Policy(), {}, _untag_changes(graph, positions))
 
 
 def plan_remove(graph: nx.DiGraph, refs: Iterable[str], policy: Policy | None = None) -> Plan:
     """``docker rmi``: untag each ref; a digest left with no tag and not live is deleted as by
-    :func:`plan_delete` (with its referrers and orphans); one still live is only untagged."""
+    :func:`plan_delete` (with its referrers and orphans); one still live is only untagged,
+    exactly as :func:`plan_untag` would.
+
+    Liveness is judged as if the removed tag entries were gone altogether, so that under
+    ``keep_untagged`` the untagged entry an untag would leave does not keep the image alive.
+    """
     policy = policy or Policy()
     refs = list(refs)
     removed = set(_tag_positions(graph, refs, digests_allowed=True))
@@ -307,8 +332,7 @@ def plan_remove(graph: nx.DiGraph, refs: Iterable[str], policy: Policy | None = 
     if policy.guarded:
         _guard(graph, reasons, live)
     changes = _drops(graph, reasons)
-    changes += [IndexChange(p, entries[p].digest, entries[p].tag, "drop")
-                for p in sorted(removed) if entries[p].digest not in reasons]
+    changes += _untag_changes(graph, [p for p in removed if entries[p].digest not in reasons])
     return _plan(graph, "remove", refs, policy, reasons, changes, kept)
 
 

@@ -78,14 +78,28 @@ HASHES: dict[str, Callable[[bytes], Any]] = {
 }
 
 STEP_OPS = frozenset({"delete", "gc", "untag", "remove", "predecessors"})
-POLICY_FIELDS = frozenset({"preset", "keep_untagged", "cascade_referrers", "guard", "force", "grace"})
+POLICY_FIELDS = frozenset(
+    {"preset", "keep_untagged", "cascade_referrers", "guard", "force", "grace"}
+)
 
 _BLOB_KEYS = frozenset(
-    {"id", "kind", "mediaType", "content", "alg", "present", "subject", "artifactType", "annotations"}
+    {
+        "id",
+        "kind",
+        "mediaType",
+        "content",
+        "alg",
+        "present",
+        "subject",
+        "artifactType",
+        "annotations",
+    }
     | {f for fields in KIND_FIELDS.values() for f in fields}
 )
 _PLAIN_BLOB_KEYS = frozenset({"id", "kind", "mediaType", "content", "alg", "present"})
-_CASE_KEYS = frozenset({"name", "source", "description", "blobs", "index", "stray", "steps", "final"})
+_CASE_KEYS = frozenset(
+    {"name", "source", "description", "blobs", "index", "stray", "steps", "final"}
+)
 _STEP_KEYS = frozenset(
     {"op", "targets", "refs", "of", "policy", "expect", "apply", "include_absent", "note"}
 )
@@ -142,11 +156,14 @@ class Materialized:
         """The string the core accepts for a case target.
 
         ``"tag:NAME"`` is the tag NAME; an id is its digest.  With ``bare_is_tag`` (untag refs),
-        a string that is no id is taken as a tag name, as in ``{"op": "untag", "refs": ["v1"]}``.
+        a string that is no id is taken as a tag name, as in ``{"op": "untag", "refs": ["v1"]}``;
+        a bare ref that is also an id is refused as ambiguous (write ``tag:NAME``).
         """
         if target.startswith(TAG_PREFIX):
-            return target[len(TAG_PREFIX):]
+            return target[len(TAG_PREFIX) :]
         if target in self.ids:
+            if bare_is_tag:
+                raise CaseError(f"untag ref {target!r} is also a blob id: write 'tag:{target}'")
             return self.ids[target]
         if bare_is_tag:
             return target
@@ -155,7 +172,7 @@ class Materialized:
     def mention(self, item: str) -> str:
         """What must appear in an error message for an expected mention: a digest or tag name."""
         if item.startswith(TAG_PREFIX):
-            return item[len(TAG_PREFIX):]
+            return item[len(TAG_PREFIX) :]
         return self.ids.get(item, item)
 
 
@@ -203,9 +220,15 @@ def load_cases(directory: str | os.PathLike[str] = CASES_DIR) -> list[dict[str, 
 def _ref_id(ref: Any, where: str) -> str:
     if isinstance(ref, str):
         return ref
-    if isinstance(ref, dict) and isinstance(ref.get("ref"), str) and set(ref) <= {"ref", "mediaType"}:
+    if (
+        isinstance(ref, dict)
+        and isinstance(ref.get("ref"), str)
+        and set(ref) <= {"ref", "mediaType"}
+    ):
         return str(ref["ref"])
-    raise CaseError(f"{where}: a reference is an id or {{'ref': id, 'mediaType': ...}}, got {ref!r}")
+    raise CaseError(
+        f"{where}: a reference is an id or {{'ref': id, 'mediaType': ...}}, got {ref!r}"
+    )
 
 
 def _references(blob: Mapping[str, Any]) -> list[tuple[str, Any]]:
@@ -283,17 +306,22 @@ def check_case(case: Mapping[str, Any]) -> None:
         policy = step.get("policy", "default")
         if isinstance(policy, dict) and (unknown := set(policy) - POLICY_FIELDS):
             fail(f"{where}: unknown policy fields {sorted(unknown)}")
-        key = {"delete": "targets", "untag": "refs", "remove": "refs", "gc": None}[step["op"]]
-        if key is not None and not isinstance(step.get(key), list):
-            fail(f"{where}: {step['op']} needs a list {key!r}")
+        list_key = {"delete": "targets", "untag": "refs", "remove": "refs"}.get(step["op"])
+        if list_key is not None and not isinstance(step.get(list_key), list):
+            fail(f"{where}: {step['op']} needs a list {list_key!r}")
         for listed in (expect.get("deleted", []), expect.get("predecessors", [])):
             if missing := set(listed) - ids:
                 fail(f"{where}: expectation names unknown ids {sorted(missing)}")
     for item in case.get("stray", []):
-        if not isinstance(item, dict) or not isinstance(item.get("path"), str) or not set(item) <= {
-            "path",
-            "content",
-        }:
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("path"), str)
+            or not set(item)
+            <= {
+                "path",
+                "content",
+            }
+        ):
             fail(f"bad stray item {item!r}: {{'path': str, 'content'?: str}}")
     final = case.get("final", {})
     if missing := set(final.get("present", [])) - ids:
@@ -314,7 +342,11 @@ def materialize(case: Mapping[str, Any]) -> Materialized:
     def descriptor(ref: Any, visiting: tuple[str, ...]) -> dict[str, Any]:
         ref_id = _ref_id(ref, case["name"])
         build(ref_id, visiting)
-        media_type = ref["mediaType"] if isinstance(ref, dict) and "mediaType" in ref else media_types[ref_id]
+        media_type = (
+            ref["mediaType"]
+            if isinstance(ref, dict) and "mediaType" in ref
+            else media_types[ref_id]
+        )
         return {"mediaType": media_type, "digest": digests[ref_id], "size": len(content[ref_id])}
 
     def build(blob_id: str, visiting: tuple[str, ...] = ()) -> None:
@@ -400,11 +432,11 @@ def write_layout(m: Materialized, path: str | os.PathLike[str]) -> Path:
         blob_dir = root / "blobs" / alg
         blob_dir.mkdir(parents=True, exist_ok=True)
         (blob_dir / encoded).write_bytes(data)
-    for rel, data in m.stray.items():
+    for rel, stray_data in m.stray.items():
         target = root / rel
-        if data is None:
+        if stray_data is None:
             target.mkdir(parents=True, exist_ok=True)
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+            target.write_bytes(stray_data)
     return root
