@@ -69,6 +69,8 @@ from ._parse import (
 from ._plan import REASON_KINDS, Deletion, IndexChange, Kept, Plan, Reason, format_bytes
 from ._planning import deletion_closure, plan_delete, plan_gc, plan_remove, plan_untag, simulate
 from ._policy import PRESETS, Policy
+from .render import graph_html, graph_mimebundle, plan_html, to_dot, to_mermaid
+from .space import LayoutSpace, SpaceReport, TagSpace, format_space_text, space_by_tag
 
 __version__ = "0.1.0"
 
@@ -90,6 +92,9 @@ __all__ = [
     # planning
     "deletion_closure", "plan_delete", "plan_gc", "plan_untag", "plan_remove", "simulate",
     "format_bytes",
+    # pictures and space (ocigraph.draw.draw needs matplotlib)
+    "to_mermaid", "to_dot", "plan_html", "graph_html", "graph_mimebundle",
+    "space_by_tag", "SpaceReport", "TagSpace", "LayoutSpace", "format_space_text",
     # errors
     "OcigraphError", "LayoutError", "InvalidDigestError", "InvalidIndexError",
     "BrokenManifestError", "RequestError", "UnknownRefError", "AmbiguousRefError", "GuardError",

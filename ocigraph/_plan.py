@@ -23,7 +23,7 @@ PLAN_FORMAT_VERSION = 1
 #: Why a node goes.  ``via`` names the node that pulled it in (none for ``target``/``unreachable``).
 REASON_KINDS = ("target", "referrer-of", "orphaned-by", "unreachable")
 ReasonKind = Literal["target", "referrer-of", "orphaned-by", "unreachable"]
-KEPT_KINDS = ("shared", "root", "young")
+KEPT_KINDS = ("shared", "root", "young", "referrer")
 OPERATIONS = ("delete", "gc", "untag", "remove")
 
 
@@ -67,7 +67,8 @@ class IndexChange:
 @dataclass(frozen=True, slots=True)
 class Kept:
     """A successor of a deleted node that stays, and why: ``shared`` (``via`` a predecessor that
-    is not deleted), ``root`` (tagged, or indexed under keep_untagged) or ``young`` (grace)."""
+    is not deleted), ``root`` (tagged, or indexed under keep_untagged), ``young`` (grace) or
+    ``referrer`` (``via`` its subject, which stays)."""
 
     digest: str
     kind: str
@@ -231,6 +232,10 @@ class Plan:
             tag = f" (tag {c.tag})" if c.tag is not None else " (untagged)"
             lines.append(f"  index.json: {c.action} entry {c.position} {c.digest}{tag}")
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        from .render import plan_html
+        return plan_html(self)
 
 
 def format_bytes(n: int) -> str:

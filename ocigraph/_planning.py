@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any
 
 import networkx as nx
 
@@ -41,6 +42,19 @@ def _young_set(graph: nx.DiGraph, policy: Policy) -> frozenset[str]:
     return frozenset(n for n in graph if is_young(graph, n, policy))
 
 
+def _kept_subject(succ: Any, s: str, planned: Collection[str]) -> str | None:
+    """A subject of ``s`` that is not planned, if any.
+
+    A referrer lives as long as its subject (SEMANTICS §2), so losing every predecessor does
+    not orphan it while its subject stays: a signature listed by an index that is deleted still
+    belongs to its image.
+    """
+    for x, attrs in succ[s].items():
+        if x != s and x not in planned and "subject" in attrs["roles"]:
+            return str(x)
+    return None
+
+
 def deletion_closure(
     graph: nx.DiGraph,
     targets: Sequence[str],
@@ -53,8 +67,9 @@ def deletion_closure(
     ``protected`` are nodes never orphaned (default: the policy's roots).  Returns
     ``{digest: reason}`` in discovery order, and the successors that were kept with why.
 
-    A successor is orphaned when every one of its predecessors is in the set; a counter per
-    successor makes that check O(1) per edge instead of a rescan of its predecessors.
+    A successor is orphaned when every one of its predecessors is in the set and its subject (if
+    it is a referrer) is too; a counter per successor makes the first check O(1) per edge
+    instead of a rescan of its predecessors.
     """
     succ, pred = graph._succ, graph._pred
     root_set = roots(graph, policy) if protected is None else protected
@@ -79,7 +94,7 @@ def deletion_closure(
             left = outside.get(s)
             left = (len(pred[s]) if left is None else left) - 1
             outside[s] = left
-            if left == 0 and s not in root_set:
+            if left == 0 and s not in root_set and _kept_subject(succ, s, reasons) is None:
                 reasons[s] = Reason("orphaned-by", n)
                 queue.append(s)
     kept = []
@@ -90,6 +105,8 @@ def deletion_closure(
             kept.append(Kept(s, "young"))
         elif s in root_set and outside[s] == 0:
             kept.append(Kept(s, "root"))
+        elif outside[s] == 0:
+            kept.append(Kept(s, "referrer", _kept_subject(succ, s, reasons)))
         else:
             via = min((p for p in pred[s] if p not in reasons), default=None)
             kept.append(Kept(s, "shared", via))
@@ -103,7 +120,7 @@ def _check_usable(graph: nx.DiGraph, live: Collection[str], exclude: Collection[
     signature whose image was deleted, or pushed before it) is an ordinary dangling subject --
     the distribution spec allows it -- not a manifest whose successors matter.
     """
-    nodes, pred = graph.nodes, graph._pred
+    nodes, pred = graph._node, graph._pred  # the dicts behind graph.nodes: no view per lookup
     bad = []
     for n in live:
         attrs = nodes[n]
@@ -169,8 +186,9 @@ def _order(graph: nx.DiGraph, reasons: Mapping[str, Reason]) -> list[str]:
 def _drops(graph: nx.DiGraph, nodes: Iterable[str]) -> list[IndexChange]:
     entries = graph.graph["index"].entries
     out = []
+    attrs = graph._node
     for n in nodes:
-        for pos in graph.nodes[n]["entries"]:
+        for pos in attrs[n]["entries"]:
             out.append(IndexChange(pos, n, entries[pos].tag, "drop"))
     return out
 
@@ -184,7 +202,7 @@ def _plan(
     changes: Iterable[IndexChange],
     kept: tuple[Kept, ...] = (),
 ) -> Plan:
-    nodes = graph.nodes
+    nodes = graph._node
     deletions = []
     for n in _order(graph, reasons):
         a = nodes[n]
@@ -251,11 +269,11 @@ def plan_gc(graph: nx.DiGraph, policy: Policy | None = None,
     rep.phase_finished("close")
     rep.phase_started("plan")
     _check_usable(graph, live, ())
-    reasons = {
-        n: Reason("unreachable")
-        for n, a in sorted(graph.nodes.items())
-        if n not in live and (a["present"] or a["indexed"])
-    }
+    unreachable = Reason("unreachable")  # an immutable value: one for every node
+    reasons = dict.fromkeys(
+        sorted(n for n, a in graph._node.items() if n not in live and (a["present"] or a["indexed"])),
+        unreachable,
+    )
     plan = _plan(graph, "gc", (), policy, reasons, _drops(graph, reasons))
     rep.phase_finished("plan")
     return plan

@@ -410,3 +410,20 @@ def test_simulate_refuses_a_stale_plan_and_render_keeps_other_fields():
     stale = dataclasses.replace(plan, index_fingerprint="sha256:" + "1" * 64)
     with pytest.raises(og.StalePlanError):
         og.simulate(lay, stale)
+
+
+def test_signature_listed_by_a_deleted_index_stays_while_its_image_is_tagged():
+    # Found by the space accounting's cross-check: the literal orphan rule would delete `sig`,
+    # which is live because its subject is tagged.
+    b = Builder()
+    img = image(b, "app")
+    sig = b.manifest(layers=[b.blob("sig")], subject=img)
+    bundle = b.index([img, sig])
+    b.entry(img, "app")
+    b.entry(bundle, "bundle")
+    g = b.graph()
+    for plan in (og.plan_remove(g, ["bundle"]), og.plan_delete(g, ["bundle"])):
+        assert plan.deleted_digests() == {bundle["digest"]}
+        assert og.Kept(sig["digest"], "referrer", img["digest"]) in plan.kept
+        after = og.build_graph(og.simulate(b.layout(), plan))
+        assert og.live_set(after) == og.live_set(g) - {bundle["digest"]}
