@@ -1,0 +1,24 @@
+"""Hypothesis profiles for the property tests (tests/test_properties.py).
+
+Pick one with the ``HYPOTHESIS_PROFILE`` environment variable:
+
+``default``   300 examples per property, no deadline (what ``pytest`` runs)
+``ci``        the same examples, without the example database (a fresh runner has none), and
+              printing the reproduction blob of a failure
+``dev``       50 examples, for a quick loop while editing
+``thorough``  3000 examples, to hunt for rare bugs before a release
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+_BASE = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+settings.register_profile("default", _BASE, max_examples=300)
+settings.register_profile("ci", _BASE, max_examples=300, database=None, print_blob=True)
+settings.register_profile("dev", _BASE, max_examples=50)
+settings.register_profile("thorough", _BASE, max_examples=3000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
