@@ -67,7 +67,7 @@ from ._parse import (
     render_index,
 )
 from ._plan import REASON_KINDS, Deletion, IndexChange, Kept, Plan, Reason, format_bytes
-from ._planning import deletion_closure, plan_delete, plan_gc, plan_remove, plan_untag, simulate
+from ._planning import deletion_closure, describe_index_drift, plan_delete, plan_gc, plan_remove, plan_untag, simulate
 from ._policy import PRESETS, Policy
 from .render import graph_html, graph_mimebundle, plan_html, to_dot, to_mermaid
 from .space import LayoutSpace, SpaceReport, TagSpace, format_space_text, space_by_tag
@@ -90,7 +90,7 @@ __all__ = [
     "LayoutGraph", "build_graph", "referrers_of", "successors_of", "tags_of", "roots", "live_set", "why_live",
     "resolve_ref", "is_young",
     # planning
-    "deletion_closure", "plan_delete", "plan_gc", "plan_untag", "plan_remove", "simulate",
+    "deletion_closure", "describe_index_drift", "plan_delete", "plan_gc", "plan_untag", "plan_remove", "simulate",
     "format_bytes",
     # pictures and space (ocigraph.draw.draw needs matplotlib)
     "to_mermaid", "to_dot", "plan_html", "graph_html", "graph_mimebundle",

@@ -50,7 +50,11 @@ class InvalidDigestError(LayoutError):
         self.why = why
         self.where = where
         at = f" in {where}" if where else ""
-        super().__init__(f"invalid digest {value!r}{at}: {why}")
+        shown = repr(value)
+        if len(shown) > 100:  # a hostile layout's megabyte "digest" still gives a short line
+            shown = f"{shown[:80]}... ({len(shown)} characters)"
+        self.shown = shown
+        super().__init__(f"invalid digest {shown}{at}: {why}")
 
 
 class InvalidIndexError(LayoutError):
@@ -115,15 +119,19 @@ class GuardError(RequestError):
 
 
 class StalePlanError(RequestError):
-    """The plan was computed from an index.json that has changed since."""
+    """The plan was computed from an index.json that has changed since.
 
-    def __init__(self, expected: str, found: str) -> None:
+    ``changes`` says what changed, as far as the plan can tell (see
+    :func:`ocigraph.describe_index_drift`).
+    """
+
+    def __init__(self, expected: str, found: str, changes: tuple[str, ...] = ()) -> None:
         self.expected = expected
         self.found = found
-        super().__init__(
-            f"stale plan: it was made from index.json {expected}, but index.json is now {found}; "
-            "plan again"
-        )
+        self.changes = changes
+        what = "; ".join(changes[:3]) + ("; ..." if len(changes) > 3 else "")
+        detail = f" ({what})" if what else f" (was {expected}, now {found})"
+        super().__init__(f"stale plan: index.json changed since the plan was made{detail}; plan again")
 
 
 class PlanFormatError(RequestError):

@@ -16,8 +16,8 @@ from typing import Any
 import networkx as nx
 
 from ._errors import BrokenManifestError, GuardError, StalePlanError, UnknownRefError
-from ._graph import is_young, live_set, resolve_ref, roots
-from ._model import Layout, Manifest, Reporter
+from ._graph import is_young, live_set, pauses_gc, resolve_ref, roots
+from ._model import Index, Layout, Manifest, Reporter
 from ._parse import parse_index, render_index
 from ._plan import Deletion, IndexChange, Kept, Plan, Reason
 from ._policy import Policy
@@ -29,6 +29,7 @@ __all__ = [
     "plan_untag",
     "plan_remove",
     "simulate",
+    "describe_index_drift",
 ]
 
 _NULL_REPORTER = Reporter()
@@ -229,6 +230,7 @@ def _resolve_all(graph: nx.DiGraph, refs: Iterable[str]) -> list[str]:
     return out
 
 
+@pauses_gc
 def plan_delete(
     graph: nx.DiGraph,
     targets: Iterable[str],
@@ -259,6 +261,7 @@ def plan_delete(
     return plan
 
 
+@pauses_gc
 def plan_gc(graph: nx.DiGraph, policy: Policy | None = None,
             reporter: Reporter | None = None) -> Plan:
     """Sweep everything not live (SEMANTICS §2): present blobs and index.json entries alike."""
@@ -319,6 +322,7 @@ def plan_untag(graph: nx.DiGraph, refs: Iterable[str]) -> Plan:
     return _plan(graph, "untag", refs, Policy(), {}, _untag_changes(graph, positions))
 
 
+@pauses_gc
 def plan_remove(graph: nx.DiGraph, refs: Iterable[str], policy: Policy | None = None) -> Plan:
     """``docker rmi``: untag each ref; a digest left with no tag and not live is deleted as by
     :func:`plan_delete` (with its referrers and orphans); one still live is only untagged,
@@ -372,13 +376,40 @@ class _WithoutDeleted:
         return got
 
 
+def describe_index_drift(plan: Plan, index: Index) -> tuple[str, ...]:
+    """What in ``index`` no longer fits ``plan``, in words: the entries it would edit that have
+    moved or changed, and the blobs it would delete that index.json now lists.
+
+    The plan keeps only a fingerprint of the index.json it came from, so a change elsewhere is
+    reported as such.
+    """
+    out = []
+    entries = index.entries
+    for c in plan.index_changes:
+        if c.position >= len(entries):
+            out.append(f"entry {c.position} ({c.tag or 'untagged'}) is gone")
+        elif entries[c.position].digest != c.digest or entries[c.position].tag != c.tag:
+            now = entries[c.position]
+            out.append(f"entry {c.position} was {c.tag or 'untagged'} {c.digest}, "
+                       f"now {now.tag or 'untagged'} {now.digest}")
+    planned = {d.digest for d in plan.deletions}
+    for e in entries:
+        if e.digest in planned and not any(c.position == e.position for c in plan.index_changes):
+            out.append(f"{e.digest} (planned for deletion) is now listed"
+                       + (f" as tag {e.tag}" if e.tag else ""))
+    if not out:
+        out.append("entries elsewhere in index.json were added, removed or edited")
+    return tuple(out)
+
+
 def simulate(layout: Layout, plan: Plan) -> Layout:
     """The layout as it will be after ``plan`` is applied -- the pure model of ``apply``.
 
     Raises :class:`StalePlanError` if the plan was made from another index.json.
     """
     if layout.index.fingerprint != plan.index_fingerprint:
-        raise StalePlanError(plan.index_fingerprint, layout.index.fingerprint)
+        raise StalePlanError(plan.index_fingerprint, layout.index.fingerprint,
+                             describe_index_drift(plan, layout.index))
     index = parse_index(render_index(layout.index, plan.index_changes))
     gone = frozenset(d.digest for d in plan.deletions)
     blobs = {d: info for d, info in layout.blobs.items() if d not in gone}

@@ -427,3 +427,17 @@ def test_signature_listed_by_a_deleted_index_stays_while_its_image_is_tagged():
         assert og.Kept(sig["digest"], "referrer", img["digest"]) in plan.kept
         after = og.build_graph(og.simulate(b.layout(), plan))
         assert og.live_set(after) == og.live_set(g) - {bundle["digest"]}
+
+
+def test_stale_plan_says_which_entries_moved_and_which_planned_blob_is_listed_again():
+    b = Builder()
+    m = image(b, "a")
+    b.entry(m, "a")
+    plan = og.plan_delete(b.graph(), ["a"])
+    b.entries.insert(0, dict(image(b, "new"), annotations={og.REF_NAME: "new"}))
+    b.entries.append(dict(m, annotations={og.REF_NAME: "again"}))
+    with pytest.raises(og.StalePlanError) as err:
+        og.simulate(b.layout(), plan)
+    changes = err.value.changes
+    assert any(c.startswith("entry 0 was a ") and "now new" in c for c in changes)
+    assert f"{m['digest']} (planned for deletion) is now listed as tag again" in changes
