@@ -26,13 +26,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import networkx as nx
+
 import ocigraph as og
 
-from .errors import ApplyError, LayoutAccessError
-from .layout import blob_path, read_regular_file
+from .errors import ApplyError, LayoutAccessError, PlanMismatchError
+from .layout import blob_path, read_layout, read_regular_file
 from .lock import LayoutLock
 
-__all__ = ["ApplyReport", "apply_plan", "write_index_atomically", "TEMP_PREFIX"]
+__all__ = ["ApplyReport", "apply_plan", "verify_plan", "write_index_atomically", "TEMP_PREFIX"]
 
 TEMP_PREFIX = ".index.json.ocigraph-"
 
@@ -77,8 +79,17 @@ def remove_stale_temp_files(root: Path) -> None:
 
 
 def write_index_atomically(root: Path, data: bytes) -> None:
-    """Replace ``root/index.json`` with ``data``: temp file, fsync, rename, fsync folder."""
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=TEMP_PREFIX, suffix=".tmp")
+    """Replace ``root/index.json`` with ``data``: temp file, fsync, rename, fsync folder.
+
+    Every failure is a :class:`LayoutAccessError`: before the rename, index.json is unchanged;
+    after it (the folder cannot be fsynced), index.json is new but may not survive a power
+    loss, so the caller must not delete any blob it no longer references.
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=TEMP_PREFIX, suffix=".tmp")
+    except OSError as exc:
+        raise LayoutAccessError("index.json", f"cannot create a temp file beside it "
+                                f"({exc.strerror}); it was left unchanged") from None
     try:
         try:
             view = memoryview(data)
@@ -94,7 +105,62 @@ def write_index_atomically(root: Path, data: bytes) -> None:
             os.unlink(tmp)
         raise LayoutAccessError("index.json", f"cannot write the new index.json ({exc.strerror}); "
                                 "it was left unchanged") from None
-    _fsync_dir(root)
+    try:
+        _fsync_dir(root)
+    except OSError as exc:
+        raise LayoutAccessError("index.json", f"rewritten, but the layout folder could not be "
+                                f"synced ({exc.strerror}), so no blob was deleted") from None
+
+
+def _check_blob_folders(root: Path, digests: list[str]) -> None:
+    """Refuse to unlink through a symlinked ``blobs/`` or ``blobs/<alg>/``: a plan may be applied
+    long after it was made, and the folder may since point outside the layout.  A missing folder
+    is fine (its blobs are already gone)."""
+    folders = ["blobs", *sorted({"blobs/" + d.split(":", 1)[0] for d in digests})]
+    for rel in folders if digests else ():
+        try:
+            st = os.lstat(root / rel)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise LayoutAccessError(rel, f"cannot stat ({exc.strerror})") from None
+        if stat.S_ISLNK(st.st_mode):
+            raise LayoutAccessError(rel, "is a symlink; ocigraph does not delete through symlinks")
+        if not stat.S_ISDIR(st.st_mode):
+            raise LayoutAccessError(rel, "is not a directory")
+
+
+def _replan(graph: nx.DiGraph, plan: og.Plan) -> og.Plan:
+    if plan.operation == "gc":
+        return og.plan_gc(graph, plan.policy)
+    if plan.operation == "delete":
+        return og.plan_delete(graph, plan.targets, plan.policy)
+    if plan.operation == "remove":
+        return og.plan_remove(graph, plan.targets, plan.policy)
+    return og.plan_untag(graph, plan.targets)
+
+
+def verify_plan(root: Path, plan: og.Plan) -> None:
+    """Refuse a plan that deletes a blob, or edits an index.json entry, that planning the same
+    operation (same targets, same policy) on the layout as it is now would not.
+
+    A saved plan is a file: it may have been edited, and blobs may have been written since it
+    was made (a push whose manifest now references a planned layer).  Call under the lock.
+    """
+    graph = og.build_graph(read_layout(root).layout)
+    fresh = _replan(graph, plan)
+    if fresh.index_fingerprint != plan.index_fingerprint:
+        raise og.StalePlanError(plan.index_fingerprint, fresh.index_fingerprint)
+    allowed = {d.digest for d in fresh.deletions if d.present}
+    nodes = graph.nodes
+    for d in plan.deletions:
+        gone = d.digest not in nodes or not nodes[d.digest]["present"]  # already gone: fine
+        if d.present and not gone and d.digest not in allowed:
+            raise PlanMismatchError("delete", d.digest)
+    edits = {(c.position, c.digest, c.action) for c in fresh.index_changes}
+    for c in plan.index_changes:
+        if (c.position, c.digest, c.action) not in edits:
+            raise PlanMismatchError(f"{c.action} index.json entry {c.position},", c.digest)
 
 
 def apply_plan(
@@ -105,12 +171,15 @@ def apply_plan(
     lock_timeout: float = 10.0,
     progress: Callable[[int], None] | None = None,
     unlink: Callable[[Path], None] = os.unlink,
+    verify: bool = False,
 ) -> ApplyReport:
     """Apply ``plan`` to the layout at ``root``; returns an :class:`ApplyReport`.
 
     ``lock``: a held :class:`LayoutLock` (when the caller planned under it); otherwise one is
     taken for the duration.  ``progress`` is called with the number of blobs handled so far.
-    ``unlink`` is injectable so tests can make deletion fail half way.
+    ``unlink`` is injectable so tests can make deletion fail half way.  ``verify``: re-plan
+    under the lock and refuse a plan that does more (:func:`verify_plan`) -- for a plan read
+    from a file; pointless when the caller planned under the same lock hold.
     """
     root = Path(root)
     started = time.monotonic()
@@ -122,7 +191,12 @@ def apply_plan(
         remove_stale_temp_files(root)
         current = og.parse_index(read_regular_file(root / "index.json", "index.json"))
         if current.fingerprint != plan.index_fingerprint:
-            raise og.StalePlanError(plan.index_fingerprint, current.fingerprint)
+            raise og.StalePlanError(plan.index_fingerprint, current.fingerprint,
+                                    og.describe_index_drift(plan, current))
+        if verify:
+            verify_plan(root, plan)
+        todo = [d for d in plan.deletions if d.present]
+        _check_blob_folders(root, [d.digest for d in todo])
         index_written = False
         if plan.index_changes:
             write_index_atomically(root, og.render_index(current, plan.index_changes))
@@ -131,7 +205,6 @@ def apply_plan(
         gone: list[str] = []
         skipped: list[tuple[str, str]] = []
         freed = 0
-        todo = [d for d in plan.deletions if d.present]
         for i, d in enumerate(todo):
             path = blob_path(root, d.digest)
             try:

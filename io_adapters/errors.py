@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ocigraph import LayoutError, OcigraphError, RequestError
 
-__all__ = ["LayoutAccessError", "LayoutLockedError", "ApplyError"]
+__all__ = ["LayoutAccessError", "LayoutLockedError", "ApplyError", "PlanMismatchError"]
 
 
 class LayoutAccessError(LayoutError):
@@ -40,4 +40,17 @@ class ApplyError(OcigraphError):
         super().__init__(
             f"{what}: {why} ({done} of {total} blobs deleted; {state}"
             "the layout is valid: plan again to finish)"
+        )
+
+
+class PlanMismatchError(RequestError):
+    """A saved plan does more than planning the same operation now would (it was edited, or
+    the layout's blobs changed since): applying it could delete something live."""
+
+    def __init__(self, what: str, digest: str) -> None:
+        self.what = what
+        self.digest = digest
+        super().__init__(
+            f"refusing the plan: it would {what} {digest}, which planning the same operation on "
+            "the layout now keeps (the plan was edited, or blobs changed since); plan again"
         )

@@ -1,0 +1,222 @@
+"""Kill an applying ocigraph at a chosen instant (or make one system call fail), then check
+what it left.
+
+The child (``python -m hostile.killpoints ROOT --kill POINT``) runs a real GC -- through the
+CLI when ``--via cli``, else through the adapter (lock, read, plan, apply) -- and SIGKILLs itself
+at POINT.  With ``--fail POINT=ERRNO`` (e.g. ``unlink:5=EACCES``, ``temp-partial=ENOSPC``) the
+system call at POINT raises that ``OSError`` instead, as a full disk or a failing device would.  Points are found with a ``sys.addaudithook`` hook (``open``, ``os.rename``,
+``os.remove`` events), so production code carries no test hook at all:
+
+``lock``           before the layout lock is taken
+``temp-open``      before the temp index.json is created
+``temp-partial``   half of the new index.json written to the temp file (``os.write`` wrapped)
+``before-rename``  temp file complete and fsynced, not yet renamed over index.json
+``after-rename``   index.json replaced, the folder not yet fsynced, no blob deleted
+``unlink:N``       just before the N-th blob unlink (N-1 blobs deleted)
+``none``           run to completion
+
+Exit status: -9 when the kill happened, 0 on success, 1 on a (one-line) ocigraph error,
+3 when the kill point was never reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from hostile.layoutgen import model_graph, model_reachable, present_blobs
+
+TESTS_DIR = Path(__file__).resolve().parents[1]
+REPO_DIR = TESTS_DIR.parent
+TEMP_PREFIX = ".index.json.ocigraph-"  # io_adapters.apply.TEMP_PREFIX, checked by the tests
+NAMED_POINTS = ("lock", "temp-open", "temp-partial", "before-rename", "after-rename")
+NOT_REACHED = 3
+
+
+def install_kill_point(root: Path, point: str, fail_errno: int | None = None) -> None:
+    """Arrange for this process to SIGKILL itself at ``point`` (see the module docstring), or,
+    with ``fail_errno``, for the system call at ``point`` to raise that ``OSError``."""
+    if point == "none":
+        return
+
+    def _die(path: object = None) -> None:
+        if fail_errno is None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise OSError(fail_errno, os.strerror(fail_errno), path)
+    root_s = os.path.abspath(root)
+    blobs_s = os.path.join(root_s, "blobs") + os.sep
+    state = {"renamed": False, "unlinks": 0, "temp": False}
+    nth = int(point.split(":", 1)[1]) if point.startswith("unlink:") else None
+
+    def hook(event: str, args: tuple[object, ...]) -> None:
+        if event == "open":
+            path = args[0]
+            if not isinstance(path, (str, bytes, os.PathLike)):
+                return
+            p = os.path.abspath(os.fsdecode(path))
+            flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
+            is_root_dir = p == root_s and flags & os.O_DIRECTORY
+            if point == "lock" and is_root_dir:
+                _die(p)
+            if os.path.basename(p).startswith(TEMP_PREFIX) and os.path.dirname(p) == root_s:
+                state["temp"] = True
+                if point == "temp-open":
+                    _die(p)
+            if point == "after-rename" and state["renamed"] and is_root_dir:
+                _die(p)
+        elif event == "os.rename":
+            dst = os.path.abspath(os.fsdecode(args[1]))  # type: ignore[arg-type]
+            if dst == os.path.join(root_s, "index.json"):
+                if point == "before-rename":
+                    _die(dst)
+                state["renamed"] = True
+        elif event == "os.remove" and nth is not None:
+            p = os.path.abspath(os.fsdecode(args[0]))  # type: ignore[arg-type]
+            if p.startswith(blobs_s):
+                state["unlinks"] += 1
+                if state["unlinks"] == nth:
+                    _die(p)
+
+    sys.addaudithook(hook)
+    if point == "temp-partial":
+        real_write = os.write
+
+        def half_write(fd: int, data: bytes) -> int:  # type: ignore[override]
+            if state["temp"] and len(data) > 1:
+                real_write(fd, bytes(data[: len(data) // 2]))
+                os.fsync(fd)
+                _die(None)
+            return real_write(fd, data)
+
+        os.write = half_write  # type: ignore[assignment]
+
+
+def run_gc_in_process(root: Path, *, preset: str = "default", grace: float = 0.0,
+                      lock_timeout: float = 30.0) -> dict[str, object]:
+    """GC through the adapter, planned and applied under one lock hold; returns the report."""
+    import ocigraph as og
+    from io_adapters.apply import apply_plan
+    from io_adapters.layout import read_layout
+    from io_adapters.lock import LayoutLock
+
+    with LayoutLock(root, lock_timeout) as lock:
+        disk = read_layout(root)
+        plan = og.plan_gc(og.build_graph(disk.layout), og.Policy.preset(preset, grace=grace))
+        report = apply_plan(root, plan, lock=lock)
+    return report.to_dict()
+
+
+def _child(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="hostile.killpoints")
+    ap.add_argument("root", type=Path)
+    ap.add_argument("--kill", default="none")
+    ap.add_argument("--fail", default=None, metavar="POINT=ERRNO")
+    ap.add_argument("--via", choices=("adapter", "cli"), default="adapter")
+    ap.add_argument("--lock-timeout", type=float, default=30.0)
+    args = ap.parse_args(argv)
+    import ocigraph as og  # imported before the hook: imports are not kill points
+
+    if args.via == "cli":
+        from io_adapters import cli
+    point, fail_errno = args.kill, None
+    if args.fail is not None:
+        point, _, name = args.fail.partition("=")
+        fail_errno = getattr(errno, name)
+    install_kill_point(args.root, point, fail_errno)
+    expect_stop = point != "none"
+    if args.via == "cli":
+        try:
+            cli.cli.main(args=["gc", "--yes", "--lock-timeout", str(args.lock_timeout),
+                               str(args.root)], prog_name="ocigraph")
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+            return NOT_REACHED if code == 0 and expect_stop else code
+        return NOT_REACHED if expect_stop else 0
+    try:
+        report = run_gc_in_process(args.root, lock_timeout=args.lock_timeout)
+    except og.OcigraphError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report))
+    return NOT_REACHED if expect_stop else 0
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(TESTS_DIR), str(REPO_DIR), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def run_child(root: Path, kill: str = "none", *, via: str = "adapter", lock_timeout: float = 30.0,
+              fail: str | None = None, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+    """Run the child on ``root``; returns the finished process (``returncode -9`` after a kill)."""
+    cmd = [sys.executable, "-m", "hostile.killpoints", str(root), "--kill", kill, "--via", via,
+           "--lock-timeout", str(lock_timeout)]
+    if fail is not None:
+        cmd += ["--fail", fail]
+    return subprocess.run(cmd, capture_output=True, text=True, env=child_env(), timeout=timeout)
+
+
+def start_child(root: Path, kill: str = "none", *, via: str = "adapter",
+                lock_timeout: float = 30.0) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "hostile.killpoints", str(root), "--kill", kill, "--via", via,
+           "--lock-timeout", str(lock_timeout)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=child_env())
+
+
+# --- checks -----------------------------------------------------------------------------------
+
+
+def temp_files(root: Path) -> list[str]:
+    return sorted(n for n in os.listdir(root) if n.startswith(TEMP_PREFIX))
+
+
+def check_valid_layout(root: Path, must_keep: frozenset[str]) -> list[str]:
+    """What is wrong with ``root`` as a layout that lost nothing it must keep (empty if fine).
+
+    * index.json parses (with the core's strict parser and with ``json``);
+    * every blob reachable from any index.json entry is present;
+    * every blob in ``must_keep`` (the live set before the run) is present.
+    """
+    import ocigraph as og
+
+    problems = []
+    data = (root / "index.json").read_bytes()
+    try:
+        og.parse_index(data)
+    except og.OcigraphError as exc:
+        problems.append(f"index.json does not parse: {exc}")
+    if model_graph(root, data) is None:
+        problems.append("index.json is not a JSON object with a manifests list")
+    present = present_blobs(root)
+    reachable = model_reachable(root) or frozenset()
+    if missing := sorted(reachable - present):
+        problems.append(f"{len(missing)} blob(s) reachable from index.json missing, e.g. {missing[0]}")
+    if lost := sorted(must_keep - present):
+        problems.append(f"{len(lost)} live blob(s) lost, e.g. {lost[0]}")
+    return problems
+
+
+def compare_with_reference(root: Path, reference: Path) -> list[str]:
+    """Differences between a recovered layout and the layout an uninterrupted run produced."""
+    problems = []
+    a, b = present_blobs(root), present_blobs(reference)
+    if a != b:
+        problems.append(f"blob sets differ: {len(a - b)} extra, {len(b - a)} missing")
+    if (root / "index.json").read_bytes() != (reference / "index.json").read_bytes():
+        problems.append("index.json differs from the reference run's")
+    if temps := temp_files(root):
+        problems.append(f"stray temp files {temps}")
+    return problems
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1:]))
