@@ -1,0 +1,6 @@
+"""``python -m io_adapters``: the ``ocigraph`` command line without the installed script."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()
