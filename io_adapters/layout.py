@@ -14,21 +14,28 @@ Rules:
 from __future__ import annotations
 
 import errno
+import functools
+import gc
 import os
 import stat
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import orjson
 
 import ocigraph as og
 
+from .cache import cache_enabled, caching_source
 from .errors import LayoutAccessError
 
 __all__ = ["Junk", "DiskLayout", "read_layout", "blob_path", "read_regular_file", "DiskManifestSource"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,20 +55,28 @@ class DiskLayout:
     junk: tuple[Junk, ...]
 
 
+def _is_sweepable_hex(alg: str, encoded: str) -> bool:
+    """The common case of a valid, sweepable digest, checked without regular expressions."""
+    width = og.SWEEPABLE_ALGORITHMS.get(alg)
+    return width is not None and len(encoded) == width and not encoded.strip("0123456789abcdef")
+
+
 def blob_path(root: Path, digest: str) -> Path:
     """``root/blobs/<alg>/<encoded>`` for a valid, sweepable digest; anything else raises."""
-    og.parse_digest(digest)
-    if not og.is_sweepable(digest):
-        raise og.InvalidDigestError(digest, "not an algorithm ocigraph stores or deletes")
-    alg, encoded = digest.split(":", 1)
-    return root / "blobs" / alg / encoded
+    alg, _, encoded = digest.partition(":")
+    if not _is_sweepable_hex(alg, encoded):  # the full check, and its error, for the rest
+        og.parse_digest(digest)
+        if not og.is_sweepable(digest):
+            raise og.InvalidDigestError(digest, "not an algorithm ocigraph stores or deletes")
+    return root.joinpath("blobs", alg, encoded)  # one join: apply calls this per deletion
 
 
 def read_regular_file(path: Path, what: str | None = None) -> bytes:
     """The bytes of a regular file, refusing symlinks and anything else; errors name the path."""
     name = what or str(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: opening a FIFO planted as index.json must not hang (no effect on files).
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise LayoutAccessError(name, "missing") from None
     except OSError as exc:
@@ -137,9 +152,9 @@ def scan_blobs(root: Path) -> tuple[dict[str, og.BlobInfo], list[Junk]]:
             raise LayoutAccessError(rel, f"cannot list ({exc.strerror})") from None
         with it:
             for e in it:
-                name = printable(e.name)
+                name = e.name
                 if len(name) != width or name.strip("0123456789abcdef"):
-                    junk.append(Junk(f"{rel}/{name}", "not a valid digest name"))
+                    junk.append(Junk(f"{rel}/{printable(name)}", "not a valid digest name"))
                     continue
                 try:
                     st = e.stat(follow_symlinks=False)
@@ -147,12 +162,18 @@ def scan_blobs(root: Path) -> tuple[dict[str, og.BlobInfo], list[Junk]]:
                     junk.append(Junk(f"{rel}/{name}", f"cannot stat ({exc.strerror})"))
                     continue
                 if stat.S_ISREG(st.st_mode):
-                    present[prefix + name] = og.BlobInfo(size=st.st_size, mtime=st.st_mtime)
+                    present[prefix + name] = og.BlobInfo(st.st_size, st.st_mtime)
                 elif stat.S_ISLNK(st.st_mode):
                     junk.append(Junk(f"{rel}/{name}", "symlink (never followed, never deleted)"))
                 else:
                     junk.append(Junk(f"{rel}/{name}", "not a regular file"))
     return present, junk
+
+
+#: reads timed before choosing threads, and the seconds per read above which threads help
+#: (a small file from the page cache takes ~10-40 us; from a disk, hundreds)
+_PROBE_READS = 128
+_SLOW_READ = 150e-6
 
 
 class DiskManifestSource:
@@ -163,36 +184,106 @@ class DiskManifestSource:
         self.present = present
         self.workers = workers
 
+    def _path(self, digest: str) -> str:
+        """``blob_path`` as a string, without pathlib for the common case (hot: every manifest)."""
+        alg, _, encoded = digest.partition(":")
+        if _is_sweepable_hex(alg, encoded):
+            return f"{self.root}/blobs/{alg}/{encoded}"
+        return str(blob_path(self.root, digest))  # raises for anything else
+
     def _read_one(self, digest: str) -> og.Manifest:
+        data = self.read_bytes(digest)
+        return data if isinstance(data, og.Manifest) else og.parse_manifest(digest, data)
+
+    def read_bytes(self, digest: str) -> bytes | og.Manifest:
+        """The blob's bytes, or the :class:`ocigraph.Manifest` that says why there are none."""
         if digest not in self.present:
             return og.parse_manifest(digest, None)
-        path = blob_path(self.root, digest)
+        path = self._path(digest)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
             return og.parse_manifest(digest, None)
         except OSError as exc:
             return og.Manifest(digest=digest, error=f"cannot read ({exc.strerror})")
         try:
-            chunks = []
-            while chunk := os.read(fd, 1 << 20):
-                chunks.append(chunk)
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):  # replaced since the listing
+                return og.Manifest(digest=digest, error="not a regular file")
+            # One read() for the whole file: asking for one byte more than fstat says and
+            # getting exactly the size means end of file, so the usual second, empty read()
+            # is not needed.  Anything else (a file that changed) is read to the end.
+            data = os.read(fd, st.st_size + 1)
+            if len(data) != st.st_size:
+                chunks = [data]
+                while chunk := os.read(fd, 1 << 20):
+                    chunks.append(chunk)
+                data = b"".join(chunks)
         except OSError as exc:
             return og.Manifest(digest=digest, error=f"cannot read ({exc.strerror})")
         finally:
             os.close(fd)
-        return og.parse_manifest(digest, b"".join(chunks))
+        return data
+
+    def _read_chunk(self, digests: Sequence[str]) -> list[bytes | og.Manifest]:
+        return [self.read_bytes(d) for d in digests]
+
+    def read_blobs(self, digests: Sequence[str]) -> list[bytes | og.Manifest]:
+        """:meth:`read_bytes` of each digest, in order; large batches on ``workers`` threads.
+
+        Threads only read (the GIL is released in the system calls); parsing stays in the
+        caller's thread.  Work goes to the threads in chunks: one future per file would cost
+        more than reading a small file.  And threads only pay when reads wait for the disk:
+        from the page cache, four threads read small files several times slower than one
+        (they take turns at the GIL).  So a first chunk is read here, timed, and the pool is
+        used only if those reads were slow.
+        """
+        if self.workers <= 1 or len(digests) < 256:
+            return self._read_chunk(digests)
+        started = time.perf_counter()
+        out = self._read_chunk(digests[:_PROBE_READS])
+        rest = digests[_PROBE_READS:]
+        if (time.perf_counter() - started) / _PROBE_READS < _SLOW_READ:
+            out.extend(self._read_chunk(rest))
+            return out
+        step = max(64, len(rest) // (self.workers * 4) + 1)
+        chunks = [rest[i:i + step] for i in range(0, len(rest), step)]
+        with ThreadPoolExecutor(self.workers) as pool:
+            for part in pool.map(self._read_chunk, chunks):
+                out.extend(part)
+        return out
 
     def read_manifests(self, digests: Sequence[str]) -> dict[str, og.Manifest]:
-        if self.workers <= 1 or len(digests) < 64:
-            return {d: self._read_one(d) for d in digests}
-        with ThreadPoolExecutor(self.workers) as pool:
-            return dict(zip(digests, pool.map(self._read_one, digests, chunksize=64), strict=True))
+        parse = og.parse_manifest
+        return {d: data if isinstance(data, og.Manifest) else parse(d, data)
+                for d, data in zip(digests, self.read_blobs(digests), strict=True)}
 
 
-def read_layout(root: Path | str, *, workers: int = 4) -> DiskLayout:
+def _collector_paused(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Pause Python's cyclic garbage collector while ``fn`` runs (as ocigraph's build_graph
+    does): listing a million blobs makes a million small objects, and each burst of them would
+    make the collector walk every live one."""
+    @functools.wraps(fn)
+    def paused(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if not gc.isenabled():
+            return fn(*args, **kwargs)
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            gc.enable()
+    return paused
+
+
+@_collector_paused
+def read_layout(root: Path | str, *, workers: int = 4, cache: bool | None = None,
+                cache_dir: Path | str | None = None) -> DiskLayout:
     """Read ``root`` into a :class:`DiskLayout`.  Raises a one-line :class:`ocigraph.OcigraphError`
-    naming the file at fault for anything that makes the layout unusable."""
+    naming the file at fault for anything that makes the layout unusable.
+
+    ``cache``: answer manifests already verified by an earlier run from the cache of
+    :mod:`io_adapters.cache` (default: on unless ``OCIGRAPH_NO_CACHE`` is set); ``cache_dir``
+    overrides where it lives."""
     root = Path(root)
     # The clock is read before anything is listed: a blob written after this instant is newer
     # than the plan's snapshot, and apply will not delete it.
@@ -201,6 +292,8 @@ def read_layout(root: Path | str, *, workers: int = 4) -> DiskLayout:
     read_oci_layout_file(root)
     index = og.parse_index(read_regular_file(root / "index.json", "index.json"))
     present, junk = scan_blobs(root)
-    source = DiskManifestSource(root, present, workers)
+    source: og.ManifestSource = DiskManifestSource(root, present, workers)
+    if cache_enabled(cache):
+        source = caching_source(source, root, cache_dir)
     return DiskLayout(root=root, layout=og.Layout(index=index, blobs=present, manifests=source, now=now),
                       junk=tuple(junk))

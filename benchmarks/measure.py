@@ -1,0 +1,189 @@
+"""One measurement, in a process of its own (so peak RSS is this run's): prints one JSON line.
+
+    python -m benchmarks.measure plan-gc LAYOUT [--cache-dir D | --no-cache]
+    python -m benchmarks.measure plan-delete LAYOUT --ref TAG [--cache-dir D]
+    python -m benchmarks.measure apply LAYOUT [--paths-out FILE] [--no-cache]
+    python -m benchmarks.measure unlink --paths FILE --root COPY
+
+Phases of a plan (seconds, wall clock, this process):
+
+``import``     importing ocigraph and the adapter (networkx is most of it);
+``index``      read_layout minus the listing and the cache load: checks, index.json;
+``list``       scan_blobs: listing ``blobs/<alg>/`` and one ``lstat`` per blob;
+``cache-load`` reading and checking the manifest cache;
+``read``       the adapter's file reads (``read_blobs``);
+``parse``      verifying and parsing what was read, and answering from the cache;
+``walk``       the core's breadth-first walk around the reads (edges, nodes seen);
+``build``      making the networkx graph;
+``close``      the live set (or the deletion closure);
+``plan``       ordering the deletions, checks, the plan value;
+``cache-save`` writing new cache entries.
+"""
+
+from __future__ import annotations
+
+import time
+
+_T0 = time.perf_counter()
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+from collections import defaultdict  # noqa: E402
+from typing import Any  # noqa: E402
+
+import orjson  # noqa: E402
+
+import ocigraph as og  # noqa: E402
+from io_adapters import cache as cache_mod  # noqa: E402
+from io_adapters import layout as layout_mod  # noqa: E402
+from io_adapters.apply import apply_plan  # noqa: E402
+
+_T_IMPORTED = time.perf_counter()
+
+
+class PhaseTimer(og.Reporter):
+    """Collects the core's phase hooks (and the adapter's, via :meth:`timed`)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._started: dict[str, float] = {}
+
+    def phase_started(self, phase: str) -> None:
+        self._started[phase] = time.perf_counter()
+
+    def phase_finished(self, phase: str) -> None:
+        self.seconds[phase] += time.perf_counter() - self._started.pop(phase)
+
+    def timed(self, name: str, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - t
+        return wrapper
+
+
+def _instrumented_read(path: str, args: argparse.Namespace, timer: PhaseTimer) -> Any:
+    """read_layout, with the listing, the cache load and every adapter read timed apart."""
+    real_scan = layout_mod.scan_blobs
+    real_load = cache_mod.ManifestCache.load
+    layout_mod.scan_blobs = timer.timed("list", real_scan)  # type: ignore[assignment]
+    cache_mod.ManifestCache.load = timer.timed("cache-load", real_load)  # type: ignore[method-assign]
+    try:
+        t = time.perf_counter()
+        disk = layout_mod.read_layout(path, workers=args.workers, cache=not args.no_cache,
+                                      cache_dir=args.cache_dir)
+        total = time.perf_counter() - t
+    finally:
+        layout_mod.scan_blobs = real_scan  # type: ignore[assignment]
+        cache_mod.ManifestCache.load = real_load  # type: ignore[method-assign]
+    timer.seconds["index"] = total - timer.seconds["list"] - timer.seconds["cache-load"]
+    source = disk.layout.manifests
+    disk_source = getattr(source, "inner", source)
+    disk_source.read_blobs = timer.timed("read", disk_source.read_blobs)
+    if hasattr(source, "cache"):
+        source.cache.finish_batch = timer.timed("cache-save", source.cache.finish_batch)
+    source.read_manifests = timer.timed("read_manifests", source.read_manifests)
+    return disk
+
+
+def _finish(timer: PhaseTimer, extra: dict[str, Any], source: Any) -> dict[str, Any]:
+    s = timer.seconds
+    s["import"] = _T_IMPORTED - _T0
+    rm = s.pop("read_manifests", 0.0)
+    # the core's "read" phase = its walk + read_manifests; read_manifests = read + parse + save
+    core_read = s.pop("core-read", 0.0)
+    s["walk"] = max(core_read - rm, 0.0)
+    s["parse"] = max(rm - s.get("read", 0.0) - s.get("cache-save", 0.0), 0.0)
+    out: dict[str, Any] = {
+        "phases": {k: round(v, 4) for k, v in sorted(s.items())},
+        "total": round(time.perf_counter() - _T0, 4),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "cpu": round(time.process_time(), 4),
+    }
+    if hasattr(source, "hits"):
+        out["cache_hits"] = source.hits
+        out["cache_misses"] = source.misses
+    out.update(extra)
+    return out
+
+
+class _CoreTimer(PhaseTimer):
+    """The core calls its walk-and-read phase ``read``; keep that apart from the adapter's."""
+
+    def phase_started(self, phase: str) -> None:
+        super().phase_started("core-read" if phase == "read" else phase)
+
+    def phase_finished(self, phase: str) -> None:
+        super().phase_finished("core-read" if phase == "read" else phase)
+
+
+def plan(args: argparse.Namespace) -> dict[str, Any]:
+    timer = _CoreTimer()
+    disk = _instrumented_read(args.layout, args, timer)
+    graph = og.build_graph(disk.layout, timer)
+    if args.op == "plan-gc":
+        p = og.plan_gc(graph, reporter=timer)
+    else:
+        p = og.plan_delete(graph, [args.ref], reporter=timer)
+    return _finish(timer, {"nodes": graph.number_of_nodes(), "edges": graph.number_of_edges(),
+                           "deletions": len(p.deletions), "index_changes": len(p.index_changes)},
+                   disk.layout.manifests)
+
+
+def apply(args: argparse.Namespace) -> dict[str, Any]:
+    disk = layout_mod.read_layout(args.layout, workers=args.workers, cache=not args.no_cache,
+                                  cache_dir=args.cache_dir)
+    p = og.plan_gc(og.build_graph(disk.layout))
+    t = time.perf_counter()
+    report = apply_plan(args.layout, p)
+    seconds = time.perf_counter() - t
+    if args.paths_out:  # relative to the layout: ``unlink --root`` replays them on a copy
+        with open(args.paths_out, "w") as f:
+            for d in report.deleted:
+                alg, hexd = d.split(":", 1)
+                f.write(f"blobs/{alg}/{hexd}\n")
+    return {"seconds": round(seconds, 4), "deleted": len(report.deleted),
+            "index_changes": len(p.index_changes),
+            "per_second": round(len(report.deleted) / seconds) if seconds else None,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def unlink(args: argparse.Namespace) -> dict[str, Any]:
+    with open(args.paths) as f:
+        paths = [os.path.join(args.root, p) for p in f.read().split()]
+    t = time.perf_counter()
+    for p in paths:
+        os.unlink(p)
+    seconds = time.perf_counter() - t
+    return {"seconds": round(seconds, 4), "deleted": len(paths),
+            "per_second": round(len(paths) / seconds) if seconds else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="one ocigraph measurement; prints a JSON line")
+    p.add_argument("op", choices=["plan-gc", "plan-delete", "apply", "unlink"])
+    p.add_argument("layout", nargs="?")
+    p.add_argument("--ref")
+    p.add_argument("--cache-dir")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--paths-out")
+    p.add_argument("--paths")
+    p.add_argument("--root", default=".")
+    args = p.parse_args(argv)
+    if args.op in ("plan-gc", "plan-delete"):
+        out = plan(args)
+    elif args.op == "apply":
+        out = apply(args)
+    else:
+        out = unlink(args)
+    sys.stdout.write(orjson.dumps(out).decode() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
