@@ -31,7 +31,7 @@ import networkx as nx
 import ocigraph as og
 
 from .errors import ApplyError, LayoutAccessError, PlanMismatchError
-from .layout import blob_path, read_layout, read_regular_file
+from .layout import blob_path, check_real_dir, read_layout, read_regular_file
 from .lock import LayoutLock
 
 __all__ = ["ApplyReport", "apply_plan", "verify_plan", "write_index_atomically", "TEMP_PREFIX"]
@@ -118,16 +118,7 @@ def _check_blob_folders(root: Path, digests: list[str]) -> None:
     is fine (its blobs are already gone)."""
     folders = ["blobs", *sorted({"blobs/" + d.split(":", 1)[0] for d in digests})]
     for rel in folders if digests else ():
-        try:
-            st = os.lstat(root / rel)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise LayoutAccessError(rel, f"cannot stat ({exc.strerror})") from None
-        if stat.S_ISLNK(st.st_mode):
-            raise LayoutAccessError(rel, "is a symlink; ocigraph does not delete through symlinks")
-        if not stat.S_ISDIR(st.st_mode):
-            raise LayoutAccessError(rel, "is not a directory")
+        check_real_dir(root / rel, rel, missing_ok=True)
 
 
 def _replan(graph: nx.DiGraph, plan: og.Plan) -> og.Plan:

@@ -14,28 +14,24 @@ Rules:
 from __future__ import annotations
 
 import errno
-import functools
-import gc
 import os
 import stat
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ParamSpec, TypeVar
 
 import orjson
 
 import ocigraph as og
+from ocigraph._graph import pauses_gc
 
 from .cache import cache_enabled, caching_source
 from .errors import LayoutAccessError
 
 __all__ = ["Junk", "DiskLayout", "read_layout", "blob_path", "read_regular_file", "DiskManifestSource"]
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +98,14 @@ def printable(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def _check_dir(path: Path, what: str) -> None:
+def check_real_dir(path: Path, what: str, *, missing_ok: bool = False) -> None:
+    """Refuse ``path`` unless it is a real directory (not a symlink to one); errors name
+    ``what``.  With ``missing_ok``, an absent directory passes."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
+        if missing_ok:
+            return
         raise LayoutAccessError(what, "missing") from None
     except OSError as exc:
         raise LayoutAccessError(what, f"cannot stat ({exc.strerror})") from None
@@ -130,7 +130,7 @@ def read_oci_layout_file(root: Path) -> None:
 def scan_blobs(root: Path) -> tuple[dict[str, og.BlobInfo], list[Junk]]:
     """List ``blobs/<alg>/`` for every sweepable algorithm: present blobs, and junk."""
     blobs_dir = root / "blobs"
-    _check_dir(blobs_dir, "blobs")
+    check_real_dir(blobs_dir, "blobs")
     present: dict[str, og.BlobInfo] = {}
     junk: list[Junk] = []
     lengths = og.SWEEPABLE_ALGORITHMS
@@ -143,7 +143,7 @@ def scan_blobs(root: Path) -> tuple[dict[str, og.BlobInfo], list[Junk]]:
         if alg_entry.name not in lengths:
             junk.append(Junk(rel, "unknown algorithm folder" if alg_entry.is_dir(follow_symlinks=False) else "not an algorithm folder"))
             continue
-        _check_dir(Path(alg_entry.path), rel)
+        check_real_dir(Path(alg_entry.path), rel)
         width = lengths[alg_entry.name]
         prefix = alg_entry.name + ":"
         try:
@@ -259,23 +259,7 @@ class DiskManifestSource:
                 for d, data in zip(digests, self.read_blobs(digests), strict=True)}
 
 
-def _collector_paused(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Pause Python's cyclic garbage collector while ``fn`` runs (as ocigraph's build_graph
-    does): listing a million blobs makes a million small objects, and each burst of them would
-    make the collector walk every live one."""
-    @functools.wraps(fn)
-    def paused(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        if not gc.isenabled():
-            return fn(*args, **kwargs)
-        gc.disable()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            gc.enable()
-    return paused
-
-
-@_collector_paused
+@pauses_gc  # listing a million blobs makes a million small objects
 def read_layout(root: Path | str, *, workers: int = 4, cache: bool | None = None,
                 cache_dir: Path | str | None = None) -> DiskLayout:
     """Read ``root`` into a :class:`DiskLayout`.  Raises a one-line :class:`ocigraph.OcigraphError`
@@ -288,7 +272,7 @@ def read_layout(root: Path | str, *, workers: int = 4, cache: bool | None = None
     # The clock is read before anything is listed: a blob written after this instant is newer
     # than the plan's snapshot, and apply will not delete it.
     now = time.time()
-    _check_dir(root, str(root))
+    check_real_dir(root, str(root))
     read_oci_layout_file(root)
     index = og.parse_index(read_regular_file(root / "index.json", "index.json"))
     present, junk = scan_blobs(root)
