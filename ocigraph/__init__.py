@@ -67,7 +67,15 @@ from ._parse import (
     render_index,
 )
 from ._plan import REASON_KINDS, Deletion, IndexChange, Kept, Plan, Reason, format_bytes
-from ._planning import deletion_closure, describe_index_drift, plan_delete, plan_gc, plan_remove, plan_untag, simulate
+from ._planning import (
+    deletion_closure,
+    describe_index_drift,
+    plan_delete,
+    plan_gc,
+    plan_remove,
+    plan_untag,
+    simulate,
+)
 from ._policy import PRESETS, Policy
 from .render import graph_html, graph_mimebundle, plan_html, to_dot, to_mermaid
 from .space import LayoutSpace, SpaceReport, TagSpace, format_space_text, space_by_tag

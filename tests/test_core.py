@@ -7,10 +7,9 @@ import dataclasses
 import networkx as nx
 import orjson
 import pytest
+from builder import CONFIG, Builder
 
 import ocigraph as og
-
-from builder import CONFIG, Builder
 
 ORAS = og.Policy.preset("oras")
 SPEC = og.Policy.preset("spec")
@@ -221,8 +220,8 @@ def test_worked_example_oras_deletes_c_f_g_h_and_their_configs():
     b, n = worked_example()
     g = b.graph()
     plan = og.plan_delete(g, [n["C"]["digest"]], ORAS)
-    cfg_c = [s for s, r in og.successors_of(g, n["C"]["digest"]) if "config" in r][0]
-    cfg_g = [s for s, r in og.successors_of(g, n["G"]["digest"]) if "config" in r][0]
+    cfg_c = next(s for s, r in og.successors_of(g, n["C"]["digest"]) if "config" in r)
+    cfg_g = next(s for s, r in og.successors_of(g, n["G"]["digest"]) if "config" in r)
     assert plan.deleted_digests() == {n[k]["digest"] for k in "CFGH"} | {cfg_c, cfg_g}
     reasons = plan.reasons()
     assert reasons[n["G"]["digest"]] == og.Reason("referrer-of", n["C"]["digest"])
