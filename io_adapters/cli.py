@@ -636,7 +636,7 @@ def plan_remove_cmd(**kw: Any) -> None:
 def apply(layout: Path, plan_file: Path, fmt: str, lock_timeout: float) -> None:
     """Apply a saved plan (PLAN.json, or - for stdin).  Refuses a stale plan."""
     if str(plan_file) == "-":
-        data = click.get_binary_stream("stdin").read()
+        data = sys.stdin.buffer.read()
     else:
         data = plan_file.read_bytes()
     plan = og.Plan.from_json(data)
