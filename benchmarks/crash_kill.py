@@ -35,10 +35,11 @@ from hostile.killpoints import (  # noqa: E402
     NAMED_POINTS,
     check_valid_layout,
     compare_with_reference,
+    make_workload,
     run_child,
     run_gc_in_process,
 )
-from hostile.layoutgen import gc_workload, model_live, present_blobs  # noqa: E402
+from hostile.layoutgen import present_blobs  # noqa: E402
 
 
 def kill_points(deletions: int, unlink_points: int) -> list[str]:
@@ -93,13 +94,8 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="ocigraph-crash-", dir=args.workdir))
     t0 = time.monotonic()
-    template = gc_workload(args.garbage_images, args.live_images).write(work / "template")
-    reference = work / "reference"
-    shutil.copytree(template, reference)
-    run_gc_in_process(reference)
-    live = model_live(template)
-    assert live is not None
-    deletions = len(present_blobs(template)) - len(present_blobs(reference))
+    w = make_workload(work, args.garbage_images, args.live_images)
+    template, reference, live, deletions = w.template, w.reference, w.live, w.deletions
     points = kill_points(deletions, args.unlink_points)
     print(f"layout: {len(present_blobs(template))} blobs, {len(live)} live, plan deletes "
           f"{deletions}; {len(points)} kill points, {args.jobs} at a time", flush=True)

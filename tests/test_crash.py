@@ -17,20 +17,21 @@ import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from hostile.killpoints import (
     NAMED_POINTS,
     TEMP_PREFIX,
+    Workload,
     check_valid_layout,
     compare_with_reference,
+    make_workload,
     run_child,
     run_gc_in_process,
     temp_files,
 )
-from hostile.layoutgen import gc_workload, model_live, present_blobs
+from hostile.layoutgen import present_blobs
 
 import ocigraph as og
 from io_adapters import apply as apply_module
@@ -41,23 +42,6 @@ from io_adapters.layout import read_layout
 GARBAGE_IMAGES = 33  # about 200 deletions: 6 blobs per garbage image, plus dangling blobs
 
 
-@dataclass(frozen=True)
-class Workload:
-    template: Path  # the layout before any GC (never modified)
-    reference: Path  # the same layout after one uninterrupted GC
-    live: frozenset[str]  # live before GC, by the independent model
-    deletions: int
-
-
-def make_workload(base: Path, garbage_images: int) -> Workload:
-    template = gc_workload(garbage_images).write(base / "template")
-    reference = base / "reference"
-    shutil.copytree(template, reference)
-    run_gc_in_process(reference)
-    live = model_live(template)
-    assert live is not None
-    deletions = len(present_blobs(template)) - len(present_blobs(reference))
-    return Workload(template, reference, live, deletions)
 
 
 @pytest.fixture(scope="module")

@@ -25,12 +25,14 @@ import argparse
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from hostile.layoutgen import model_graph, model_reachable, present_blobs
+from hostile.layoutgen import gc_workload, model_graph, model_live, model_reachable, present_blobs
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 REPO_DIR = TESTS_DIR.parent
@@ -220,3 +222,23 @@ def compare_with_reference(root: Path, reference: Path) -> list[str]:
 
 if __name__ == "__main__":
     sys.exit(_child(sys.argv[1:]))
+
+
+@dataclass(frozen=True)
+class Workload:
+    template: Path  # the layout before any GC (never modified)
+    reference: Path  # the same layout after one uninterrupted GC
+    live: frozenset[str]  # live before GC, by the independent model
+    deletions: int
+
+
+def make_workload(base: Path, garbage_images: int, live_images: int = 10) -> Workload:
+    """A GC workload written under ``base``, and the state one uninterrupted GC reaches."""
+    template = gc_workload(garbage_images, live_images).write(base / "template")
+    reference = base / "reference"
+    shutil.copytree(template, reference)
+    run_gc_in_process(reference)
+    live = model_live(template)
+    assert live is not None
+    deletions = len(present_blobs(template)) - len(present_blobs(reference))
+    return Workload(template, reference, live, deletions)
