@@ -1,7 +1,7 @@
 """One measurement, in a process of its own (so peak RSS is this run's): prints one JSON line.
 
-    python -m benchmarks.measure plan-gc LAYOUT [--cache-dir D | --no-cache]
-    python -m benchmarks.measure plan-delete LAYOUT --ref TAG [--cache-dir D]
+    python -m benchmarks.measure plan-gc LAYOUT [--cache-dir D | --no-cache] [--no-memo]
+    python -m benchmarks.measure plan-delete LAYOUT --ref TAG [--cache-dir D] [--no-memo]
     python -m benchmarks.measure apply LAYOUT [--paths-out FILE] [--no-cache]
     python -m benchmarks.measure unlink --paths FILE --root COPY
 
@@ -10,14 +10,16 @@ Phases of a plan (seconds, wall clock, this process):
 ``import``     importing ocigraph and the adapter (networkx is most of it);
 ``index``      read_layout minus the listing and the cache load: checks, index.json;
 ``list``       scan_blobs: listing ``blobs/<alg>/`` and one ``lstat`` per blob;
-``cache-load`` reading and checking the manifest cache;
+``recall``     looking for a remembered plan (:mod:`io_adapters.planner`): a hit ends here;
+``cache-load`` reading and checking the manifest cache (on the first manifest read);
 ``read``       the adapter's file reads (``read_blobs``);
 ``parse``      verifying and parsing what was read, and answering from the cache;
 ``walk``       the core's breadth-first walk around the reads (edges, nodes seen);
 ``build``      making the networkx graph;
 ``close``      the live set (or the deletion closure);
 ``plan``       ordering the deletions, checks, the plan value;
-``cache-save`` writing new cache entries.
+``cache-save`` writing new cache entries;
+``remember``   saving the plan for the next run.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import ocigraph as og  # noqa: E402
 from io_adapters import cache as cache_mod  # noqa: E402
 from io_adapters import layout as layout_mod  # noqa: E402
 from io_adapters.apply import apply_plan  # noqa: E402
+from io_adapters.planner import PlanMemo, plan_tags  # noqa: E402
 
 _T_IMPORTED = time.perf_counter()
 
@@ -69,9 +72,9 @@ class PhaseTimer(og.Reporter):
 def _instrumented_read(path: str, args: argparse.Namespace, timer: PhaseTimer) -> Any:
     """read_layout, with the listing, the cache load and every adapter read timed apart."""
     real_scan = layout_mod.scan_blobs
-    real_load = cache_mod.ManifestCache.load
     layout_mod.scan_blobs = timer.timed("list", real_scan)  # type: ignore[assignment]
-    cache_mod.ManifestCache.load = timer.timed("cache-load", real_load)  # type: ignore[method-assign]
+    # the cache file is loaded on the first manifest read, later: its timer stays in place
+    cache_mod.ManifestCache.load = timer.timed("cache-load", cache_mod.ManifestCache.load)  # type: ignore[method-assign]
     try:
         t = time.perf_counter()
         disk = layout_mod.read_layout(path, workers=args.workers, cache=not args.no_cache,
@@ -79,8 +82,7 @@ def _instrumented_read(path: str, args: argparse.Namespace, timer: PhaseTimer) -
         total = time.perf_counter() - t
     finally:
         layout_mod.scan_blobs = real_scan  # type: ignore[assignment]
-        cache_mod.ManifestCache.load = real_load  # type: ignore[method-assign]
-    timer.seconds["index"] = total - timer.seconds["list"] - timer.seconds["cache-load"]
+    timer.seconds["index"] = total - timer.seconds["list"]
     source = disk.layout.manifests
     disk_source = getattr(source, "inner", source)
     disk_source.read_blobs = timer.timed("read", disk_source.read_blobs)
@@ -97,7 +99,8 @@ def _finish(timer: PhaseTimer, extra: dict[str, Any], source: Any) -> dict[str, 
     # the core's "read" phase = its walk + read_manifests; read_manifests = read + parse + save
     core_read = s.pop("core-read", 0.0)
     s["walk"] = max(core_read - rm, 0.0)
-    s["parse"] = max(rm - s.get("read", 0.0) - s.get("cache-save", 0.0), 0.0)
+    s["parse"] = max(rm - s.get("read", 0.0) - s.get("cache-save", 0.0) - s.get("cache-load", 0.0),
+                     0.0)
     out: dict[str, Any] = {
         "phases": {k: round(v, 4) for k, v in sorted(s.items())},
         "total": round(time.perf_counter() - _T0, 4),
@@ -124,14 +127,28 @@ class _CoreTimer(PhaseTimer):
 def plan(args: argparse.Namespace) -> dict[str, Any]:
     timer = _CoreTimer()
     disk = _instrumented_read(args.layout, args, timer)
-    graph = og.build_graph(disk.layout, timer)
-    if args.op == "plan-gc":
-        p = og.plan_gc(graph, reporter=timer)
+    operation, refs, policy = ("gc", [], og.Policy()) if args.op == "plan-gc" else \
+        ("delete", [args.ref], og.Policy())
+    memo = PlanMemo(disk, args.cache_dir, enabled=not (args.no_cache or args.no_memo))
+    t = time.perf_counter()
+    recalled = memo.recall(operation, refs, policy)
+    timer.seconds["recall"] = time.perf_counter() - t
+    if recalled is not None:
+        p = recalled[0]
+        extra: dict[str, Any] = {"remembered": True}
     else:
-        p = og.plan_delete(graph, [args.ref], reporter=timer)
-    return _finish(timer, {"nodes": graph.number_of_nodes(), "edges": graph.number_of_edges(),
-                           "deletions": len(p.deletions), "index_changes": len(p.index_changes)},
-                   disk.layout.manifests)
+        graph = og.build_graph(disk.layout, timer)
+        if operation == "gc":
+            p = og.plan_gc(graph, policy, reporter=timer)
+        else:
+            p = og.plan_delete(graph, refs, policy, reporter=timer)
+        t = time.perf_counter()
+        memo.remember(operation, refs, policy, p, plan_tags(graph, p))
+        timer.seconds["remember"] = time.perf_counter() - t
+        extra = {"remembered": False, "nodes": graph.number_of_nodes(),
+                 "edges": graph.number_of_edges()}
+    extra.update(deletions=len(p.deletions), index_changes=len(p.index_changes))
+    return _finish(timer, extra, disk.layout.manifests)
 
 
 def apply(args: argparse.Namespace) -> dict[str, Any]:
@@ -170,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ref")
     p.add_argument("--cache-dir")
     p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--no-memo", action="store_true", help="plan even if a plan is remembered")
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--paths-out")
     p.add_argument("--paths")
@@ -182,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         out = unlink(args)
     sys.stdout.write(orjson.dumps(out).decode() + "\n")
-    return 0
+    sys.stdout.flush()
+    os._exit(0)  # as the ocigraph command does: no object-by-object teardown of the graph
 
 
 if __name__ == "__main__":

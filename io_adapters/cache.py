@@ -34,12 +34,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import gc
 import hashlib
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import islice, repeat
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +59,7 @@ __all__ = [
     "cache_file_for",
 ]
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 _MAGIC = b"ocigraph-manifest-cache %d\n" % CACHE_FORMAT
 _FIELDS = ("subject", "config", "layers", "manifests", "blobs")
 _FIELD_CODE = {name: i for i, name in enumerate(_FIELDS)}
@@ -120,29 +123,46 @@ def cache_file_for(root: Path | str, cache_dir: Path | str | None = None) -> Pat
 
 # -- encoding ---------------------------------------------------------------------------------
 
-def _encode(entries: Iterable[tuple[og.Manifest, float | None]]) -> bytes:
-    """One segment body: a table of distinct descriptors, then one row per manifest.
+def _encode(entries: Sequence[tuple[og.Manifest, float | None]]) -> bytes:
+    """One segment body: columns, so that decoding is a few C-level passes over lists.
 
-    Row: ``[digest, size, mtime, media_type, artifact_type, error, [field...], [desc...]]``:
-    the manifest's refs as parallel lists of field codes and descriptor-table indices.
+    ``s`` names the descriptor media types once.  Each distinct descriptor is stored once, in
+    the columns ``dm`` (index into ``s``), ``dd`` (digest) and ``ds`` (size), plus a row
+    ``[i, annotations, artifact_type, platform]`` in ``dx`` for the few that have any of those.
+    Manifests are the columns ``md``, ``ms``, ``mt`` (mtime), ``mm``, ``ma``, ``me`` (error)
+    and ``mn`` (how many refs); their refs, concatenated, are ``rf`` (field code) and ``ri``
+    (descriptor index).
     """
-    table: dict[og.Descriptor, int] = {}
-    descs: list[list[Any]] = []
-    rows: list[list[Any]] = []
-    for m, mtime in entries:
-        codes: list[int] = []
-        idxs: list[int] = []
-        for name, d in m.refs:
-            i = table.get(d)
-            if i is None:
-                i = table[d] = len(descs)
-                descs.append([d.media_type, d.digest, d.size,
-                              [list(p) for p in d.annotations] or None, d.artifact_type,
-                              None if d.platform is None else [list(p) for p in d.platform]])
-            codes.append(_FIELD_CODE[name])
-            idxs.append(i)
-        rows.append([m.digest, m.size, mtime, m.media_type, m.artifact_type, m.error, codes, idxs])
-    return orjson.dumps({"d": descs, "m": rows})
+    refs = [r for m, _ in entries for r in m.refs]
+    pos: dict[og.Descriptor, int] = {}
+    setdefault = pos.setdefault
+    ri = [setdefault(d, len(pos)) for _, d in refs]
+    media_types, digests, sizes, annotations, artifact_types, platforms = (
+        zip(*pos, strict=True) if pos else ((),) * 6)
+    code = {t: i for i, t in enumerate(dict.fromkeys(media_types))}
+    rest = zip(annotations, artifact_types, platforms, strict=True)
+    extras = [[i, [list(p) for p in ann] or None, art,
+               None if plat is None else [list(p) for p in plat]]
+              for i, (ann, art, plat) in enumerate(rest)
+              if ann or art is not None or plat is not None]
+    return orjson.dumps({
+        "s": list(code), "dm": list(map(code.__getitem__, media_types)), "dd": digests,
+        "ds": sizes, "dx": extras,
+        "md": [m.digest for m, _ in entries], "ms": [m.size for m, _ in entries],
+        "mt": [mtime for _, mtime in entries], "mm": [m.media_type for m, _ in entries],
+        "ma": [m.artifact_type for m, _ in entries], "me": [m.error for m, _ in entries],
+        "mn": [len(m.refs) for m, _ in entries],
+        "rf": [_FIELD_CODE[name] for name, _ in refs], "ri": ri,
+    })
+
+
+_COLUMNS = ("s", "dm", "dd", "ds", "dx", "md", "ms", "mt", "mm", "ma", "me", "mn", "rf", "ri")
+
+
+def _check(values: list[Any], *types: type) -> None:
+    """Raise unless every value is of exactly one of ``types`` (one C-level pass)."""
+    if not set(map(type, values)).issubset(types):
+        raise ValueError("bad cache column")
 
 
 def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
@@ -150,24 +170,53 @@ def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
 
 
 def _decode(body: bytes, into: dict[str, tuple[og.Manifest, float | None]]) -> None:
-    """Decode one segment into ``digest -> (manifest, mtime)``; raises on anything malformed."""
+    """Decode one segment into ``digest -> (manifest, mtime)``; raises on anything malformed.
+
+    Descriptors and refs are built by ``map`` and ``zip`` over whole columns: no Python code
+    runs per descriptor except for the few with annotations, an artifact type or a platform.
+    """
     doc = orjson.loads(body)
-    descs = []
-    Descriptor = og.Descriptor  # a local alias for the hot loop
-    intern = sys.intern  # a dozen media types for a million descriptors: one string each
-    for mt, digest, size, ann, art, plat in doc["d"]:
-        if type(mt) is not str or type(digest) is not str or type(size) is not int:
+    columns = [doc[c] for c in _COLUMNS]
+    if set(map(type, columns)) != {list}:
+        raise ValueError("bad cache column")
+    s, dm, dd, ds, dx, md, ms, mt, mm, ma, me, mn, rf, ri = columns
+    if not (len(dm) == len(dd) == len(ds) and len(rf) == len(ri) == sum(mn)
+            and len(md) == len(ms) == len(mt) == len(mm) == len(ma) == len(me) == len(mn)):
+        raise ValueError("cache columns of different lengths")
+    for column, kinds in ((s, (str,)), (dd, (str,)), (ds, (int,)), (md, (str,)),
+                          (me, (str, type(None))), (mn, (int,))):
+        _check(column, *kinds)
+    # Indices past the end raise IndexError below; negative ones would wrap around silently.
+    if any(column and min(column) < 0 for column in (dm, rf, ri, mn)):
+        raise ValueError("negative index in cache")
+    media_types = [sys.intern(t) for t in s]  # a dozen for a million descriptors
+    new = functools.partial(tuple.__new__, og.Descriptor)
+    descs = list(map(new, zip(map(media_types.__getitem__, dm), dd, ds,
+                              repeat(()), repeat(None), repeat(None))))
+    for i, ann, art, plat in dx:
+        if type(i) is not int or i < 0 or (art is not None and type(art) is not str):
             raise ValueError("bad descriptor row")
-        descs.append(Descriptor(intern(mt), digest, size, _pairs(ann) if ann else (),
-                                None if art is None else intern(art),
-                                None if plat is None else _pairs(plat)))
-    field_of, desc_of = _FIELDS.__getitem__, descs.__getitem__
-    Manifest = og.Manifest
-    for digest, size, mtime, media_type, artifact_type, error, codes, idxs in doc["m"]:
-        if type(digest) is not str or (error is not None and type(error) is not str):
-            raise ValueError("bad manifest row")
-        refs = tuple(zip(map(field_of, codes), map(desc_of, idxs), strict=True))
-        into[digest] = (Manifest(digest, refs, size, media_type, artifact_type, error), mtime)
+        descs[i] = new((media_types[dm[i]], dd[i], ds[i], _pairs(ann) if ann else (),
+                        None if art is None else sys.intern(art),
+                        None if plat is None else _pairs(plat)))
+    flat = zip(map(_FIELDS.__getitem__, rf), map(descs.__getitem__, ri), strict=True)
+    refs = [tuple(islice(flat, n)) for n in mn]
+    into.update(zip(md, zip(map(og.Manifest, md, refs, ms, mm, ma, me), mt, strict=True),
+                    strict=True))
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: a segment's encoding or decoding makes a million small
+    containers, and every few hundred it would walk all live ones (refcounting still frees)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _remove_abandoned(directory: Path) -> None:
@@ -226,7 +275,8 @@ class ManifestCache:
             self.rejected = f"cannot read ({exc.strerror})"
             return
         try:
-            entries, segments = self._parse(data)
+            with _gc_paused():
+                entries, segments = self._parse(data)
         except (ValueError, KeyError, IndexError, TypeError, orjson.JSONDecodeError) as exc:
             self.rejected = f"ignored: {exc}"
             return
@@ -303,7 +353,8 @@ class ManifestCache:
         so a million entries never sit in memory twice); returns how many."""
         count = 0
         for i in range(0, len(entries), _SEGMENT_ENTRIES):
-            body = _encode(entries[i:i + _SEGMENT_ENTRIES])
+            with _gc_paused():
+                body = _encode(entries[i:i + _SEGMENT_ENTRIES])
             _write_all(fd, b"S %d %s\n" % (len(body), hashlib.sha256(body).hexdigest().encode()))
             _write_all(fd, body)
             _write_all(fd, b"\n")
@@ -347,14 +398,23 @@ class CachingManifestSource:
         self.cache = cache
         self.hits = 0
         self.misses = 0
+        self.loaded = False
 
     @property
     def present(self) -> Mapping[str, og.BlobInfo]:
         present: Mapping[str, og.BlobInfo] = self.inner.present
         return present
 
+    def ensure_loaded(self) -> None:
+        """Load the cache file, once: on first use, so a run that reads no manifest (a plan
+        recalled by :mod:`io_adapters.planner`) does not pay for it."""
+        if not self.loaded:
+            self.loaded = True
+            self.cache.load(self.inner.present)
+
     def read_manifests(self, digests: Sequence[str]) -> dict[str, og.Manifest]:
         present = self.inner.present
+        self.ensure_loaded()
         get = self.cache.get
         out: dict[str, og.Manifest] = {}
         misses: list[str] = []
@@ -391,5 +451,4 @@ def caching_source(inner: Any, root: Path, cache_dir: Path | str | None = None) 
     except OSError:
         return inner
     cache = ManifestCache(path, identity)
-    cache.load(inner.present)
     return CachingManifestSource(inner, cache)

@@ -36,6 +36,7 @@ from .apply import ApplyReport, apply_plan
 from .fsck import format_fsck_text, fsck
 from .layout import DiskLayout, printable, read_layout
 from .lock import LayoutLock
+from .planner import Planned, plan_layout
 
 __all__ = ["cli", "main", "parse_duration", "REPORT_FORMAT_VERSION", "SHOW_FORMAT_VERSION"]
 
@@ -267,45 +268,27 @@ def _read(root: Path, fmt: str) -> tuple[DiskLayout, nx.DiGraph]:
         graph = og.build_graph(disk.layout, reporter)
     finally:
         reporter.close()
+    _warn_junk(disk, fmt)
+    return disk, graph
+
+
+def _warn_junk(disk: DiskLayout, fmt: str) -> None:
     if disk.junk and fmt == "text":
         n = len(disk.junk)
         _warn(f"{n} item{'s' if n != 1 else ''} under blobs/ {'are' if n != 1 else 'is'} not "
               "blobs and will be left alone (`ocigraph fsck` lists them)")
-    return disk, graph
 
 
-_SHORT_DIGEST = re.compile(r"([a-z0-9]+):([0-9a-f]{4,})")
-
-
-def expand_short_digests(graph: nx.DiGraph, refs: Sequence[str]) -> list[str]:
-    """Let people type the short digests the text output shows: ``sha256:0123456789ab``
-    becomes the one digest of the graph it starts; two candidates are an ambiguity error."""
-    out = []
-    for ref in refs:
-        m = _SHORT_DIGEST.fullmatch(ref)
-        if m is None or ref in graph or len(m.group(2)) >= og.SWEEPABLE_ALGORITHMS.get(m.group(1), 0):
-            out.append(ref)
-            continue
-        found = sorted(n for n in graph if n.startswith(ref))
-        if not found:
-            raise og.UnknownRefError(ref)
-        if len(found) > 1:
-            raise og.AmbiguousRefError(ref, tuple(found))
-        out.append(found[0])
-    return out
-
-
-def _plan(graph: nx.DiGraph, operation: str, refs: Sequence[str], policy: og.Policy) -> og.Plan:
-    refs = expand_short_digests(graph, refs)
-    if operation == "delete":
-        return og.plan_delete(graph, refs, policy)
-    if operation == "gc":
-        return og.plan_gc(graph, policy)
-    if operation == "remove":
-        return og.plan_remove(graph, refs, policy)
-    if operation == "untag":
-        return og.plan_untag(graph, refs)
-    raise AssertionError(operation)
+def _planned(layout: Path, operation: str, refs: Sequence[str], policy: og.Policy,
+             fmt: str) -> Planned:
+    """Read and plan (or recall the same plan made before on the unchanged layout)."""
+    reporter = ProgressReporter()
+    try:
+        planned = plan_layout(layout, operation, refs, policy, reporter=reporter)
+    finally:
+        reporter.close()
+    _warn_junk(planned.disk, fmt)
+    return planned
 
 
 # --- rendering ------------------------------------------------------------------------------------
@@ -385,10 +368,6 @@ def format_plan_text(plan: og.Plan, graph_tags: dict[str, list[str]] | None = No
     if plan.is_empty:
         lines.append("nothing to do")
     return "\n".join(lines)
-
-
-def _graph_tags(graph: nx.DiGraph) -> dict[str, list[str]]:
-    return {n: sorted(t) for n, t in graph.nodes(data="tags") if t}
 
 
 def format_report_text(plan: og.Plan, report: ApplyReport) -> str:
@@ -568,15 +547,15 @@ def _plan_command(operation: str) -> Callable[..., None]:
     def run(layout: Path, refs: tuple[str, ...], preset: str, keep_untagged: bool,
             keep_referrers: bool, grace: float | None, fmt: str, output: Path | None,
             force: bool = False) -> None:
-        _, graph = _read(layout, fmt)
-        plan = _plan(graph, operation, refs,
-                     _make_policy(preset, keep_untagged, keep_referrers, grace, force))
+        planned = _planned(layout, operation, refs,
+                           _make_policy(preset, keep_untagged, keep_referrers, grace, force), fmt)
+        plan = planned.plan
         if output is not None:
             _write_plan_file(output, plan)
         if fmt == "json":
             click.echo(plan.to_json().decode())
         else:
-            click.echo(format_plan_text(plan, _graph_tags(graph)))
+            click.echo(format_plan_text(plan, planned.tags))
             if output is not None:
                 click.echo(f"plan written to {printable(str(output))}; apply it with "
                            f"`ocigraph apply {printable(str(layout))} {printable(str(output))}`")
@@ -665,17 +644,17 @@ def _run_one_shot(operation: str, layout: Path, refs: Sequence[str], policy: og.
     if lock is not None:
         lock.acquire()
     try:
-        _, graph = _read(layout, fmt)
-        plan = _plan(graph, operation, refs, policy)
+        planned = _planned(layout, operation, refs, policy, fmt)
+        plan = planned.plan
         if dry_run:
             if fmt == "json":
                 click.echo(plan.to_json().decode())
             else:
-                click.echo(format_plan_text(plan, _graph_tags(graph)))
+                click.echo(format_plan_text(plan, planned.tags))
                 click.echo("dry run: nothing was changed")
             return
         if fmt == "text":
-            click.echo(format_plan_text(plan, _graph_tags(graph)))
+            click.echo(format_plan_text(plan, planned.tags))
         if confirm and not yes and not plan.is_empty:
             n = sum(1 for d in plan.deletions if d.present)
             question = (f"Delete {n} blob(s) ({og.format_bytes(plan.bytes_freed)}) and make "
@@ -806,5 +785,24 @@ def du(layout: Path, fmt: str, preset: str, keep_untagged: bool, grace: float | 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """The ``ocigraph`` entry point."""
-    cli.main(args=list(argv) if argv is not None else None, prog_name="ocigraph")
+    """The ``ocigraph`` entry point (the installed script and ``python -m io_adapters``).
+
+    When the command is done it leaves the process at once (``os._exit``, after flushing
+    output): freeing a graph of a million nodes object by object takes longer than building
+    it, and the operating system reclaims the memory in one go.  Nothing is left undone by
+    then -- files are closed, the lock is released, apply has synced what it wrote.  Tests
+    call :data:`cli` itself, which returns normally.
+    """
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="ocigraph")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):
+            sys.stderr.write(exc.code + "\n")
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            code = code or 1
+    os._exit(code)

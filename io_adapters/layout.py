@@ -7,8 +7,9 @@ Rules:
 * symlinks are never followed: ``oci-layout``, ``index.json``, ``blobs/`` and ``blobs/<alg>/``
   must be real files and folders, blob files are opened with ``O_NOFOLLOW``, and a symlink
   under ``blobs/`` is reported as junk and never touched;
-* only what planning needs is read: index.json, the listing of ``blobs/<alg>/`` (names, sizes,
-  mtimes), and the manifests reachable through manifest-typed descriptors.
+* only what planning needs is read: index.json, the listing of ``blobs/<alg>/`` (names; a
+  blob's size and mtime only when planning asks, see :class:`BlobListing`), and the manifests
+  reachable through manifest-typed descriptors.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, KeysView, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -30,7 +32,7 @@ from ocigraph._graph import pauses_gc
 from .cache import cache_enabled, caching_source
 from .errors import LayoutAccessError
 
-__all__ = ["Junk", "DiskLayout", "read_layout", "blob_path", "read_regular_file", "DiskManifestSource"]
+__all__ = ["Junk", "DiskLayout", "BlobListing", "read_layout", "blob_path", "read_regular_file", "DiskManifestSource"]
 
 
 
@@ -127,11 +129,73 @@ def read_oci_layout_file(root: Path) -> None:
         raise LayoutAccessError("oci-layout", f"imageLayoutVersion is {version!r}, expected 1.x")
 
 
-def scan_blobs(root: Path) -> tuple[dict[str, og.BlobInfo], list[Junk]]:
-    """List ``blobs/<alg>/`` for every sweepable algorithm: present blobs, and junk."""
+class BlobListing(Mapping[str, og.BlobInfo]):
+    """The present blobs of a layout, as the core's ``Layout.blobs`` mapping.
+
+    Which blobs exist comes from the listing alone (names, and the file type the directory entry
+    carries); a blob's size and mtime come from an ``lstat`` made the first time someone asks
+    for them.  Planning asks only about the blobs it reads or deletes, so a GC of a million
+    blobs does not stat the million layers that stay.  A blob gone since the listing answers
+    size 0 and no mtime (apply finds it gone and says so).
+    """
+
+    __slots__ = ("_infos", "_root")
+
+    def __init__(self, root: Path, digests: Iterable[str]) -> None:
+        self._root = str(root)
+        self._infos: dict[str, og.BlobInfo | None] = dict.fromkeys(digests)
+
+    def _stat(self, digest: str) -> og.BlobInfo:
+        alg, _, encoded = digest.partition(":")
+        try:
+            st = os.lstat(f"{self._root}/blobs/{alg}/{encoded}")
+        except OSError:
+            info = og.BlobInfo(0, None)
+        else:
+            info = og.BlobInfo(st.st_size, st.st_mtime)
+        self._infos[digest] = info
+        return info
+
+    def __getitem__(self, digest: str) -> og.BlobInfo:
+        info = self._infos[digest]
+        return self._stat(digest) if info is None else info
+
+    def get(self, digest: str, default: Any = None) -> Any:
+        if digest not in self._infos:
+            return default
+        info = self._infos[digest]
+        return self._stat(digest) if info is None else info
+
+    def __contains__(self, digest: object) -> bool:
+        return digest in self._infos
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._infos)
+
+    def __len__(self) -> int:
+        return len(self._infos)
+
+    def keys(self) -> KeysView[str]:
+        return self._infos.keys()
+
+    def examined(self) -> dict[str, og.BlobInfo]:
+        """The blobs whose size and mtime have been asked for so far."""
+        return {d: i for d, i in self._infos.items() if i is not None}
+
+    def __repr__(self) -> str:
+        return f"<BlobListing of {len(self)} blobs in {self._root}>"
+
+
+def scan_blobs(root: Path) -> tuple[BlobListing, list[Junk]]:
+    """List ``blobs/<alg>/`` for every sweepable algorithm: present blobs, and junk.
+
+    Names only: the directory entry's file type tells a regular file from a symlink or
+    anything else without a ``stat`` (on file systems that do not fill it in, ``os.scandir``
+    stats for us).
+    """
     blobs_dir = root / "blobs"
     check_real_dir(blobs_dir, "blobs")
-    present: dict[str, og.BlobInfo] = {}
+    present: list[str] = []
     junk: list[Junk] = []
     lengths = og.SWEEPABLE_ALGORITHMS
     try:
@@ -157,17 +221,18 @@ def scan_blobs(root: Path) -> tuple[dict[str, og.BlobInfo], list[Junk]]:
                     junk.append(Junk(f"{rel}/{printable(name)}", "not a valid digest name"))
                     continue
                 try:
-                    st = e.stat(follow_symlinks=False)
+                    regular = e.is_file(follow_symlinks=False)
+                    link = not regular and e.is_symlink()
                 except OSError as exc:
                     junk.append(Junk(f"{rel}/{name}", f"cannot stat ({exc.strerror})"))
                     continue
-                if stat.S_ISREG(st.st_mode):
-                    present[prefix + name] = og.BlobInfo(st.st_size, st.st_mtime)
-                elif stat.S_ISLNK(st.st_mode):
+                if regular:
+                    present.append(prefix + name)
+                elif link:
                     junk.append(Junk(f"{rel}/{name}", "symlink (never followed, never deleted)"))
                 else:
                     junk.append(Junk(f"{rel}/{name}", "not a regular file"))
-    return present, junk
+    return BlobListing(root, present), junk
 
 
 #: reads timed before choosing threads, and the seconds per read above which threads help

@@ -124,9 +124,9 @@ class _NodeAttrs:
 
 def _node_attrs(media_types: frozenset[str], size: int, declared_sizes: frozenset[int],
                 present: bool, tags: frozenset[str], entries: tuple[int, ...], indexed: bool,
-                artifact_type: str | None, status: str, error: str | None, mtime: float | None,
+                artifact_type: str | None, status: str, error: str | None,
                 platform: Any) -> dict[str, Any]:
-    """A node's attribute dict: an ordinary ``dict`` with these twelve keys, in this order.
+    """A node's attribute dict: an ordinary ``dict`` with these eleven keys, in this order.
 
     It is made as the ``__dict__`` of a throwaway instance so that every node shares one keys
     table (CPython's key-sharing dictionaries, PEP 412): about 190 bytes a node instead of 460,
@@ -144,7 +144,6 @@ def _node_attrs(media_types: frozenset[str], size: int, declared_sizes: frozense
     a.artifact_type = artifact_type  # type: ignore[attr-defined]
     a.status = status  # type: ignore[attr-defined]
     a.error = error  # type: ignore[attr-defined]
-    a.mtime = mtime  # type: ignore[attr-defined]
     a.platform = platform  # type: ignore[attr-defined]
     return a.__dict__
 
@@ -180,7 +179,10 @@ def build_graph(layout: Layout, reporter: Reporter | None = None) -> LayoutGraph
     Nodes are digests.  Node attributes:
 
     ``media_types``  frozenset of every media type a descriptor gave it;
-    ``size``         the blob's size if present, else the largest declared size (or 0);
+    ``size``         in bytes: for a manifest, what was read; for a present blob no descriptor
+                     names or whose descriptors disagree, its file's size; otherwise the size
+                     its descriptors declare (GC never opens a layer, so its file is not
+                     looked at); 0 when nothing says;
     ``declared_sizes`` frozenset of sizes descriptors declared;
     ``present``      a blob file exists;
     ``tags``         frozenset of tags in index.json; ``entries`` tuple of index.json positions;
@@ -189,11 +191,11 @@ def build_graph(layout: Layout, reporter: Reporter | None = None) -> LayoutGraph
     ``status``       ``"blob"`` (not read: no manifest media type), ``"ok"``, ``"missing"``,
                      ``"broken"`` (see ``error``);
     ``error``        why a manifest is unusable, else ``None``;
-    ``mtime``        of the blob file, if known;
     ``platform``     from an index descriptor, as sorted pairs, else ``None``.
 
     Edge attribute ``roles``: frozenset of ``config layer manifest blob subject``.
-    Graph attributes: ``index`` (the :class:`~ocigraph.Index`), ``fingerprint``, ``now``.
+    Graph attributes: ``index`` (the :class:`~ocigraph.Index`), ``fingerprint``, ``now``, and
+    ``blobs``, the layout's present-blob mapping (where ``grace`` finds modification times).
 
     >>> from ocigraph import layout_from_bytes
     >>> g = build_graph(layout_from_bytes(b'{"schemaVersion":2,"manifests":[]}', {}))
@@ -306,8 +308,8 @@ def build_graph(layout: Layout, reporter: Reporter | None = None) -> LayoutGraph
     # read once; if it is a manifest its content's media type says how to walk it.  Without
     # this, the signature of a live image that index.json does not list would look like garbage.
     blobs = layout.blobs
-    unexplained = sorted(d for d, info in blobs.items()
-                         if d not in seen and d not in parsed and info.size <= SNIFF_LIMIT)
+    unexplained = sorted(d for d in blobs
+                         if d not in seen and d not in parsed and blobs[d].size <= SNIFF_LIMIT)
     if unexplained:
         got = layout.manifests.read_manifests(unexplained)
         rep.manifests_read(len(unexplained))
@@ -321,7 +323,8 @@ def build_graph(layout: Layout, reporter: Reporter | None = None) -> LayoutGraph
     rep.phase_finished("read")
 
     rep.phase_started("build")
-    g = LayoutGraph(index=layout.index, fingerprint=layout.index.fingerprint, now=layout.now)
+    g = LayoutGraph(index=layout.index, fingerprint=layout.index.fingerprint, now=layout.now,
+                    blobs=blobs)
     empty: frozenset[str] = frozenset()
     no_sizes: frozenset[int] = frozenset()
     one_media: dict[str, frozenset[str]] = {}  # interned {media type}: most nodes have one
@@ -344,7 +347,6 @@ def build_graph(layout: Layout, reporter: Reporter | None = None) -> LayoutGraph
     # fresh adjacency dicts -- exactly what add_nodes_from + add_edges_from would leave, without
     # copying a million attribute dicts.  The graph is new: no cached view can be stale.
     node_dicts, succ_dicts, pred_dicts = g._node, g._succ, g._pred
-    blobs_get = blobs.get
     # Records are dropped as their nodes are made, and with them the manifests they hold: the
     # graph's peak memory is the graph's, not the graph's plus everything read to make it.
     seen_pop = seen.pop
@@ -352,12 +354,10 @@ def build_graph(layout: Layout, reporter: Reporter | None = None) -> LayoutGraph
     parsed.clear()
     expanded.clear()
     for digest in keys:
-        info = blobs_get(digest)
         found = seen_pop(digest, None)
-        if found is None:  # a blob no descriptor names
-            assert info is not None
-            node_dicts[digest] = _node_attrs(empty, info.size, no_sizes, True, empty, (), False,
-                                             None, "blob", None, info.mtime, None)
+        if found is None:  # a blob no descriptor names (its size was needed to sniff it)
+            node_dicts[digest] = _node_attrs(empty, blobs[digest].size, no_sizes, True, empty,
+                                             (), False, None, "blob", None, None)
             succ_dicts[digest] = {}
             pred_dicts[digest] = {}
             continue
@@ -370,29 +370,39 @@ def build_graph(layout: Layout, reporter: Reporter | None = None) -> LayoutGraph
             media_types = one_media[mts] = intern((mts,))
         if type(sizes) is not set:
             sizes = (sizes,)
+        present = digest in blobs
+        # The size: what was read if this is a manifest; the declared size if descriptors
+        # agree on one; the file's size (a stat, through the layout's mapping) otherwise.
+        if m is not None and m.size is not None and present:
+            size = m.size
+        elif not present:
+            size = max(sizes) if sizes else 0
+        elif len(sizes) == 1:
+            (size,) = sizes
+        else:
+            size = blobs[digest].size
         if m is None:
             status, error = "blob", None
         elif m.error is not None:
             status, error = ("missing" if m.missing else "broken"), m.error
-        elif info is not None and sizes and info.size not in sizes:
+        elif present and sizes and size not in sizes:
             status = "broken"
-            error = f"descriptor size {max(sizes)} but the blob has {info.size} bytes"
+            error = f"descriptor size {max(sizes)} but the blob has {size} bytes"
         else:
             status, error = "ok", None
         if not art:
             art = m.artifact_type if m is not None else None
         node_dicts[digest] = _node_attrs(
             media_types,
-            info.size if info is not None else (max(sizes) if sizes else 0),
+            size,
             frozenset(sizes),
-            info is not None,
+            present,
             empty if node_tags is None else intern(node_tags),
             () if positions is None else tuple(positions),
             positions is not None,
             art,
             status,
             error,
-            info.mtime if info is not None else None,
             plat,
         )
         succ_dicts[digest] = {} if out is None else out
@@ -428,8 +438,11 @@ def is_young(graph: nx.DiGraph, digest: str, policy: Policy) -> bool:
     if policy.grace <= 0:
         return False
     now = graph.graph.get("now")
-    mtime = graph.nodes[digest]["mtime"]
-    return now is not None and mtime is not None and now - mtime < policy.grace
+    if now is None:
+        return False
+    info = graph.graph.get("blobs", {}).get(digest)
+    mtime = None if info is None else info.mtime
+    return mtime is not None and now - mtime < policy.grace
 
 
 def roots(graph: nx.DiGraph, policy: Policy) -> frozenset[str]:

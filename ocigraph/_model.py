@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = [
     "Descriptor",
@@ -26,9 +26,14 @@ __all__ = [
 Pairs = tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Descriptor:
-    """An OCI content descriptor, reduced to what GC needs (annotations kept as sorted pairs)."""
+class Descriptor(NamedTuple):
+    """An OCI content descriptor, reduced to what GC needs (annotations kept as sorted pairs).
+
+    A named tuple, not a frozen dataclass: a layout holds a million descriptors, and a tuple is
+    built in one C call (``tuple.__new__(Descriptor, fields)``, as the parser and the manifest
+    cache do) where a frozen dataclass spends a Python call and one ``object.__setattr__`` per
+    field.  Being a tuple, it also equals a plain tuple of the same fields.
+    """
 
     media_type: str
     digest: str

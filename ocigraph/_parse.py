@@ -97,6 +97,7 @@ def parse_descriptor(obj: object, where: str = "descriptor") -> Descriptor:
 
 _HEX = "0123456789abcdef"
 _intern = sys.intern
+_new = tuple.__new__
 
 
 def _well_formed_descriptor(obj: object) -> Descriptor | None:
@@ -108,35 +109,48 @@ def _well_formed_descriptor(obj: object) -> Descriptor | None:
     """
     if type(obj) is not dict:
         return None
-    media_type = obj.get("mediaType")
-    digest = obj.get("digest")
-    size = obj.get("size")
+    try:
+        media_type = obj["mediaType"]
+        digest = obj["digest"]
+        size = obj["size"]
+    except KeyError:
+        return None
+    # Only "sha256:" followed by lowercase hex rstrips to "sha256:"; a length of 71 makes it 64.
     if (type(media_type) is not str or type(digest) is not str or type(size) is not int
-            or size < 0 or len(digest) != 71 or not digest.startswith("sha256:")
-            or digest[7:].strip(_HEX)):
+            or size < 0 or len(digest) != 71 or digest.rstrip(_HEX) != "sha256:"):
         return None
+    # A layout has a million descriptors and a dozen media types: one string object each.
+    media_type = _intern(media_type)
+    if len(obj) == 3:  # most descriptors: nothing else to look at
+        return _new(Descriptor, (media_type, digest, size, (), None, None))
     artifact_type = obj.get("artifactType")
-    if artifact_type is not None and type(artifact_type) is not str:
-        return None
+    if artifact_type is not None:
+        if type(artifact_type) is not str:
+            return None
+        artifact_type = _intern(artifact_type)
     annotations = obj.get("annotations")
-    if annotations is None:
-        pairs: tuple[tuple[str, str], ...] = ()
-    elif type(annotations) is dict:
+    pairs: tuple[tuple[str, str], ...] = ()
+    if annotations:
+        if type(annotations) is not dict:
+            return None
         for v in annotations.values():
             if type(v) is not str:
                 return None
-        pairs = tuple(sorted(annotations.items()))
-    else:
+        pairs = tuple(sorted(annotations.items()) if len(annotations) > 1 else annotations.items())
+    elif annotations is not None and type(annotations) is not dict:
         return None
     platform = obj.get("platform")
     plat = None
     if platform is not None:
         if type(platform) is not dict:
             return None
-        plat = tuple(sorted((k, v) for k, v in platform.items() if isinstance(v, str)))
-    # A layout has a million descriptors and a dozen media types: one string object each.
-    return Descriptor(_intern(media_type), digest, size, pairs,
-                      None if artifact_type is None else _intern(artifact_type), plat)
+        items: Iterable[tuple[Any, Any]] = platform.items()
+        for v in platform.values():
+            if type(v) is not str:  # e.g. "os.features": a list, left out
+                items = [(k, v) for k, v in items if isinstance(v, str)]
+                break
+        plat = tuple(sorted(items))
+    return _new(Descriptor, (media_type, digest, size, pairs, artifact_type, plat))
 
 
 def parse_index(data: bytes) -> Index:
@@ -185,10 +199,10 @@ def parse_manifest(digest: str, data: bytes | None) -> Manifest:
     """
     if data is None:
         return Manifest(digest=digest, error="blob is missing", missing=True)
-    if not is_sweepable(digest):
-        return Manifest(digest=digest, size=len(data), error="digest algorithm not supported")
-    if digest.startswith("sha256:"):
+    if digest.startswith("sha256:"):  # nearly all of them: no need to ask is_sweepable
         verified = hashlib.sha256(data).hexdigest() == digest[7:]
+    elif not is_sweepable(digest):
+        return Manifest(digest=digest, size=len(data), error="digest algorithm not supported")
     else:
         verified = verify(digest, data)
     if not verified:
@@ -205,19 +219,21 @@ def manifest_from_document(digest: str, doc: Any, size: int | None) -> Manifest:
     if not isinstance(doc, dict):
         return Manifest(digest=digest, size=size, error="not a JSON object")
     refs: list[tuple[str, Descriptor]] = []
+    get = doc.get
+    well_formed = _well_formed_descriptor
     try:
         for name in _ONE_FIELDS:
-            obj = doc.get(name)
+            obj = get(name)
             if obj is not None:
-                refs.append((name, _well_formed_descriptor(obj) or parse_descriptor(obj, name)))
+                refs.append((name, well_formed(obj) or parse_descriptor(obj, name)))
         for name in _LIST_FIELDS:
-            objs = doc.get(name)
+            objs = get(name)
             if objs is None:
                 continue
             if not isinstance(objs, list):
                 raise _BadDescriptor(f"{name} is not a list")
-            for i, o in enumerate(objs):
-                refs.append((name, _well_formed_descriptor(o) or parse_descriptor(o, f"{name}[{i}]")))
+            refs += [(name, well_formed(o) or parse_descriptor(o, f"{name}[{i}]"))
+                     for i, o in enumerate(objs)]
     except (_BadDescriptor, InvalidDigestError) as exc:
         return Manifest(digest=digest, size=size, error=str(exc))
     media_type = doc.get("mediaType")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from builder import CONFIG, Builder
 
 import ocigraph as og
+from io_adapters import apply as apply_module
 from io_adapters.apply import TEMP_PREFIX, apply_plan
 from io_adapters.errors import ApplyError, LayoutAccessError, LayoutLockedError
 from io_adapters.fsck import fsck
@@ -300,6 +302,36 @@ def test_a_failed_unlink_leaves_a_valid_layout_and_replanning_finishes(two_image
     assert leftover
     apply_plan(root, plan_of(root, "gc"))
     assert present(root).isdisjoint(plan.deleted_digests())
+
+
+
+def test_progress_counts_blobs_handled_and_ends_at_the_total(
+        two_images: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, _, blobs = two_images
+    plan = plan_of(root, "delete", "v1")
+    gone = blobs["sig"]["digest"]
+    blob_path(root, gone).unlink()  # handled too, though not deleted
+    total = sum(1 for d in plan.deletions if d.present)
+    assert total > 2
+    monkeypatch.setattr(apply_module, "_PROGRESS_EVERY", 2)
+    calls: list[int] = []
+    report = apply_plan(root, plan, progress=calls.append)
+    assert calls == [*range(2, total, 2), total]
+    assert len(report.deleted) + len(report.already_gone) == total
+
+
+def test_a_plan_with_a_bad_digest_changes_nothing(two_images: Any) -> None:
+    # Digests are checked before index.json is written, not when their turn to go comes.
+    root, _, _ = two_images
+    plan = plan_of(root, "delete", "v1")
+    assert plan.index_changes
+    bad = og.Deletion(digest="sha256:../../victim", reason=plan.deletions[0].reason, size=1,
+                      present=True)
+    plan = dataclasses.replace(plan, deletions=(*plan.deletions, bad))
+    before = snapshot(root)
+    with pytest.raises(og.InvalidDigestError):
+        apply_plan(root, plan)
+    assert snapshot(root) == before
 
 
 # --- the lock --------------------------------------------------------------------------------

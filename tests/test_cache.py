@@ -84,6 +84,7 @@ def _comparable(plan: og.Plan) -> bytes:
 def _source(root: Path, cache_dir: Path) -> CachingManifestSource:
     source = read_layout(root, cache_dir=cache_dir).layout.manifests
     assert isinstance(source, CachingManifestSource)
+    source.ensure_loaded()
     return source
 
 

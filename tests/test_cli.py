@@ -17,6 +17,7 @@ from click.testing import CliRunner, Result
 
 import ocigraph as og
 from io_adapters import cli as cli_module
+from io_adapters import planner as planner_module
 from io_adapters.cli import cli
 from io_adapters.layout import blob_path, read_layout
 from io_adapters.lock import lock_holder
@@ -432,13 +433,13 @@ def test_one_shot_commands_read_the_layout_under_the_lock(
         gc_case: Any, monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
     root, _ = gc_case
     seen: list[int | None] = []
-    real = cli_module.read_layout
+    real = planner_module.read_layout
 
     def spying_read_layout(path: Any, **kw: Any) -> Any:
         seen.append(lock_holder(Path(path)))
         return real(path, **kw)
 
-    monkeypatch.setattr(cli_module, "read_layout", spying_read_layout)
+    monkeypatch.setattr(planner_module, "read_layout", spying_read_layout)
     result = run(command[0], root, *command[1:])
     assert result.exit_code == 0, result.output
     assert seen == [os.getpid()]

@@ -1,0 +1,262 @@
+"""Plan an operation on a layout on disk, remembering plans across runs.
+
+:func:`plan_layout` is what the command line (and apply's re-check of a saved plan) calls: read
+the layout, build the graph, plan.  It remembers the plans it makes, because planning the same
+operation on a layout that has not changed gives the same plan.  A plan is a pure function of:
+
+* index.json (its bytes: ``index_fingerprint``),
+* which blobs exist (their names),
+* what the manifests say -- content-addressed values, so their names say it, as long as the
+  file still holds the bytes that were verified,
+* the operation, its targets and the policy,
+* and, only when the policy has a ``grace`` period, the clock and modification times.
+
+So a remembered plan is keyed by a SHA-256 over the first four (the names of *every* present
+blob included: one new or vanished blob anywhere and the key changes), and it is used only
+after the ``(size, mtime)`` of every blob whose content planning looked at -- the manifests,
+the blobs sniffed for referrers -- is checked again with an ``lstat``, the same check the
+manifest cache makes.  A plan with ``grace`` is never remembered (it depends on the clock),
+nor a plan that failed (its error is made again), nor a plan of a layout with fewer than
+``_MIN_BLOBS`` blobs (planning those takes milliseconds, and test suites make thousands).
+
+Plans live in a folder beside the manifest cache (``<name>.plans/<key>``, see
+:mod:`io_adapters.cache`), the newest ``_KEEP`` of one layout; each file is written to a
+temporary file and renamed, and carries a SHA-256 of its body: anything doubtful and it is
+ignored.  A remembered plan comes
+back with this run's ``snapshot_time``: the listing was just taken and matched, so the plan is
+exactly what planning now would make.  ``OCIGRAPH_NO_CACHE=1`` turns this off with the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import orjson
+
+import ocigraph as og
+
+from .cache import cache_enabled, cache_file_for
+from .layout import BlobListing, DiskLayout, _is_sweepable_hex, read_layout
+
+__all__ = ["Planned", "PlanMemo", "plan_layout", "plan_graph", "plan_tags", "expand_short_digests", "memo_key"]
+
+MEMO_FORMAT = 1
+_MAGIC = b"ocigraph-plans %d\n" % MEMO_FORMAT
+#: plans kept per layout (the last ones made): a dry run and the real run, a few targets
+_KEEP = 8
+#: layouts with fewer blobs are planned every time
+_MIN_BLOBS = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A plan, the layout it was made from, and the tags of the nodes it names.
+
+    ``graph`` is ``None`` when the plan was remembered (no graph was built); ``remembered``
+    says which.
+    """
+
+    disk: DiskLayout
+    plan: og.Plan
+    tags: dict[str, list[str]]
+    graph: nx.DiGraph | None
+    remembered: bool
+
+
+_SHORT_DIGEST = re.compile(r"([a-z0-9]+):([0-9a-f]{4,})")
+
+
+def expand_short_digests(graph: nx.DiGraph, refs: Sequence[str]) -> list[str]:
+    """Let people type the short digests the text output shows: ``sha256:0123456789ab``
+    becomes the one digest of the graph it starts; two candidates are an ambiguity error."""
+    out = []
+    for ref in refs:
+        m = _SHORT_DIGEST.fullmatch(ref)
+        if m is None or ref in graph or len(m.group(2)) >= og.SWEEPABLE_ALGORITHMS.get(m.group(1), 0):
+            out.append(ref)
+            continue
+        found = sorted(n for n in graph if n.startswith(ref))
+        if not found:
+            raise og.UnknownRefError(ref)
+        if len(found) > 1:
+            raise og.AmbiguousRefError(ref, tuple(found))
+        out.append(found[0])
+    return out
+
+
+def plan_graph(graph: nx.DiGraph, operation: str, refs: Sequence[str], policy: og.Policy) -> og.Plan:
+    """``operation`` (``delete``, ``gc``, ``remove``, ``untag``) on ``graph``; short digests
+    among ``refs`` are expanded first."""
+    refs = expand_short_digests(graph, refs)
+    if operation == "delete":
+        return og.plan_delete(graph, refs, policy)
+    if operation == "gc":
+        return og.plan_gc(graph, policy)
+    if operation == "remove":
+        return og.plan_remove(graph, refs, policy)
+    if operation == "untag":
+        return og.plan_untag(graph, refs)
+    raise ValueError(f"unknown operation {operation!r}")
+
+
+def plan_tags(graph: nx.DiGraph, plan: og.Plan) -> dict[str, list[str]]:
+    """Tags of every node ``plan`` names (deletions, reasons, kept nodes), for showing it."""
+    named: set[str] = set()
+    for d in plan.deletions:
+        named.add(d.digest)
+        if d.reason.via is not None:
+            named.add(d.reason.via)
+    for k in plan.kept:
+        named.add(k.digest)
+        if k.via is not None:
+            named.add(k.via)
+    nodes = graph.nodes
+    return {n: sorted(nodes[n]["tags"]) for n in sorted(named) if n in nodes and nodes[n]["tags"]}
+
+
+def memo_key(disk: DiskLayout, operation: str, refs: Sequence[str], policy: og.Policy) -> str | None:
+    """The key of a plan in the memo, or ``None`` when the plan cannot be remembered."""
+    blobs = disk.layout.blobs
+    if policy.grace > 0 or len(blobs) < _MIN_BLOBS:
+        return None
+    h = hashlib.sha256()
+    h.update(orjson.dumps([MEMO_FORMAT, disk.layout.index.fingerprint, operation, list(refs),
+                           policy.to_dict()], option=orjson.OPT_SORT_KEYS))
+    h.update("\n".join(sorted(blobs)).encode())
+    return h.hexdigest()
+
+
+def _memo_dir(root: Path, cache_dir: Path | str | None) -> Path | None:
+    path = cache_file_for(root, cache_dir)
+    return None if path is None else path.with_suffix(".plans")
+
+
+def _load(path: Path) -> Any:
+    """A remembered entry, or ``None`` for a missing, foreign or damaged file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        if not data.startswith(_MAGIC):
+            return None
+        head, _, body = data[len(_MAGIC):].partition(b"\n")
+        if hashlib.sha256(body).hexdigest().encode() != head:
+            return None
+        return orjson.loads(body)
+    except (OSError, ValueError):
+        return None
+
+
+def _save(folder: Path, key: str, entry: dict[str, Any]) -> None:
+    """Write one entry as ``folder/key`` (temporary file, then rename); keep the newest
+    ``_KEEP``.  Failing to write only costs the next run its shortcut."""
+    body = orjson.dumps(entry)
+    with contextlib.suppress(OSError):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(_MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+            os.replace(tmp, folder / key)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        old = sorted(folder.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)[_KEEP:]
+        for stale in old:
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+
+def _looked_at(blobs: Any) -> list[list[Any]]:
+    """``[digest, size, mtime]`` of every blob planning examined (a manifest cache hit, a blob
+    sniffed for referrers): their files must be unchanged for the plan to be reused."""
+    if not isinstance(blobs, BlobListing):
+        return []
+    return [[d, i.size, i.mtime] for d, i in blobs.examined().items()]
+
+
+def _unchanged(root: Path, checks: Iterable[Any]) -> bool:
+    """Every ``[digest, size, mtime]`` still describes its file (one ``lstat`` each)."""
+    lstat = os.lstat
+    base = f"{root}/blobs/"
+    for digest, size, mtime in checks:
+        alg, _, encoded = digest.partition(":")
+        if not _is_sweepable_hex(alg, encoded):
+            return False
+        try:
+            st = lstat(base + alg + "/" + encoded)
+        except OSError:
+            return False
+        if st.st_size != size or st.st_mtime != mtime:
+            return False
+    return True
+
+
+class PlanMemo:
+    """The remembered plans of one layout as read in this run (see the module's docstring)."""
+
+    def __init__(self, disk: DiskLayout, cache_dir: Path | str | None = None,
+                 enabled: bool | None = None) -> None:
+        self.disk = disk
+        self.folder = _memo_dir(disk.root, cache_dir) if cache_enabled(enabled) else None
+
+    def _key(self, operation: str, refs: Sequence[str], policy: og.Policy) -> str | None:
+        return None if self.folder is None else memo_key(self.disk, operation, refs, policy)
+
+    def recall(self, operation: str, refs: Sequence[str],
+               policy: og.Policy) -> tuple[og.Plan, dict[str, list[str]]] | None:
+        """The plan made before for this operation on this layout unchanged, with the tags
+        it names; ``None`` when there is none that can be trusted."""
+        key = self._key(operation, refs, policy)
+        if key is None or self.folder is None:
+            return None
+        entry = _load(self.folder / key)
+        if entry is None:
+            return None
+        disk = self.disk
+        try:
+            if not _unchanged(disk.root, entry["checks"]):
+                return None
+            plan = og.Plan.from_json(entry["plan"])
+            tags = {str(k): [str(t) for t in v] for k, v in entry["tags"].items()}
+        except (og.OcigraphError, KeyError, TypeError, ValueError, AttributeError):
+            return None
+        if plan.index_fingerprint != disk.layout.index.fingerprint:
+            return None
+        return dataclasses.replace(plan, snapshot_time=disk.layout.now), tags
+
+    def remember(self, operation: str, refs: Sequence[str], policy: og.Policy,
+                 plan: og.Plan, tags: dict[str, list[str]]) -> None:
+        """Keep ``plan`` (made on this run's graph) for the next run."""
+        key = self._key(operation, refs, policy)
+        if key is None or self.folder is None:
+            return
+        _save(self.folder, key, {"plan": plan.to_json(indent=False).decode(), "tags": tags,
+                                 "checks": _looked_at(self.disk.layout.blobs)})
+
+
+def plan_layout(root: Path | str, operation: str, refs: Sequence[str], policy: og.Policy, *,
+                reporter: og.Reporter | None = None, cache: bool | None = None,
+                cache_dir: Path | str | None = None) -> Planned:
+    """Read the layout at ``root`` and plan ``operation``; a plan made before on the same
+    layout, unchanged, is reused (see the module's docstring)."""
+    disk = read_layout(root, cache=cache, cache_dir=cache_dir)
+    memo = PlanMemo(disk, cache_dir, cache)
+    recalled = memo.recall(operation, refs, policy)
+    if recalled is not None:
+        return Planned(disk, recalled[0], recalled[1], None, True)
+    graph = og.build_graph(disk.layout, reporter)
+    plan = plan_graph(graph, operation, refs, policy)
+    tags = plan_tags(graph, plan)
+    memo.remember(operation, refs, policy, plan, tags)
+    return Planned(disk, plan, tags, graph, False)
