@@ -29,6 +29,7 @@ import time
 _T0 = time.perf_counter()
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
@@ -193,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paths")
     p.add_argument("--root", default=".")
     args = p.parse_args(argv)
+    gc.disable()  # as the ocigraph command does
     if args.op in ("plan-gc", "plan-delete"):
         out = plan(args)
     elif args.op == "apply":

@@ -52,6 +52,7 @@ import ocigraph as og
 
 __all__ = [
     "CACHE_FORMAT",
+    "code_fingerprint",
     "CachingManifestSource",
     "ManifestCache",
     "cache_enabled",
@@ -105,10 +106,27 @@ def default_cache_dir() -> Path | None:
     return None
 
 
+_CODE: list[str] = []
+
+
+def code_fingerprint() -> str:
+    """A digest of ocigraph's own source (the core and the adapter): what is cached was
+    computed by code, and a cache written by other code -- an upgrade, a fix, a checkout -- is
+    somebody else's."""
+    if not _CODE:
+        h = hashlib.sha256()
+        for package in (og, sys.modules[__package__ or "io_adapters"]):
+            folder = Path(package.__file__ or "").parent
+            for path in sorted(folder.glob("*.py")):
+                h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        _CODE.append(h.hexdigest())
+    return _CODE[0]
+
+
 def _identity(root: Path) -> dict[str, Any]:
     real = os.path.realpath(root)
     st = os.stat(real)
-    return {"layout": real, "dev": st.st_dev, "ino": st.st_ino}
+    return {"layout": real, "dev": st.st_dev, "ino": st.st_ino, "code": code_fingerprint()}
 
 
 def cache_file_for(root: Path | str, cache_dir: Path | str | None = None) -> Path | None:
@@ -399,6 +417,9 @@ class CachingManifestSource:
         self.hits = 0
         self.misses = 0
         self.loaded = False
+        #: reads whose answer described the disk, not the digest (missing, unreadable, not
+        #: matching its digest): a plan made from them is not one to remember
+        self.disk_errors = 0
 
     @property
     def present(self) -> Mapping[str, og.BlobInfo]:
@@ -415,11 +436,12 @@ class CachingManifestSource:
     def read_manifests(self, digests: Sequence[str]) -> dict[str, og.Manifest]:
         present = self.inner.present
         self.ensure_loaded()
-        get = self.cache.get
+        get, known = self.cache.get, self.cache.entries
         out: dict[str, og.Manifest] = {}
         misses: list[str] = []
         for d in digests:
-            m = get(d, present.get(d))
+            # (a blob is stat'ed only to check an entry; a read notes its fstat in the listing)
+            m = get(d, present.get(d)) if d in known else None
             if m is None:
                 misses.append(d)
             else:
@@ -431,11 +453,14 @@ class CachingManifestSource:
         for d, data in zip(misses, self.inner.read_blobs(misses) if misses else (), strict=True):
             if isinstance(data, og.Manifest):  # missing or unreadable: about the disk, not cached
                 out[d] = data
+                self.disk_errors += 1
                 continue
             m = out[d] = parse(d, data)
             info = present.get(d)
             if m.error != _MISMATCH and info is not None and info.size == len(data):
                 new.append((m, info.mtime))
+            else:
+                self.disk_errors += 1
         self.cache.finish_batch(digests, new, present)
         return out
 

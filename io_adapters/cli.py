@@ -17,7 +17,9 @@ Rules that keep this module honest (docs/cli.md is the reference for users):
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import gc as _gc  # the name gc is the command
 import os
 import re
 import sys
@@ -262,10 +264,12 @@ def _deletion_progress(total: int) -> Iterator[Callable[[int], None] | None]:
 
 
 def _read(root: Path, fmt: str) -> tuple[DiskLayout, nx.DiGraph]:
+    """The layout and its graph, for ``show`` and ``du``: reports of disk use, so every
+    blob's size is its file's (planning commands go through :func:`_planned`)."""
     disk = read_layout(root)
     reporter = ProgressReporter()
     try:
-        graph = og.build_graph(disk.layout, reporter)
+        graph = og.build_graph(disk.layout, reporter, file_sizes=True)
     finally:
         reporter.close()
     _warn_junk(disk, fmt)
@@ -785,24 +789,51 @@ def du(layout: Path, fmt: str, preset: str, keep_untagged: bool, grace: float | 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """The ``ocigraph`` entry point (the installed script and ``python -m io_adapters``).
+    """Run the ``ocigraph`` command line; returns or raises ``SystemExit`` like any click
+    program (for callers in Python; the installed script is :func:`run`)."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="ocigraph")
 
-    When the command is done it leaves the process at once (``os._exit``, after flushing
-    output): freeing a graph of a million nodes object by object takes longer than building
-    it, and the operating system reclaims the memory in one go.  Nothing is left undone by
-    then -- files are closed, the lock is released, apply has synced what it wrote.  Tests
-    call :data:`cli` itself, which returns normally.
+
+def run() -> None:
+    """The ``ocigraph`` script and ``python -m io_adapters``: :func:`main`, made for a process
+    of its own.
+
+    The cyclic garbage collector is off for the run: it would only walk the graph's millions
+    of objects again and again (the core pauses it while building; this is one short run with
+    few reference cycles).  And when the command is done the process leaves at once
+    (``os._exit``, after flushing output): freeing a graph of a million nodes object by object
+    takes longer than building it, and the operating system reclaims the memory in one go.
+    Nothing is left undone by then -- files are closed, the lock is released, apply has synced
+    what it wrote.
     """
+    _gc.disable()
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="ocigraph")
+        main()
         code = 0
+    except OSError as exc:  # writing --help or --version output, before any command runs
+        code = 1
+        with contextlib.suppress(Exception):
+            if sys.stderr is not None:
+                sys.stderr.write(f"ocigraph: error: cannot write the output ({exc.strerror or exc})\n")
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if isinstance(exc.code, str):
-            sys.stderr.write(exc.code + "\n")
-    for stream in (sys.stdout, sys.stderr):
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:  # sys.exit("message"), as Python itself would print it
+            code = 1
+            with contextlib.suppress(Exception):
+                if sys.stderr is not None:
+                    sys.stderr.write(f"{exc.code}\n")
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None:  # started with that descriptor closed: nothing was written to it
+            continue
         try:
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe: nothing more can be said
-            code = code or 1
+        except Exception as exc:  # output was lost: that is a failure, and says so if it can
+            if name == "stdout" and code == 0:
+                code = 1
+                with contextlib.suppress(Exception):
+                    if sys.stderr is not None:
+                        sys.stderr.write(f"ocigraph: error: cannot write the output ({exc})\n")
+                        sys.stderr.flush()
     os._exit(code)

@@ -129,30 +129,44 @@ def read_oci_layout_file(root: Path) -> None:
         raise LayoutAccessError("oci-layout", f"imageLayoutVersion is {version!r}, expected 1.x")
 
 
+#: what identifies a file's state: inode, size, mtime and ctime in nanoseconds (``utime`` can
+#: set an mtime back; nothing but the kernel sets a ctime, and ``chmod`` moves it)
+Stamp = tuple[int, int, int, int]
+
+
+def stamp_of(st: os.stat_result) -> Stamp:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 class BlobListing(Mapping[str, og.BlobInfo]):
     """The present blobs of a layout, as the core's ``Layout.blobs`` mapping.
 
     Which blobs exist comes from the listing alone (names, and the file type the directory entry
     carries); a blob's size and mtime come from an ``lstat`` made the first time someone asks
-    for them.  Planning asks only about the blobs it reads or deletes, so a GC of a million
-    blobs does not stat the million layers that stay.  A blob gone since the listing answers
-    size 0 and no mtime (apply finds it gone and says so).
+    for them (or from the ``fstat`` of a read, see :meth:`note`).  Planning asks only about the
+    blobs it reads or deletes, so a GC of a million blobs does not stat the million layers that
+    stay.  A blob gone since the listing answers size 0 and no mtime (apply finds it gone and
+    says so); any other failure to stat it is an error naming the file.
     """
 
-    __slots__ = ("_infos", "_root")
+    __slots__ = ("_infos", "_root", "_stamps")
 
     def __init__(self, root: Path, digests: Iterable[str]) -> None:
         self._root = str(root)
         self._infos: dict[str, og.BlobInfo | None] = dict.fromkeys(digests)
+        self._stamps: dict[str, Stamp] = {}
 
     def _stat(self, digest: str) -> og.BlobInfo:
         alg, _, encoded = digest.partition(":")
         try:
             st = os.lstat(f"{self._root}/blobs/{alg}/{encoded}")
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
             info = og.BlobInfo(0, None)
+        except OSError as exc:
+            raise LayoutAccessError(f"blobs/{alg}/{encoded}", f"cannot stat ({exc.strerror})") from None
         else:
             info = og.BlobInfo(st.st_size, st.st_mtime)
+            self._stamps[digest] = stamp_of(st)
         self._infos[digest] = info
         return info
 
@@ -178,9 +192,15 @@ class BlobListing(Mapping[str, og.BlobInfo]):
     def keys(self) -> KeysView[str]:
         return self._infos.keys()
 
-    def examined(self) -> dict[str, og.BlobInfo]:
-        """The blobs whose size and mtime have been asked for so far."""
-        return {d: i for d, i in self._infos.items() if i is not None}
+    def note(self, digest: str, st: os.stat_result) -> None:
+        """Record what an ``fstat`` of the blob's open file said (saves an ``lstat`` later)."""
+        if digest in self._infos:
+            self._infos[digest] = og.BlobInfo(st.st_size, st.st_mtime)
+            self._stamps[digest] = stamp_of(st)
+
+    def stamps(self) -> dict[str, Stamp]:
+        """:data:`Stamp` of every blob whose size and mtime have been asked for so far."""
+        return dict(self._stamps)
 
     def __repr__(self) -> str:
         return f"<BlobListing of {len(self)} blobs in {self._root}>"
@@ -248,6 +268,7 @@ class DiskManifestSource:
         self.root = root
         self.present = present
         self.workers = workers
+        self._note = present.note if isinstance(present, BlobListing) else None
 
     def _path(self, digest: str) -> str:
         """``blob_path`` as a string, without pathlib for the common case (hot: every manifest)."""
@@ -275,6 +296,8 @@ class DiskManifestSource:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):  # replaced since the listing
                 return og.Manifest(digest=digest, error="not a regular file")
+            if self._note is not None:
+                self._note(digest, st)
             # One read() for the whole file: asking for one byte more than fstat says and
             # getting exactly the size means end of file, so the usual second, empty read()
             # is not needed.  Anything else (a file that changed) is read to the end.

@@ -6,25 +6,37 @@ operation on a layout that has not changed gives the same plan.  A plan is a pur
 
 * index.json (its bytes: ``index_fingerprint``),
 * which blobs exist (their names),
-* what the manifests say -- content-addressed values, so their names say it, as long as the
+* what the manifests say -- content-addressed values, so their names say it, as long as each
   file still holds the bytes that were verified,
 * the operation, its targets and the policy,
+* the code that planned,
 * and, only when the policy has a ``grace`` period, the clock and modification times.
 
-So a remembered plan is keyed by a SHA-256 over the first four (the names of *every* present
-blob included: one new or vanished blob anywhere and the key changes), and it is used only
-after the ``(size, mtime)`` of every blob whose content planning looked at -- the manifests,
-the blobs sniffed for referrers -- is checked again with an ``lstat``, the same check the
-manifest cache makes.  A plan with ``grace`` is never remembered (it depends on the clock),
-nor a plan that failed (its error is made again), nor a plan of a layout with fewer than
-``_MIN_BLOBS`` blobs (planning those takes milliseconds, and test suites make thousands).
+So a remembered plan is keyed by a SHA-256 over the first, second, fourth and fifth (the names
+of *every* present blob included: one new or vanished blob anywhere and the key changes; the
+code as :func:`io_adapters.cache.code_fingerprint`), and it is used only after every blob whose
+content planning looked at -- the manifests, the blobs sniffed for referrers -- is found with
+the inode, size, mtime and ctime it had (an ``lstat`` each; nothing but the kernel sets a
+ctime).  It is not remembered at all:
+
+* when the policy has ``grace`` (it depends on the clock);
+* when a read answered something about the disk rather than the digest (a blob missing,
+  unreadable or not matching its digest): repaired with ``cp -p``, the same file could come
+  back with the same stamps and other content;
+* when planning failed (the error is made again);
+* for layouts under ``_MIN_BLOBS`` blobs (they plan in milliseconds; test suites make
+  thousands).
+
+A recalled plan must also be for the same operation, policy and index.json, and delete only
+blobs this run's listing has.  It comes back with this run's ``snapshot_time``: the listing was
+just taken and matched, so it is exactly what planning now would make.
 
 Plans live in a folder beside the manifest cache (``<name>.plans/<key>``, see
-:mod:`io_adapters.cache`), the newest ``_KEEP`` of one layout; each file is written to a
-temporary file and renamed, and carries a SHA-256 of its body: anything doubtful and it is
-ignored.  A remembered plan comes
-back with this run's ``snapshot_time``: the listing was just taken and matched, so the plan is
-exactly what planning now would make.  ``OCIGRAPH_NO_CACHE=1`` turns this off with the cache.
+:mod:`io_adapters.cache`), the ``_KEEP`` most recently made or used per layout, each under the
+refs asked for and under the digests they resolved to.  Each file is written to a temporary
+file and renamed, and carries a SHA-256 of its body: anything doubtful and it is ignored.  The
+checksum guards against damage, not against someone who can write your cache folder.
+``OCIGRAPH_NO_CACHE=1`` turns this off with the cache.
 """
 
 from __future__ import annotations
@@ -44,9 +56,10 @@ import networkx as nx
 import orjson
 
 import ocigraph as og
+from ocigraph._graph import pauses_gc
 
-from .cache import cache_enabled, cache_file_for
-from .layout import BlobListing, DiskLayout, _is_sweepable_hex, read_layout
+from .cache import cache_enabled, cache_file_for, code_fingerprint
+from .layout import BlobListing, DiskLayout, read_layout, stamp_of
 
 __all__ = ["Planned", "PlanMemo", "plan_layout", "plan_graph", "plan_tags", "expand_short_digests", "memo_key"]
 
@@ -130,8 +143,8 @@ def memo_key(disk: DiskLayout, operation: str, refs: Sequence[str], policy: og.P
     if policy.grace > 0 or len(blobs) < _MIN_BLOBS:
         return None
     h = hashlib.sha256()
-    h.update(orjson.dumps([MEMO_FORMAT, disk.layout.index.fingerprint, operation, list(refs),
-                           policy.to_dict()], option=orjson.OPT_SORT_KEYS))
+    h.update(orjson.dumps([MEMO_FORMAT, code_fingerprint(), disk.layout.index.fingerprint,
+                           operation, list(refs), policy.to_dict()], option=orjson.OPT_SORT_KEYS))
     h.update("\n".join(sorted(blobs)).encode())
     return h.hexdigest()
 
@@ -171,35 +184,50 @@ def _save(folder: Path, key: str, entry: dict[str, Any]) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        old = sorted(folder.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)[_KEEP:]
+        # newest first (a recalled plan is touched); another run's temporary files are not ours
+        kept = [p for p in folder.iterdir() if not p.name.startswith(".tmp-")]
+        old = sorted(kept, key=lambda p: p.stat().st_mtime, reverse=True)[_KEEP:]
         for stale in old:
             with contextlib.suppress(OSError):
                 stale.unlink()
 
 
 def _looked_at(blobs: Any) -> list[list[Any]]:
-    """``[digest, size, mtime]`` of every blob planning examined (a manifest cache hit, a blob
-    sniffed for referrers): their files must be unchanged for the plan to be reused."""
+    """``[digest, inode, size, mtime_ns, ctime_ns]`` of every blob planning examined (the
+    manifests, the blobs sniffed for referrers): the plan is reused only while their files are
+    unchanged."""
     if not isinstance(blobs, BlobListing):
         return []
-    return [[d, i.size, i.mtime] for d, i in blobs.examined().items()]
+    return [[d, *stamp] for d, stamp in blobs.stamps().items()]
 
 
-def _unchanged(root: Path, checks: Iterable[Any]) -> bool:
-    """Every ``[digest, size, mtime]`` still describes its file (one ``lstat`` each)."""
+def _unchanged(disk: DiskLayout, checks: Iterable[Any]) -> bool:
+    """Every check still describes its file (one ``lstat`` each).  Only names from this run's
+    listing (valid digests all) ever become paths."""
+    listed = disk.layout.blobs.keys()
     lstat = os.lstat
-    base = f"{root}/blobs/"
-    for digest, size, mtime in checks:
-        alg, _, encoded = digest.partition(":")
-        if not _is_sweepable_hex(alg, encoded):
+    base = f"{disk.root}/blobs/"
+    for digest, *stamp in checks:
+        if digest not in listed:
             return False
+        alg, _, encoded = digest.partition(":")
         try:
             st = lstat(base + alg + "/" + encoded)
         except OSError:
             return False
-        if st.st_size != size or st.st_mtime != mtime:
+        if list(stamp_of(st)) != stamp:
             return False
     return True
+
+
+def _fits(plan: og.Plan, operation: str, policy: og.Policy, disk: DiskLayout) -> bool:
+    """A recalled plan is for this operation and policy, on this index.json, and deletes only
+    blobs this run's listing has (or knows are absent)."""
+    if (plan.operation, plan.policy, plan.index_fingerprint) != (
+            operation, policy, disk.layout.index.fingerprint):
+        return False
+    listed = disk.layout.blobs.keys()
+    return all(d.digest in listed for d in plan.deletions if d.present)
 
 
 class PlanMemo:
@@ -225,26 +253,42 @@ class PlanMemo:
             return None
         disk = self.disk
         try:
-            if not _unchanged(disk.root, entry["checks"]):
+            if not _unchanged(disk, entry["checks"]):
                 return None
             plan = og.Plan.from_json(entry["plan"])
             tags = {str(k): [str(t) for t in v] for k, v in entry["tags"].items()}
         except (og.OcigraphError, KeyError, TypeError, ValueError, AttributeError):
             return None
-        if plan.index_fingerprint != disk.layout.index.fingerprint:
+        if not _fits(plan, operation, policy, disk):
             return None
+        with contextlib.suppress(OSError):
+            os.utime(self.folder / key)  # in use: the last to be let go
         return dataclasses.replace(plan, snapshot_time=disk.layout.now), tags
 
     def remember(self, operation: str, refs: Sequence[str], policy: og.Policy,
                  plan: og.Plan, tags: dict[str, list[str]]) -> None:
-        """Keep ``plan`` (made on this run's graph) for the next run."""
-        key = self._key(operation, refs, policy)
-        if key is None or self.folder is None:
+        """Keep ``plan`` (made on this run's graph) for the next run, under the refs asked
+        for and under the digests they named (what a saved plan's re-check asks with).
+
+        Not when a read this run answered something about the disk rather than the digest
+        (a blob missing, unreadable, or not matching its digest): the same names and stamps
+        could then come back with different content -- a file repaired with ``cp -p``."""
+        if getattr(self.disk.layout.manifests, "disk_errors", 1):
             return
-        _save(self.folder, key, {"plan": plan.to_json(indent=False).decode(), "tags": tags,
-                                 "checks": _looked_at(self.disk.layout.blobs)})
+        entry: dict[str, Any] | None = None
+        for names in (list(refs), list(plan.targets)):
+            key = self._key(operation, names, policy)
+            if key is None or self.folder is None:
+                return
+            if entry is None:
+                entry = {"plan": plan.to_json(indent=False).decode(), "tags": tags,
+                         "checks": _looked_at(self.disk.layout.blobs)}
+            _save(self.folder, key, entry)
+            if list(plan.targets) == list(refs):
+                break
 
 
+@pauses_gc  # remembering a plan makes ~100k small lists beside a big graph
 def plan_layout(root: Path | str, operation: str, refs: Sequence[str], policy: og.Policy, *,
                 reporter: og.Reporter | None = None, cache: bool | None = None,
                 cache_dir: Path | str | None = None) -> Planned:

@@ -173,8 +173,13 @@ class LayoutGraph(nx.DiGraph):  # type: ignore[misc]
 
 
 @pauses_gc
-def build_graph(layout: Layout, reporter: Reporter | None = None) -> LayoutGraph:
+def build_graph(layout: Layout, reporter: Reporter | None = None, *,
+                file_sizes: bool = False) -> LayoutGraph:
     """The frozen graph of ``layout``.
+
+    ``file_sizes``: give every present blob the size of its file (asking ``layout.blobs`` for
+    each; an adapter may ``stat`` them all) rather than trusting the size its descriptors
+    agree on -- for reports of disk use; GC never needs it.
 
     Nodes are digests.  Node attributes:
 
@@ -182,7 +187,7 @@ def build_graph(layout: Layout, reporter: Reporter | None = None) -> LayoutGraph
     ``size``         in bytes: for a manifest, what was read; for a present blob no descriptor
                      names or whose descriptors disagree, its file's size; otherwise the size
                      its descriptors declare (GC never opens a layer, so its file is not
-                     looked at); 0 when nothing says;
+                     looked at; with ``file_sizes``, its file's size); 0 when nothing says;
     ``declared_sizes`` frozenset of sizes descriptors declared;
     ``present``      a blob file exists;
     ``tags``         frozenset of tags in index.json; ``entries`` tuple of index.json positions;
@@ -377,7 +382,7 @@ def build_graph(layout: Layout, reporter: Reporter | None = None) -> LayoutGraph
             size = m.size
         elif not present:
             size = max(sizes) if sizes else 0
-        elif len(sizes) == 1:
+        elif len(sizes) == 1 and not file_sizes:
             (size,) = sizes
         else:
             size = blobs[digest].size

@@ -583,3 +583,33 @@ def test_subprocess_closed_pipe_is_quiet(gc_case: Any) -> None:
                        capture_output=True, text=True, timeout=60)
     assert "Traceback" not in p.stderr and "Exception" not in p.stderr
 
+
+
+@pytest.mark.parametrize("redirect, code, error", [
+    (">&-", 0, None),                      # stdout closed: --version has nowhere to go, no harm
+    ("> /dev/full", 1, "cannot write the output"),   # output lost: a failure, said in one line
+    ("2>&- > /dev/null", 0, None),         # stderr closed
+])
+def test_subprocess_exit_status_survives_closed_or_full_streams(redirect: str, code: int,
+                                                                error: str | None) -> None:
+    cmd = " ".join(_entry_points()[0])
+    p = subprocess.run(f"{cmd} --version {redirect}", shell=True, capture_output=False,
+                       stderr=subprocess.PIPE, text=True, timeout=60)
+    assert p.returncode == code, p.stderr
+    assert "Traceback" not in (p.stderr or "")
+    if error is not None:
+        assert p.stderr.startswith("ocigraph: error:") and error in p.stderr
+
+
+def test_subprocess_usage_error_keeps_its_status_with_stderr_closed(tmp_path: Path) -> None:
+    cmd = " ".join(_entry_points()[0])
+    p = subprocess.run(f"{cmd} gc 2>&-", shell=True, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2
+
+
+def test_main_returns_to_its_caller() -> None:
+    """``main`` is the library entry point: it raises SystemExit like any click program and
+    leaves the process alone (only the ``ocigraph`` script leaves with os._exit)."""
+    with pytest.raises(SystemExit) as exc:
+        cli_module.main(["--version"])
+    assert exc.value.code == 0

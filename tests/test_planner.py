@@ -229,3 +229,84 @@ def test_a_plan_from_the_memo_is_always_the_plan_planning_would_make(
         assert _comparable(got.plan) == expected
         if mutation == "nothing" and policy.grace <= 0:
             assert got.remembered
+
+
+# -- what the review found: plans that must not be recalled -----------------------------------
+
+
+def _signed_store(tmp_path: Path) -> tuple[Path, Path, Path, bytes]:
+    """A tagged image and its signature, which nobody lists (found by sniffing)."""
+    b = Builder()
+    img = b.manifest(layers=[b.blob("layer")])
+    b.entry(img, "app:1")
+    sig = b.manifest(layers=[b.blob("sig payload")], subject=img, artifact_type="application/x-sig")
+    root = _write(tmp_path / "layout", b.index_json(), b.blobs)
+    path = root / "blobs" / "sha256" / str(sig["digest"]).split(":")[1]
+    return root, tmp_path / "cache", path, path.read_bytes()
+
+
+def test_a_plan_made_while_a_blob_was_damaged_is_not_recalled_once_it_is_repaired(tmp_path: Path) -> None:
+    root, cache_dir, sig_path, good = _signed_store(tmp_path)
+    st = sig_path.stat()
+    sig_path.write_bytes(good[:-2] + bytes([good[-2] ^ 1]) + good[-1:])  # same size, one bit
+    os.utime(sig_path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    damaged = plan_layout(root, "gc", [], og.Policy(), cache_dir=cache_dir).plan
+    sig = "sha256:" + sig_path.name
+    assert sig in {d.digest for d in damaged.deletions}  # not a manifest any more: garbage
+    sig_path.write_bytes(good)  # repaired as cp -p would: the old mtime back
+    os.utime(sig_path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = plan_layout(root, "gc", [], og.Policy(), cache_dir=cache_dir)
+    assert not again.remembered
+    assert sig not in {d.digest for d in again.plan.deletions}
+
+
+def test_a_chmod_is_a_change(store) -> None:
+    root, cache_dir, b = store
+    plan_layout(root, "gc", [], og.Policy(), cache_dir=cache_dir)
+    manifest = next(d for d, data in b.blobs.items() if b'"layers"' in data)
+    path = root / "blobs" / "sha256" / manifest.split(":")[1]
+    os.chmod(path, 0o600)  # size and mtime stay; the ctime moves
+    assert not plan_layout(root, "gc", [], og.Policy(), cache_dir=cache_dir).remembered
+
+
+def test_plans_made_by_other_code_are_not_recalled(store, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, cache_dir, _ = store
+    plan_layout(root, "gc", [], og.Policy(), cache_dir=cache_dir)
+    monkeypatch.setattr(cache_mod, "_CODE", ["another version of ocigraph"])
+    assert not plan_layout(root, "gc", [], og.Policy(), cache_dir=cache_dir).remembered
+
+
+def test_a_plan_made_by_tag_is_recalled_by_the_digest_it_named(store) -> None:
+    root, cache_dir, _ = store
+    made = plan_layout(root, "delete", ["app:0"], og.Policy(), cache_dir=cache_dir).plan
+    by_digest = plan_layout(root, "delete", list(made.targets), og.Policy(), cache_dir=cache_dir)
+    assert by_digest.remembered and _comparable(by_digest.plan) == _comparable(made)
+
+
+def test_a_remembered_file_holding_another_plan_is_not_used(store) -> None:
+    root, cache_dir, _ = store
+    gc_plan = plan_layout(root, "gc", [], og.Policy(), cache_dir=cache_dir)
+    delete_plan = plan_layout(root, "delete", ["app:1"], og.Policy(), cache_dir=cache_dir).plan
+    memo = planner.PlanMemo(gc_plan.disk, cache_dir)
+    key = memo._key("gc", [], og.Policy())
+    assert key is not None and memo.folder is not None
+    # a well-formed, checksummed file under gc's key that holds the delete plan
+    planner._save(memo.folder, key, {"plan": delete_plan.to_json(indent=False).decode(),
+                                     "tags": {}, "checks": []})
+    again = plan_layout(root, "gc", [], og.Policy(), cache_dir=cache_dir)
+    assert not again.remembered and again.plan.operation == "gc"
+
+
+def test_a_blob_that_cannot_be_stat_ed_is_an_error_naming_it(store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from io_adapters import layout as layout_mod
+
+    root, _, _ = store
+    disk = layout_mod.read_layout(root, cache=False)
+    digest = next(iter(disk.layout.blobs))
+
+    def denied(path: str) -> os.stat_result:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(layout_mod.os, "lstat", denied)
+    with pytest.raises(og.OcigraphError, match=r"blobs/sha256/[0-9a-f]{64}: cannot stat \(Permission denied\)"):
+        disk.layout.blobs[digest]
