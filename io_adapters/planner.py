@@ -47,7 +47,7 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,7 @@ from .layout import BlobListing, DiskLayout, read_layout, stamp_of
 
 __all__ = ["Planned", "PlanMemo", "plan_layout", "plan_graph", "plan_tags", "expand_short_digests", "memo_key"]
 
-MEMO_FORMAT = 1
+MEMO_FORMAT = 2
 _MAGIC = b"ocigraph-plans %d\n" % MEMO_FORMAT
 #: plans kept per layout (the last ones made): a dry run and the real run, a few targets
 _KEEP = 8
@@ -137,15 +137,18 @@ def plan_tags(graph: nx.DiGraph, plan: og.Plan) -> dict[str, list[str]]:
     return {n: sorted(nodes[n]["tags"]) for n in sorted(named) if n in nodes and nodes[n]["tags"]}
 
 
-def memo_key(disk: DiskLayout, operation: str, refs: Sequence[str], policy: og.Policy) -> str | None:
-    """The key of a plan in the memo, or ``None`` when the plan cannot be remembered."""
+def memo_key(disk: DiskLayout, operation: str, refs: Sequence[str], policy: og.Policy,
+             names: Any = None) -> str | None:
+    """The key of a plan in the memo, or ``None`` when the plan cannot be remembered.
+    ``names``: a SHA-256 object fed the sorted blob names joined by newlines, if made already."""
     blobs = disk.layout.blobs
     if policy.grace > 0 or len(blobs) < _MIN_BLOBS:
         return None
-    h = hashlib.sha256()
-    h.update(orjson.dumps([MEMO_FORMAT, code_fingerprint(), disk.layout.index.fingerprint,
-                           operation, list(refs), policy.to_dict()], option=orjson.OPT_SORT_KEYS))
-    h.update("\n".join(sorted(blobs)).encode())
+    h = (names if names is not None else
+         hashlib.sha256("\n".join(sorted(blobs)).encode())).copy()
+    h.update(b"\0" + orjson.dumps([MEMO_FORMAT, code_fingerprint(), disk.layout.index.fingerprint,
+                                   operation, list(refs), policy.to_dict()],
+                                  option=orjson.OPT_SORT_KEYS))
     return h.hexdigest()
 
 
@@ -154,31 +157,40 @@ def _memo_dir(root: Path, cache_dir: Path | str | None) -> Path | None:
     return None if path is None else path.with_suffix(".plans")
 
 
-def _load(path: Path) -> Any:
-    """A remembered entry, or ``None`` for a missing, foreign or damaged file."""
+def _load(path: Path) -> list[bytes] | None:
+    """The parts of a remembered entry, or ``None`` for a missing, foreign or damaged file.
+
+    A file is the magic line, one line per part (JSON), and a last line with the SHA-256 of
+    everything between the magic line and it."""
     try:
         with open(path, "rb") as f:
             data = f.read()
-        if not data.startswith(_MAGIC):
-            return None
-        head, _, body = data[len(_MAGIC):].partition(b"\n")
-        if hashlib.sha256(body).hexdigest().encode() != head:
-            return None
-        return orjson.loads(body)
-    except (OSError, ValueError):
+    except OSError:
         return None
+    if not data.startswith(_MAGIC):
+        return None
+    body, _, checksum = data[len(_MAGIC):].rpartition(b"\n")
+    if hashlib.sha256(body + b"\n").hexdigest().encode() != checksum:
+        return None
+    return body.split(b"\n")
 
 
-def _save(folder: Path, key: str, entry: dict[str, Any]) -> None:
-    """Write one entry as ``folder/key`` (temporary file, then rename); keep the newest
+def _save(folder: Path, key: str, parts: Sequence[bytes]) -> None:
+    """Write ``parts`` as ``folder/key`` (a temporary file, then a rename), one by one -- a
+    million-blob plan is tens of megabytes, never copied into one buffer -- and keep the newest
     ``_KEEP``.  Failing to write only costs the next run its shortcut."""
-    body = orjson.dumps(entry)
     with contextlib.suppress(OSError):
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(_MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+                f.write(_MAGIC)
+                h = hashlib.sha256()
+                for part in parts:
+                    for chunk in (part, b"\n"):
+                        h.update(chunk)
+                        f.write(chunk)
+                f.write(h.hexdigest().encode())
             os.replace(tmp, folder / key)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -192,22 +204,20 @@ def _save(folder: Path, key: str, entry: dict[str, Any]) -> None:
                 stale.unlink()
 
 
-def _looked_at(blobs: Any) -> list[list[Any]]:
-    """``[digest, inode, size, mtime_ns, ctime_ns]`` of every blob planning examined (the
-    manifests, the blobs sniffed for referrers): the plan is reused only while their files are
-    unchanged."""
-    if not isinstance(blobs, BlobListing):
-        return []
-    return [[d, *stamp] for d, stamp in blobs.stamps().items()]
+def _looked_at(blobs: Any) -> bytes:
+    """``{digest: [inode, size, mtime_ns, ctime_ns]}`` of every blob planning examined (the
+    manifests, the blobs sniffed for referrers), as JSON: the plan is reused only while their
+    files are unchanged."""
+    return orjson.dumps(blobs.stamps() if isinstance(blobs, BlobListing) else {})
 
 
-def _unchanged(disk: DiskLayout, checks: Iterable[Any]) -> bool:
+def _unchanged(disk: DiskLayout, checks: dict[str, Any]) -> bool:
     """Every check still describes its file (one ``lstat`` each).  Only names from this run's
     listing (valid digests all) ever become paths."""
     listed = disk.layout.blobs.keys()
     lstat = os.lstat
     base = f"{disk.root}/blobs/"
-    for digest, *stamp in checks:
+    for digest, stamp in checks.items():
         if digest not in listed:
             return False
         alg, _, encoded = digest.partition(":")
@@ -237,9 +247,16 @@ class PlanMemo:
                  enabled: bool | None = None) -> None:
         self.disk = disk
         self.folder = _memo_dir(disk.root, cache_dir) if cache_enabled(enabled) else None
+        self._names: Any = None  # a hashlib sha256 object
 
     def _key(self, operation: str, refs: Sequence[str], policy: og.Policy) -> str | None:
-        return None if self.folder is None else memo_key(self.disk, operation, refs, policy)
+        if self.folder is None:
+            return None
+        # the sorted names of every blob go into each key: hash them once a run, and keep
+        # the hash's state rather than the names (70 MB at a million blobs)
+        if self._names is None:
+            self._names = hashlib.sha256("\n".join(sorted(self.disk.layout.blobs)).encode())
+        return memo_key(self.disk, operation, refs, policy, self._names)
 
     def recall(self, operation: str, refs: Sequence[str],
                policy: og.Policy) -> tuple[og.Plan, dict[str, list[str]]] | None:
@@ -248,15 +265,16 @@ class PlanMemo:
         key = self._key(operation, refs, policy)
         if key is None or self.folder is None:
             return None
-        entry = _load(self.folder / key)
-        if entry is None:
+        parts = _load(self.folder / key)
+        if parts is None or len(parts) != 3:
             return None
         disk = self.disk
         try:
-            if not _unchanged(disk, entry["checks"]):
+            plan_json, tags_json, checks_json = parts
+            if not _unchanged(disk, orjson.loads(checks_json)):
                 return None
-            plan = og.Plan.from_json(entry["plan"])
-            tags = {str(k): [str(t) for t in v] for k, v in entry["tags"].items()}
+            plan = og.Plan.from_json(plan_json)
+            tags = {str(k): [str(t) for t in v] for k, v in orjson.loads(tags_json).items()}
         except (og.OcigraphError, KeyError, TypeError, ValueError, AttributeError):
             return None
         if not _fits(plan, operation, policy, disk):
@@ -275,15 +293,15 @@ class PlanMemo:
         could then come back with different content -- a file repaired with ``cp -p``."""
         if getattr(self.disk.layout.manifests, "disk_errors", 1):
             return
-        entry: dict[str, Any] | None = None
+        parts: list[bytes] = []
         for names in (list(refs), list(plan.targets)):
             key = self._key(operation, names, policy)
             if key is None or self.folder is None:
                 return
-            if entry is None:
-                entry = {"plan": plan.to_json(indent=False).decode(), "tags": tags,
-                         "checks": _looked_at(self.disk.layout.blobs)}
-            _save(self.folder, key, entry)
+            if not parts:
+                parts = [plan.to_json(indent=False), orjson.dumps(tags),
+                         _looked_at(self.disk.layout.blobs)]
+            _save(self.folder, key, parts)
             if list(plan.targets) == list(refs):
                 break
 

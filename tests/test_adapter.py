@@ -461,3 +461,30 @@ def test_fsck_hashes_a_large_blob_in_chunks(two_images: Any) -> None:
         f.seek(2 * (1 << 20))
         f.write(b"\0")
     assert [(p.kind, p.where) for p in fsck(root).problems] == [("digest-mismatch", desc["digest"])]
+
+
+@pytest.mark.parametrize("names, ok", [
+    ([], True),
+    (["0" * 64, "a" * 64], True),
+    (["0" * 64, "A" * 64], False),            # uppercase: bytes.fromhex would take it
+    (["0" * 64, "0" * 31 + " " + "0" * 32], False),  # a space: so would fromhex
+    (["0" * 64, "0" * 63], False),            # one name short
+    (["0" * 64, "g" * 64], False),
+])
+def test_digest_names_are_checked_all_at_once_exactly_as_one_by_one(names: list[str], ok: bool) -> None:
+    from io_adapters.layout import _HEX, _all_digest_names
+
+    assert _all_digest_names(names, 64) is ok
+    assert ok == all(len(n) == 64 and not n.strip(_HEX) for n in names)
+
+
+def test_the_one_by_one_listing_sets_aside_everything_but_regular_files(tmp_path: Path) -> None:
+    from io_adapters.layout import _junk_entry, _scan_one_by_one
+
+    (tmp_path / ("a" * 64)).write_bytes(b"x")
+    (tmp_path / ("b" * 64)).symlink_to(tmp_path / ("a" * 64))
+    (tmp_path / ("c" * 64)).mkdir()
+    names, others = _scan_one_by_one(str(tmp_path), "blobs/sha256")
+    assert names == ["a" * 64]
+    assert sorted(_junk_entry(e, "blobs/sha256", 64).why for e in others) == [
+        "not a regular file", "symlink (never followed, never deleted)"]

@@ -291,8 +291,7 @@ def test_a_remembered_file_holding_another_plan_is_not_used(store) -> None:
     key = memo._key("gc", [], og.Policy())
     assert key is not None and memo.folder is not None
     # a well-formed, checksummed file under gc's key that holds the delete plan
-    planner._save(memo.folder, key, {"plan": delete_plan.to_json(indent=False).decode(),
-                                     "tags": {}, "checks": []})
+    planner._save(memo.folder, key, [delete_plan.to_json(indent=False), b"{}", b"{}"])
     again = plan_layout(root, "gc", [], og.Policy(), cache_dir=cache_dir)
     assert not again.remembered and again.plan.operation == "gc"
 
