@@ -151,10 +151,11 @@ class BlobListing(Mapping[str, og.BlobInfo]):
 
     __slots__ = ("_infos", "_root", "_stamps")
 
-    def __init__(self, root: Path, digests: Iterable[str]) -> None:
+    def __init__(self, root: Path, digests: Iterable[str], *, stamps: bool = True) -> None:
         self._root = str(root)
         self._infos: dict[str, og.BlobInfo | None] = dict.fromkeys(digests)
-        self._stamps: dict[str, Stamp] = {}
+        #: kept only for remembered plans (``stamps``), which check them on the next run
+        self._stamps: dict[str, Stamp] | None = {} if stamps else None
 
     def _stat(self, digest: str) -> og.BlobInfo:
         alg, _, encoded = digest.partition(":")
@@ -166,7 +167,8 @@ class BlobListing(Mapping[str, og.BlobInfo]):
             raise LayoutAccessError(f"blobs/{alg}/{encoded}", f"cannot stat ({exc.strerror})") from None
         else:
             info = og.BlobInfo(st.st_size, st.st_mtime)
-            self._stamps[digest] = stamp_of(st)
+            if self._stamps is not None:
+                self._stamps[digest] = stamp_of(st)
         self._infos[digest] = info
         return info
 
@@ -196,12 +198,13 @@ class BlobListing(Mapping[str, og.BlobInfo]):
         """Record what an ``fstat`` of the blob's open file said (saves an ``lstat`` later)."""
         if digest in self._infos:
             self._infos[digest] = og.BlobInfo(st.st_size, st.st_mtime)
-            self._stamps[digest] = stamp_of(st)
+            if self._stamps is not None:
+                self._stamps[digest] = stamp_of(st)
 
     def stamps(self) -> dict[str, Stamp]:
         """:data:`Stamp` of every blob whose size and mtime have been asked for so far (the
-        listing's own dict: read it, do not change it)."""
-        return self._stamps
+        listing's own dict: read it, do not change it; empty unless made with ``stamps``)."""
+        return {} if self._stamps is None else self._stamps
 
     def __repr__(self) -> str:
         return f"<BlobListing of {len(self)} blobs in {self._root}>"
@@ -263,7 +266,7 @@ def _junk_entry(e: os.DirEntry[str], rel: str, width: int) -> Junk:
     return Junk(f"{rel}/{name}", "not a regular file")
 
 
-def scan_blobs(root: Path) -> tuple[BlobListing, list[Junk]]:
+def scan_blobs(root: Path, *, stamps: bool = True) -> tuple[BlobListing, list[Junk]]:
     """List ``blobs/<alg>/`` for every sweepable algorithm: present blobs, and junk.
 
     Names only: the directory entry's file type tells a regular file from a symlink or
@@ -309,7 +312,7 @@ def scan_blobs(root: Path) -> tuple[BlobListing, list[Junk]]:
         present.extend(map(prefix.__add__, names))
         for e in others:
             junk.append(_junk_entry(e, rel, width))
-    return BlobListing(root, present), junk
+    return BlobListing(root, present, stamps=stamps), junk
 
 
 #: reads timed before choosing threads, and the seconds per read above which threads help
@@ -420,7 +423,7 @@ def read_layout(root: Path | str, *, workers: int = 4, cache: bool | None = None
     check_real_dir(root, str(root))
     read_oci_layout_file(root)
     index = og.parse_index(read_regular_file(root / "index.json", "index.json"))
-    present, junk = scan_blobs(root)
+    present, junk = scan_blobs(root, stamps=cache_enabled(cache))
     source: og.ManifestSource = DiskManifestSource(root, present, workers)
     if cache_enabled(cache):
         source = caching_source(source, root, cache_dir)
