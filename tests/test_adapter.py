@@ -488,3 +488,26 @@ def test_the_one_by_one_listing_sets_aside_everything_but_regular_files(tmp_path
     assert names == ["a" * 64]
     assert sorted(_junk_entry(e, "blobs/sha256", 64).why for e in others) == [
         "not a regular file", "symlink (never followed, never deleted)"]
+
+
+def test_gc_stats_what_it_reads_or_deletes_and_no_layer_it_keeps(tmp_path: Path) -> None:
+    """The listing takes names only; planning a GC asks the file system about the manifests it
+    reads and the blobs it deletes (sniffed for referrers first), never about a live layer."""
+    b = Builder()
+    live_layers = [b.blob(f"live layer {i}") for i in range(20)]
+    img = b.manifest(layers=live_layers)
+    b.entry(img, "app:1")
+    junk = [b.blob(f"dangling {i}") for i in range(5)]
+    root = write_layout(tmp_path / "layout", b)
+    disk = read_layout(root, cache=True, cache_dir=tmp_path / "cache")
+    assert disk.layout.blobs.stamps() == {}  # listed: nothing stat'ed yet
+    plan = og.plan_gc(og.build_graph(disk.layout))
+    examined = set(disk.layout.blobs.stamps())
+    assert {d.digest for d in plan.deletions} == {str(j["digest"]) for j in junk}
+    assert str(img["digest"]) in examined
+    assert examined >= {str(j["digest"]) for j in junk}
+    assert not examined & {str(layer["digest"]) for layer in live_layers}
+    # what a report of disk use needs is there on request: the files' own sizes
+    full = og.build_graph(disk.layout, file_sizes=True)
+    assert all(full.nodes[str(layer["digest"])]["size"] == layer["size"] for layer in live_layers)
+    assert set(disk.layout.blobs.stamps()) >= {str(layer["digest"]) for layer in live_layers}
