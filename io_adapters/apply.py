@@ -33,7 +33,7 @@ from pathlib import Path
 import ocigraph as og
 
 from .errors import ApplyError, LayoutAccessError, PlanMismatchError
-from .layout import _is_sweepable_hex, blob_path, check_real_dir, read_regular_file
+from .layout import blob_file, blob_name, check_real_dir, read_regular_file
 from .lock import LayoutLock
 from .planner import plan_layout
 
@@ -129,26 +129,11 @@ def _check_blob_folders(root: Path, algorithms: set[str]) -> None:
 
 
 def _blob_files(root: Path, digests: list[str]) -> tuple[list[str], set[str]]:
-    """The file of each digest, as a string, and the algorithms seen; raises (before anything
-    is changed) for a digest that is not a valid, sweepable one, as :func:`blob_path` does.
-
-    Strings, not ``Path`` objects: a pathlib join per blob cost more than its unlink.  The
-    common digest is checked by :func:`_is_sweepable_hex` and joined here; anything else goes
-    through :func:`blob_path`, which raises its usual error (``sha256:../../x`` never becomes a
-    path).
-    """
-    blobs = os.path.join(root, "blobs")
-    files: list[str] = []
-    algorithms: set[str] = set()
-    add = files.append
-    for digest in digests:
-        alg, _, encoded = digest.partition(":")
-        if _is_sweepable_hex(alg, encoded):
-            add(f"{blobs}/{alg}/{encoded}")
-        else:
-            add(str(blob_path(root, digest)))
-        algorithms.add(alg)
-    return files, algorithms
+    """The file of each digest, as a string (:func:`blob_file`: a pathlib join per blob cost
+    more than its unlink), and the algorithms seen; raises, before anything is changed, for a
+    digest that is not a valid, sweepable one (``sha256:../../x`` never becomes a path)."""
+    files = [blob_file(root, digest) for digest in digests]
+    return files, {digest.partition(":")[0] for digest in digests}
 
 
 def verify_plan(root: Path, plan: og.Plan) -> None:
@@ -210,7 +195,7 @@ def _delete_blobs(
                 gone.append(digest)
                 continue
             except OSError as exc:
-                raise ApplyError(_relative(digest), exc.strerror or str(exc), len(deleted), total,
+                raise ApplyError(blob_name(digest), exc.strerror or str(exc), len(deleted), total,
                                  index_written) from None
             if not is_regular(st.st_mode):
                 skipped.append((digest, "not a regular file"))
@@ -225,18 +210,13 @@ def _delete_blobs(
                 continue
             except OSError as exc:
                 why = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
-                raise ApplyError(f"cannot delete {_relative(digest)}", why, len(deleted), total,
+                raise ApplyError(f"cannot delete {blob_name(digest)}", why, len(deleted), total,
                                  index_written) from None
             deleted.append(digest)
             freed += st.st_size
         if progress is not None:
             progress(stop)
     return deleted, gone, skipped, freed
-
-
-def _relative(digest: str) -> str:
-    """The file of a (valid) digest relative to the layout, for messages."""
-    return "blobs/" + digest.replace(":", "/", 1)
 
 
 def apply_plan(

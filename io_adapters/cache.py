@@ -35,13 +35,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import gc
 import hashlib
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import islice, repeat
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ from typing import Any
 import orjson
 
 import ocigraph as og
+from ocigraph._graph import pauses_gc
 
 __all__ = [
     "CACHE_FORMAT",
@@ -141,6 +141,7 @@ def cache_file_for(root: Path | str, cache_dir: Path | str | None = None) -> Pat
 
 # -- encoding ---------------------------------------------------------------------------------
 
+@pauses_gc  # a segment is a million small containers
 def _encode(entries: Sequence[tuple[og.Manifest, float | None]]) -> bytes:
     """One segment body: columns, so that decoding is a few C-level passes over lists.
 
@@ -223,20 +224,6 @@ def _decode(body: bytes, into: dict[str, tuple[og.Manifest, float | None]]) -> N
                     strict=True))
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector: a segment's encoding or decoding makes a million small
-    containers, and every few hundred it would walk all live ones (refcounting still frees)."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
 def _remove_abandoned(directory: Path) -> None:
     """Remove cache files nobody has read for ``_MAX_AGE``, and temp files a killed run left."""
     now = time.time()
@@ -293,8 +280,7 @@ class ManifestCache:
             self.rejected = f"cannot read ({exc.strerror})"
             return
         try:
-            with _gc_paused():
-                entries, segments = self._parse(data)
+            entries, segments = self._parse(data)
         except (ValueError, KeyError, IndexError, TypeError, orjson.JSONDecodeError) as exc:
             self.rejected = f"ignored: {exc}"
             return
@@ -306,6 +292,7 @@ class ManifestCache:
         gone = sum(1 for d in entries if d not in present)  # blobs GC has removed since
         self.rewrite_due = segments >= _MAX_SEGMENTS or (gone * 2 > len(entries) and gone > 1000)
 
+    @pauses_gc  # decoding makes a million small containers
     def _parse(self, data: bytes) -> tuple[dict[str, tuple[og.Manifest, float | None]], int]:
         if not data.startswith(_MAGIC):
             raise ValueError("not an ocigraph cache of this format")
@@ -371,8 +358,7 @@ class ManifestCache:
         so a million entries never sit in memory twice); returns how many."""
         count = 0
         for i in range(0, len(entries), _SEGMENT_ENTRIES):
-            with _gc_paused():
-                body = _encode(entries[i:i + _SEGMENT_ENTRIES])
+            body = _encode(entries[i:i + _SEGMENT_ENTRIES])
             _write_all(fd, b"S %d %s\n" % (len(body), hashlib.sha256(body).hexdigest().encode()))
             _write_all(fd, body)
             _write_all(fd, b"\n")

@@ -812,17 +812,13 @@ def run() -> None:
         code = 0
     except OSError as exc:  # writing --help or --version output, before any command runs
         code = 1
-        with contextlib.suppress(Exception):
-            if sys.stderr is not None:
-                sys.stderr.write(f"ocigraph: error: cannot write the output ({exc.strerror or exc})\n")
+        _say_last(f"ocigraph: error: cannot write the output ({exc.strerror or exc})")
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
             code = exc.code or 0
         else:  # sys.exit("message"), as Python itself would print it
             code = 1
-            with contextlib.suppress(Exception):
-                if sys.stderr is not None:
-                    sys.stderr.write(f"{exc.code}\n")
+            _say_last(str(exc.code))
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if stream is None:  # started with that descriptor closed: nothing was written to it
@@ -832,8 +828,13 @@ def run() -> None:
         except Exception as exc:  # output was lost: that is a failure, and says so if it can
             if name == "stdout" and code == 0:
                 code = 1
-                with contextlib.suppress(Exception):
-                    if sys.stderr is not None:
-                        sys.stderr.write(f"ocigraph: error: cannot write the output ({exc})\n")
-                        sys.stderr.flush()
+                _say_last(f"ocigraph: error: cannot write the output ({exc})")
     os._exit(code)
+
+
+def _say_last(line: str) -> None:
+    """A last line on stderr, if there is a stderr that still takes one."""
+    with contextlib.suppress(Exception):
+        if sys.stderr is not None:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()

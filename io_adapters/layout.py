@@ -32,7 +32,7 @@ from ocigraph._graph import pauses_gc
 from .cache import cache_enabled, caching_source
 from .errors import LayoutAccessError
 
-__all__ = ["Junk", "DiskLayout", "BlobListing", "read_layout", "blob_path", "read_regular_file", "DiskManifestSource"]
+__all__ = ["Junk", "DiskLayout", "BlobListing", "read_layout", "blob_path", "blob_file", "blob_name", "read_regular_file", "DiskManifestSource"]
 
 
 
@@ -66,7 +66,21 @@ def blob_path(root: Path, digest: str) -> Path:
         og.parse_digest(digest)
         if not og.is_sweepable(digest):
             raise og.InvalidDigestError(digest, "not an algorithm ocigraph stores or deletes")
-    return root.joinpath("blobs", alg, encoded)  # one join: apply calls this per deletion
+    return root.joinpath("blobs", alg, encoded)
+
+
+def blob_name(digest: str) -> str:
+    """``blobs/<alg>/<encoded>``: a (valid) digest's file relative to the layout, for messages."""
+    return "blobs/" + digest.replace(":", "/", 1)
+
+
+def blob_file(root: Path | str, digest: str) -> str:
+    """:func:`blob_path` as a string, without pathlib for the common case: the hot loops
+    (reading every manifest, deleting every blob, checking every stamp) call it per blob."""
+    alg, _, encoded = digest.partition(":")
+    if _is_sweepable_hex(alg, encoded):
+        return f"{root}/blobs/{alg}/{encoded}"
+    return str(blob_path(Path(root), digest))  # raises for anything else
 
 
 def read_regular_file(path: Path, what: str | None = None) -> bytes:
@@ -158,19 +172,14 @@ class BlobListing(Mapping[str, og.BlobInfo]):
         self._stamps: dict[str, Stamp] | None = {} if stamps else None
 
     def _stat(self, digest: str) -> og.BlobInfo:
-        alg, _, encoded = digest.partition(":")
         try:
-            st = os.lstat(f"{self._root}/blobs/{alg}/{encoded}")
+            st = os.lstat(blob_file(self._root, digest))
         except (FileNotFoundError, NotADirectoryError):
-            info = og.BlobInfo(0, None)
+            info = self._infos[digest] = og.BlobInfo(0, None)
+            return info
         except OSError as exc:
-            raise LayoutAccessError(f"blobs/{alg}/{encoded}", f"cannot stat ({exc.strerror})") from None
-        else:
-            info = og.BlobInfo(st.st_size, st.st_mtime)
-            if self._stamps is not None:
-                self._stamps[digest] = stamp_of(st)
-        self._infos[digest] = info
-        return info
+            raise LayoutAccessError(blob_name(digest), f"cannot stat ({exc.strerror})") from None
+        return self.note(digest, st)
 
     def __getitem__(self, digest: str) -> og.BlobInfo:
         info = self._infos[digest]
@@ -194,12 +203,15 @@ class BlobListing(Mapping[str, og.BlobInfo]):
     def keys(self) -> KeysView[str]:
         return self._infos.keys()
 
-    def note(self, digest: str, st: os.stat_result) -> None:
-        """Record what an ``fstat`` of the blob's open file said (saves an ``lstat`` later)."""
+    def note(self, digest: str, st: os.stat_result) -> og.BlobInfo:
+        """Record what a stat of the blob said (the ``fstat`` of a read saves an ``lstat``
+        later); returns the blob's info."""
+        info = og.BlobInfo(st.st_size, st.st_mtime)
         if digest in self._infos:
-            self._infos[digest] = og.BlobInfo(st.st_size, st.st_mtime)
+            self._infos[digest] = info
             if self._stamps is not None:
                 self._stamps[digest] = stamp_of(st)
+        return info
 
     def stamps(self) -> dict[str, Stamp]:
         """:data:`Stamp` of every blob whose size and mtime have been asked for so far (the
@@ -330,13 +342,6 @@ class DiskManifestSource:
         self.workers = workers
         self._note = present.note if isinstance(present, BlobListing) else None
 
-    def _path(self, digest: str) -> str:
-        """``blob_path`` as a string, without pathlib for the common case (hot: every manifest)."""
-        alg, _, encoded = digest.partition(":")
-        if _is_sweepable_hex(alg, encoded):
-            return f"{self.root}/blobs/{alg}/{encoded}"
-        return str(blob_path(self.root, digest))  # raises for anything else
-
     def _read_one(self, digest: str) -> og.Manifest:
         data = self.read_bytes(digest)
         return data if isinstance(data, og.Manifest) else og.parse_manifest(digest, data)
@@ -345,7 +350,7 @@ class DiskManifestSource:
         """The blob's bytes, or the :class:`ocigraph.Manifest` that says why there are none."""
         if digest not in self.present:
             return og.parse_manifest(digest, None)
-        path = self._path(digest)
+        path = blob_file(self.root, digest)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:

@@ -60,9 +60,9 @@ import ocigraph as og
 from ocigraph._graph import pauses_gc
 
 from .cache import cache_enabled, cache_file_for, code_fingerprint
-from .layout import BlobListing, DiskLayout, read_layout, stamp_of
+from .layout import BlobListing, DiskLayout, blob_file, read_layout, stamp_of
 
-__all__ = ["Planned", "PlanMemo", "plan_layout", "plan_graph", "plan_tags", "expand_short_digests", "memo_key"]
+__all__ = ["Planned", "PlanMemo", "plan_layout", "plan_graph", "plan_tags", "expand_short_digests"]
 
 MEMO_FORMAT = 2
 _MAGIC = b"ocigraph-plans %d\n" % MEMO_FORMAT
@@ -76,15 +76,17 @@ _MIN_BLOBS = 2048
 class Planned:
     """A plan, the layout it was made from, and the tags of the nodes it names.
 
-    ``graph`` is ``None`` when the plan was remembered (no graph was built); ``remembered``
-    says which.
+    ``graph`` is ``None`` when the plan was remembered (no graph was built).
     """
 
     disk: DiskLayout
     plan: og.Plan
     tags: dict[str, list[str]]
     graph: nx.DiGraph | None
-    remembered: bool
+
+    @property
+    def remembered(self) -> bool:
+        return self.graph is None
 
 
 _SHORT_DIGEST = re.compile(r"([a-z0-9]+):([0-9a-f]{4,})")
@@ -136,22 +138,6 @@ def plan_tags(graph: nx.DiGraph, plan: og.Plan) -> dict[str, list[str]]:
             named.add(k.via)
     nodes = graph.nodes
     return {n: sorted(nodes[n]["tags"]) for n in sorted(named) if n in nodes and nodes[n]["tags"]}
-
-
-def memo_key(disk: DiskLayout, operation: str, refs: Sequence[str], policy: og.Policy,
-             names: Any = None) -> str | None:
-    """The key of a plan in the memo, or ``None`` when the plan cannot be remembered.
-    ``names``: a SHA-256 object fed the blob names joined by newlines, if made already."""
-    blobs = disk.layout.blobs
-    if policy.grace > 0 or len(blobs) < _MIN_BLOBS:
-        return None
-    # The names in the listing's order, not sorted (a second at a million): the same set in
-    # another order is only a miss, never a wrong hit.
-    h = (names if names is not None else hashlib.sha256("\n".join(blobs).encode())).copy()
-    h.update(b"\0" + orjson.dumps([MEMO_FORMAT, code_fingerprint(), disk.layout.index.fingerprint,
-                                   operation, list(refs), policy.to_dict()],
-                                  option=orjson.OPT_SORT_KEYS))
-    return h.hexdigest()
 
 
 def _memo_dir(root: Path, cache_dir: Path | str | None) -> Path | None:
@@ -217,14 +203,11 @@ def _unchanged(disk: DiskLayout, checks: dict[str, Any]) -> bool:
     """Every check still describes its file (one ``lstat`` each).  Only names from this run's
     listing (valid digests all) ever become paths."""
     listed = disk.layout.blobs.keys()
-    lstat = os.lstat
-    base = f"{disk.root}/blobs/"
     for digest, stamp in checks.items():
         if digest not in listed:
             return False
-        alg, _, encoded = digest.partition(":")
         try:
-            st = lstat(base + alg + "/" + encoded)
+            st = os.lstat(blob_file(disk.root, digest))
         except OSError:
             return False
         if list(stamp_of(st)) != stamp:
@@ -252,20 +235,28 @@ class PlanMemo:
         self._names: Any = None  # a hashlib sha256 object
 
     def _key(self, operation: str, refs: Sequence[str], policy: og.Policy) -> str | None:
-        if self.folder is None:
+        """The key of a plan in the memo, or ``None`` when the plan cannot be remembered."""
+        layout = self.disk.layout
+        if self.folder is None or policy.grace > 0 or len(layout.blobs) < _MIN_BLOBS:
             return None
-        # the names of every blob go into each key: hash them once a run, and keep the hash's
-        # state rather than the names (70 MB at a million blobs)
+        # The names of every blob go into each key: hashed once a run, in the listing's order
+        # (sorting a million costs a second; the same names in another order only miss), and
+        # only the hash's state kept (the names joined are 70 MB at a million blobs).
         if self._names is None:
-            self._names = hashlib.sha256("\n".join(self.disk.layout.blobs).encode())
-        return memo_key(self.disk, operation, refs, policy, self._names)
+            self._names = hashlib.sha256("\n".join(layout.blobs).encode())
+        h = self._names.copy()
+        h.update(b"\0" + orjson.dumps([MEMO_FORMAT, code_fingerprint(), layout.index.fingerprint,
+                                       operation, list(refs), policy.to_dict()],
+                                      option=orjson.OPT_SORT_KEYS))
+        key: str = h.hexdigest()
+        return key
 
     def recall(self, operation: str, refs: Sequence[str],
                policy: og.Policy) -> tuple[og.Plan, dict[str, list[str]]] | None:
         """The plan made before for this operation on this layout unchanged, with the tags
         it names; ``None`` when there is none that can be trusted."""
         key = self._key(operation, refs, policy)
-        if key is None or self.folder is None:
+        if key is None or self.folder is None:  # (the folder for mypy: a key implies one)
             return None
         parts = _load(self.folder / key)
         if parts is None or len(parts) != 3:
@@ -295,17 +286,12 @@ class PlanMemo:
         could then come back with different content -- a file repaired with ``cp -p``."""
         if getattr(self.disk.layout.manifests, "disk_errors", 1):
             return
-        parts: list[bytes] = []
-        for names in (list(refs), list(plan.targets)):
-            key = self._key(operation, names, policy)
-            if key is None or self.folder is None:
-                return
-            if not parts:
-                parts = [plan.to_json(indent=False), orjson.dumps(tags),
-                         _looked_at(self.disk.layout.blobs)]
-            _save(self.folder, key, parts)
-            if list(plan.targets) == list(refs):
-                break
+        keys = {self._key(operation, names, policy) for names in (refs, plan.targets)}
+        if self.folder is None or None in keys:
+            return
+        parts = [plan.to_json(indent=False), orjson.dumps(tags), _looked_at(self.disk.layout.blobs)]
+        for key in keys:
+            _save(self.folder, str(key), parts)
 
 
 @pauses_gc  # remembering a plan makes ~100k small lists beside a big graph
@@ -318,9 +304,9 @@ def plan_layout(root: Path | str, operation: str, refs: Sequence[str], policy: o
     memo = PlanMemo(disk, cache_dir, cache)
     recalled = memo.recall(operation, refs, policy)
     if recalled is not None:
-        return Planned(disk, recalled[0], recalled[1], None, True)
+        return Planned(disk, recalled[0], recalled[1], None)
     graph = og.build_graph(disk.layout, reporter)
     plan = plan_graph(graph, operation, refs, policy)
     tags = plan_tags(graph, plan)
     memo.remember(operation, refs, policy, plan, tags)
-    return Planned(disk, plan, tags, graph, False)
+    return Planned(disk, plan, tags, graph)
