@@ -68,8 +68,10 @@ from ._parse import (
 )
 from ._plan import REASON_KINDS, Deletion, IndexChange, Kept, Plan, Reason, format_bytes
 from ._planning import (
+    Liveness,
     deletion_closure,
     describe_index_drift,
+    liveness,
     plan_delete,
     plan_gc,
     plan_remove,
@@ -77,6 +79,7 @@ from ._planning import (
     simulate,
 )
 from ._policy import PRESETS, Policy
+from ._view import GraphSource, NodeRecord, WholeGraph, neighbourhood, resolve_in
 from .render import graph_html, graph_mimebundle, plan_html, to_dot, to_mermaid
 from .space import LayoutSpace, SpaceReport, TagSpace, format_space_text, space_by_tag
 
@@ -98,8 +101,10 @@ __all__ = [
     "LayoutGraph", "build_graph", "referrers_of", "successors_of", "tags_of", "roots", "live_set", "why_live",
     "resolve_ref", "is_young",
     # planning
-    "deletion_closure", "describe_index_drift", "plan_delete", "plan_gc", "plan_untag", "plan_remove", "simulate",
+    "Liveness", "liveness", "deletion_closure", "describe_index_drift", "plan_delete", "plan_gc", "plan_untag", "plan_remove", "simulate",
     "format_bytes",
+    # neighbourhood views (a delete planned from the targets' surroundings)
+    "GraphSource", "NodeRecord", "WholeGraph", "neighbourhood", "resolve_in",
     # pictures and space (ocigraph.draw.draw needs matplotlib)
     "to_mermaid", "to_dot", "plan_html", "graph_html", "graph_mimebundle",
     "space_by_tag", "SpaceReport", "TagSpace", "LayoutSpace", "format_space_text",

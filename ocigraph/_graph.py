@@ -521,6 +521,19 @@ def resolve_ref(graph: nx.DiGraph, ref: str) -> str:
     A digest must be a node of the graph; a tag must name exactly one digest, else
     :class:`AmbiguousRefError` lists them all.
     """
+    def tagged(tag: str) -> list[str]:
+        found: list[str] = []
+        for e in graph.graph["index"].entries:
+            if e.tag == tag and e.digest not in found:
+                found.append(e.digest)
+        return found
+
+    return resolve_with(ref, graph.__contains__, tagged)
+
+
+def resolve_with(ref: str, has: Callable[[str], bool], tagged: Callable[[str], Any]) -> str:
+    """:func:`resolve_ref` given ``has(digest)`` (is it a node?) and ``tagged(tag)`` (the
+    digests a tag names, in index.json order) -- for sources other than a built graph."""
     looks_like_digest = False
     try:
         parse_digest(ref)
@@ -528,15 +541,11 @@ def resolve_ref(graph: nx.DiGraph, ref: str) -> str:
     except InvalidDigestError:
         if ref.split(":", 1)[0] in SWEEPABLE_ALGORITHMS:
             raise  # "sha256:abc" is a mistyped digest, not a tag
-    if looks_like_digest and ref in graph:
+    if looks_like_digest and has(ref):
         return ref
-    index = graph.graph["index"]
-    found: list[str] = []
-    for e in index.entries:
-        if e.tag == ref and e.digest not in found:
-            found.append(e.digest)
+    found = list(tagged(ref))
     if not found:
         raise UnknownRefError(ref)
     if len(found) > 1:
         raise AmbiguousRefError(ref, tuple(found))
-    return found[0]
+    return str(found[0])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import networkx as nx
 
@@ -23,6 +23,8 @@ from ._plan import Deletion, IndexChange, Kept, Plan, Reason
 from ._policy import Policy
 
 __all__ = [
+    "Liveness",
+    "liveness",
     "deletion_closure",
     "plan_delete",
     "plan_gc",
@@ -114,28 +116,68 @@ def deletion_closure(
     return reasons, tuple(kept)
 
 
-def _check_usable(graph: nx.DiGraph, live: Collection[str], exclude: Collection[str]) -> None:
-    """SEMANTICS §5: a live manifest that cannot be read or parsed stops the plan.
+class Liveness(NamedTuple):
+    """The two global facts a plan needs about a whole graph under one root rule (grace 0).
 
-    One exception: a *missing* manifest that live nodes reach only as a ``subject`` (a
-    signature whose image was deleted, or pushed before it) is an ordinary dangling subject --
-    the distribution spec allows it -- not a manifest whose successors matter.
+    ``live``: the live nodes (SEMANTICS §2) -- of a neighbourhood view, those of its own nodes.
+    ``unusable``: every live manifest that cannot be read or parsed, as sorted
+    ``(digest, error, live holder or None)`` -- what stops a plan (SEMANTICS §5) unless the plan
+    deletes it.
+
+    Everything else :func:`plan_delete` asks is local to the targets, so a graph that carries
+    these (see :func:`ocigraph.neighbourhood`) needs only the targets' surroundings.
     """
+
+    keep_untagged: bool
+    live: frozenset[str]
+    unusable: tuple[tuple[str, str, str | None], ...]
+
+
+def liveness(graph: nx.DiGraph, policy: Policy | None = None,
+             root_set: Collection[str] | None = None) -> Liveness:
+    """The :class:`Liveness` of a whole graph: its live set, and the live manifests that
+    cannot be used.
+
+    One exception makes a manifest usable though unreadable: a *missing* manifest that live
+    nodes reach only as a ``subject`` (a signature whose image was deleted, or pushed before
+    it) is an ordinary dangling subject -- the distribution spec allows it -- not a manifest
+    whose successors matter.
+    """
+    policy = policy or Policy()
+    own = graph.graph.get("liveness")
+    if own is not None:  # a view: its facts came with it
+        if own.keep_untagged != policy.keep_untagged or policy.grace > 0 or root_set is not None:
+            raise ValueError("a neighbourhood view knows liveness only for the root rule it "
+                             "was made for, without grace")
+        return own  # type: ignore[no-any-return]
+    live = live_set(graph, policy, root_set)
     nodes, pred = graph._node, graph._pred  # the dicts behind graph.nodes: no view per lookup
     bad = []
     for n in live:
         attrs = nodes[n]
-        if attrs["status"] not in _UNUSABLE or n in exclude:
+        if attrs["status"] not in _UNUSABLE:
             continue
         holders = [p for p in pred[n] if p in live]
         if attrs["status"] == "missing" and not attrs["indexed"] and all(
             pred[n][p]["roles"] == _SUBJECT_ONLY for p in holders
         ):
             continue
-        bad.append((n, min(holders, default=None)))
-    if bad:
-        n, holder = min(bad)
-        raise BrokenManifestError(n, nodes[n]["error"], holder)
+        bad.append((n, attrs["error"], min(holders, default=None)))
+    return Liveness(policy.keep_untagged, live, tuple(sorted(bad)))
+
+
+def _check_usable(facts: Liveness, exclude: Collection[str]) -> None:
+    """SEMANTICS §5: a live manifest that cannot be read or parsed stops the plan, unless the
+    plan deletes it."""
+    for n, error, holder in facts.unusable:
+        if n not in exclude:
+            raise BrokenManifestError(n, error, holder)
+
+
+def _whole(graph: nx.DiGraph, operation: str) -> None:
+    if "liveness" in graph.graph:
+        raise ValueError(f"{operation} needs the whole graph; a neighbourhood view plans "
+                         "deletes only")
 
 
 def _guard(graph: nx.DiGraph, doomed: Mapping[str, Reason], live: Collection[str]) -> None:
@@ -236,12 +278,18 @@ def plan_delete(
     targets: Iterable[str],
     policy: Policy | None = None,
     reporter: Reporter | None = None,
+    *,
+    given: Liveness | None = None,
 ) -> Plan:
     """Delete ``targets`` (tags or digests) with their referrers and orphans (SEMANTICS §3).
 
     Raises :class:`GuardError` when a live index or manifest outside the plan still references a
     planned node (unless the policy has no guard, or ``force``), and
     :class:`BrokenManifestError` when a live manifest outside the plan cannot be read.
+
+    ``graph`` may be a neighbourhood view of the targets (:func:`ocigraph.neighbourhood`): the
+    plan is the same.  ``given``: the graph's :func:`liveness` under this policy, when the
+    caller has it already.
     """
     policy = policy or Policy()
     rep = reporter or _NULL_REPORTER
@@ -250,12 +298,12 @@ def plan_delete(
     rep.phase_started("close")
     root_set = roots(graph, policy)
     reasons, kept = deletion_closure(graph, digests, policy, root_set)
-    live = live_set(graph, root_set=root_set)
+    facts = liveness(graph, policy) if given is None else given
     rep.phase_finished("close")
     rep.phase_started("plan")
-    _check_usable(graph, live, reasons)
+    _check_usable(facts, reasons)
     if policy.guarded:
-        _guard(graph, reasons, live)
+        _guard(graph, reasons, facts.live)
     plan = _plan(graph, "delete", digests, policy, reasons, _drops(graph, reasons), kept)
     rep.phase_finished("plan")
     return plan
@@ -263,15 +311,20 @@ def plan_delete(
 
 @pauses_gc
 def plan_gc(graph: nx.DiGraph, policy: Policy | None = None,
-            reporter: Reporter | None = None) -> Plan:
-    """Sweep everything not live (SEMANTICS §2): present blobs and index.json entries alike."""
+            reporter: Reporter | None = None, *, given: Liveness | None = None) -> Plan:
+    """Sweep everything not live (SEMANTICS §2): present blobs and index.json entries alike.
+
+    ``given``: the graph's :func:`liveness` under this policy, when the caller has it already.
+    """
     policy = policy or Policy()
+    _whole(graph, "gc")
     rep = reporter or _NULL_REPORTER
     rep.phase_started("close")
-    live = live_set(graph, policy)
+    facts = liveness(graph, policy) if given is None else given
+    live = facts.live
     rep.phase_finished("close")
     rep.phase_started("plan")
-    _check_usable(graph, live, ())
+    _check_usable(facts, ())
     unreachable = Reason("unreachable")  # an immutable value: one for every node
     reasons = dict.fromkeys(
         sorted(n for n, a in graph._node.items() if n not in live and (a["present"] or a["indexed"])),
@@ -317,6 +370,7 @@ def _untag_changes(graph: nx.DiGraph, positions: Collection[int]) -> list[IndexC
 
 def plan_untag(graph: nx.DiGraph, refs: Iterable[str]) -> Plan:
     """Remove tags; delete nothing.  ``refs`` are tags, or digests meaning all their tags."""
+    _whole(graph, "untag")
     refs = list(refs)
     positions = set(_tag_positions(graph, refs, digests_allowed=True))
     return _plan(graph, "untag", refs, Policy(), {}, _untag_changes(graph, positions))
@@ -332,13 +386,15 @@ def plan_remove(graph: nx.DiGraph, refs: Iterable[str], policy: Policy | None = 
     ``keep_untagged`` the untagged entry an untag would leave does not keep the image alive.
     """
     policy = policy or Policy()
+    _whole(graph, "remove")
     refs = list(refs)
     removed = set(_tag_positions(graph, refs, digests_allowed=True))
     entries = graph.graph["index"].entries
     remaining = [e for e in entries if e.position not in removed]
     root_set = {e.digest for e in remaining if e.tag is not None or policy.keep_untagged}
     root_set |= _young_set(graph, policy)
-    live = live_set(graph, root_set=root_set)
+    facts = liveness(graph, policy, root_set)
+    live = facts.live
     affected = []
     for p in sorted(removed):
         d = entries[p].digest
@@ -350,7 +406,7 @@ def plan_remove(graph: nx.DiGraph, refs: Iterable[str], policy: Policy | None = 
             affected.append(d)
     doomed = [d for d in affected if d not in live]
     reasons, kept = deletion_closure(graph, doomed, policy, root_set) if doomed else ({}, ())
-    _check_usable(graph, live, reasons)
+    _check_usable(facts, reasons)
     if policy.guarded:
         _guard(graph, reasons, live)
     changes = _drops(graph, reasons)

@@ -1,0 +1,190 @@
+"""Plan a delete from the targets' neighbourhood instead of the whole graph.
+
+Delete (SEMANTICS §3) looks at few nodes: the targets, their referrers, what they orphan, and
+the predecessors of those.  Only two of its questions are about the whole graph -- which nodes
+are live, and which live manifests cannot be used -- and a :class:`~ocigraph.Liveness` answers
+both ahead of time.  So :func:`neighbourhood` gathers, from any :class:`GraphSource`, the nodes
+a delete of the targets can touch, with their complete adjacency and their liveness, into a
+small frozen graph; :func:`ocigraph.plan_delete` on that view makes exactly the plan it makes
+on the whole graph (``tests/test_view.py`` checks this on generated layouts).
+
+What a view holds, for targets ``T``:
+
+* the *core*: every node reachable from ``T`` over successor edges and, backwards, over
+  ``subject`` edges (referrers) -- a superset of whatever the deletion closure can reach --
+  with every edge into and out of it;
+* the *rim*: every other predecessor of a core node, with its attributes (its liveness and
+  tags matter; its own edges do not);
+* graph attributes ``liveness`` (the whole graph's facts, its ``live`` cut down to the view's
+  nodes), ``fingerprint`` and ``now`` as :func:`~ocigraph.build_graph` gives them, and
+  ``index``: an :class:`~ocigraph.Index` whose ``entries`` hold the view's own index.json
+  entries at their positions and ``None`` at every other, with no ``raw`` bytes.
+
+A view plans deletes only: gc, remove and untag refuse one.  :class:`WholeGraph` is the
+reference source (a built graph); ``io_adapters.store`` answers the same questions from a
+database on disk, so that a delete in a million-blob layout reads a few hundred rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
+
+import networkx as nx
+
+from ._errors import UnknownRefError
+from ._graph import LayoutGraph, pauses_gc, resolve_with
+from ._model import Index, IndexEntry
+from ._planning import Liveness, liveness
+from ._policy import Policy
+
+__all__ = ["NodeRecord", "GraphSource", "WholeGraph", "neighbourhood", "resolve_in"]
+
+
+class NodeRecord(NamedTuple):
+    """One node as a source knows it: its attributes (as :func:`~ocigraph.build_graph` sets
+    them) and its edges, ``{neighbour: roles}`` each way."""
+
+    attrs: Mapping[str, Any]
+    succ: Mapping[str, frozenset[str]]
+    pred: Mapping[str, frozenset[str]]
+
+
+class GraphSource(Protocol):
+    """What :func:`neighbourhood` and :func:`resolve_in` ask of a graph, node by node.
+
+    Batches (``digests``) let a database answer in one query; digests a source does not know
+    are left out of the answer.
+    """
+
+    fingerprint: str
+    entry_count: int
+
+    def records(self, digests: Collection[str]) -> Mapping[str, NodeRecord]: ...
+
+    def attributes(self, digests: Collection[str]) -> Mapping[str, Mapping[str, Any]]: ...
+
+    def live(self, digests: Collection[str], keep_untagged: bool) -> Collection[str]: ...
+
+    def unusable(self, keep_untagged: bool) -> tuple[tuple[str, str, str | None], ...]: ...
+
+    def entries(self, positions: Collection[int]) -> Mapping[int, IndexEntry]: ...
+
+    def tagged(self, tag: str) -> Sequence[str]:
+        """The digests index.json gives ``tag``, in index.json order."""
+        ...
+
+    def has(self, digest: str) -> bool: ...
+
+    def with_prefix(self, prefix: str) -> Sequence[str]:
+        """The nodes whose digest starts with ``prefix``, sorted."""
+        ...
+
+
+class WholeGraph:
+    """A :class:`GraphSource` over a graph built by :func:`~ocigraph.build_graph`."""
+
+    def __init__(self, graph: nx.DiGraph) -> None:
+        self.graph = graph
+        self.fingerprint: str = graph.graph["fingerprint"]
+        self.entry_count = len(graph.graph["index"].entries)
+        self._facts: dict[bool, Liveness] = {}
+
+    def facts(self, keep_untagged: bool) -> Liveness:
+        if keep_untagged not in self._facts:
+            self._facts[keep_untagged] = liveness(self.graph, Policy(keep_untagged=keep_untagged))
+        return self._facts[keep_untagged]
+
+    def records(self, digests: Collection[str]) -> dict[str, NodeRecord]:
+        g = self.graph
+        return {d: NodeRecord(g._node[d], {s: a["roles"] for s, a in g._succ[d].items()},
+                              {p: a["roles"] for p, a in g._pred[d].items()})
+                for d in digests if d in g._node}
+
+    def attributes(self, digests: Collection[str]) -> dict[str, Mapping[str, Any]]:
+        nodes = self.graph._node
+        return {d: nodes[d] for d in digests if d in nodes}
+
+    def live(self, digests: Collection[str], keep_untagged: bool) -> set[str]:
+        live = self.facts(keep_untagged).live
+        return {d for d in digests if d in live}
+
+    def unusable(self, keep_untagged: bool) -> tuple[tuple[str, str, str | None], ...]:
+        return self.facts(keep_untagged).unusable
+
+    def entries(self, positions: Collection[int]) -> dict[int, IndexEntry]:
+        entries = self.graph.graph["index"].entries
+        return {p: entries[p] for p in positions}
+
+    def tagged(self, tag: str) -> list[str]:
+        found: list[str] = []
+        for e in self.graph.graph["index"].entries:
+            if e.tag == tag and e.digest not in found:
+                found.append(e.digest)
+        return found
+
+    def has(self, digest: str) -> bool:
+        return digest in self.graph._node
+
+    def with_prefix(self, prefix: str) -> list[str]:
+        return sorted(n for n in self.graph._node if n.startswith(prefix))
+
+
+def resolve_in(source: GraphSource, ref: str) -> str:
+    """The digest a tag or digest names in ``source``, exactly as
+    :func:`~ocigraph.resolve_ref` finds it in a graph."""
+    return resolve_with(ref, source.has, source.tagged)
+
+
+@pauses_gc
+def neighbourhood(source: GraphSource, targets: Sequence[str], policy: Policy,
+                  now: float | None = None) -> LayoutGraph:
+    """The view of ``source`` that :func:`~ocigraph.plan_delete` needs to delete ``targets``
+    (digests of nodes) under ``policy`` -- see the module's docstring.  ``now``: the snapshot
+    time the plan will carry.
+
+    Linear in the size of the view: each node is fetched once, level by level.
+    """
+    if policy.grace > 0:
+        raise ValueError("a neighbourhood view cannot plan with grace (young blobs are roots, "
+                         "and which are young is a fact about the whole layout)")
+    core: dict[str, NodeRecord] = {}
+    level = sorted(set(targets))
+    while level:
+        got = source.records(level)
+        missing = [d for d in level if d not in got]
+        if missing:
+            raise UnknownRefError(missing[0])
+        nxt: set[str] = set()
+        for d in level:
+            rec = core[d] = got[d]
+            nxt.update(s for s in rec.succ if s not in core)
+            nxt.update(p for p, roles in rec.pred.items() if "subject" in roles and p not in core)
+        level = sorted(nxt - core.keys())
+    rim = sorted({p for rec in core.values() for p in rec.pred if p not in core})
+    rim_attrs = source.attributes(rim)
+    if len(rim_attrs) != len(rim):
+        raise UnknownRefError(next(p for p in rim if p not in rim_attrs))
+    everyone = sorted(core.keys() | rim_attrs.keys())
+    positions = sorted({p for d in core for p in core[d].attrs["entries"]}
+                       | {p for a in rim_attrs.values() for p in a["entries"]})
+    known = source.entries(positions)
+    entries: list[IndexEntry | None] = [None] * source.entry_count
+    for p in positions:
+        entries[p] = known[p]
+    facts = Liveness(policy.keep_untagged,
+                     frozenset(source.live(everyone, policy.keep_untagged)),
+                     source.unusable(policy.keep_untagged))
+    g = LayoutGraph(index=Index(entries=tuple(entries), raw=b"",  # type: ignore[arg-type]
+                                fingerprint=source.fingerprint),
+                    fingerprint=source.fingerprint, now=now, blobs={}, liveness=facts)
+    for d in everyone:
+        g.add_node(d, **(core[d].attrs if d in core else rim_attrs[d]))
+    for d, rec in core.items():
+        for s, roles in rec.succ.items():
+            g.add_edge(d, s, roles=roles)
+        for p, roles in rec.pred.items():
+            if p not in core:
+                g.add_edge(p, d, roles=roles)
+    nx.freeze(g)
+    return g
