@@ -149,9 +149,8 @@ def verify_plan(root: Path, plan: og.Plan) -> None:
     if fresh.index_fingerprint != plan.index_fingerprint:
         raise og.StalePlanError(plan.index_fingerprint, fresh.index_fingerprint)
     allowed = {d.digest for d in fresh.deletions if d.present}
-    present = planned.disk.layout.blobs
     for d in plan.deletions:
-        gone = d.digest not in present  # already gone: fine
+        gone = not planned.present(d.digest)  # already gone: fine
         if d.present and not gone and d.digest not in allowed:
             raise PlanMismatchError("delete", d.digest)
     edits = {(c.position, c.digest, c.action) for c in fresh.index_changes}

@@ -36,7 +36,7 @@ import ocigraph as og
 
 from .apply import ApplyReport, apply_plan
 from .fsck import format_fsck_text, fsck
-from .layout import DiskLayout, printable, read_layout
+from .layout import DiskLayout, Junk, printable, read_layout
 from .lock import LayoutLock
 from .planner import Planned, plan_layout
 
@@ -272,13 +272,13 @@ def _read(root: Path, fmt: str) -> tuple[DiskLayout, nx.DiGraph]:
         graph = og.build_graph(disk.layout, reporter, file_sizes=True)
     finally:
         reporter.close()
-    _warn_junk(disk, fmt)
+    _warn_junk(disk.junk, fmt)
     return disk, graph
 
 
-def _warn_junk(disk: DiskLayout, fmt: str) -> None:
-    if disk.junk and fmt == "text":
-        n = len(disk.junk)
+def _warn_junk(junk: Sequence[Junk], fmt: str) -> None:
+    if junk and fmt == "text":
+        n = len(junk)
         _warn(f"{n} item{'s' if n != 1 else ''} under blobs/ {'are' if n != 1 else 'is'} not "
               "blobs and will be left alone (`ocigraph fsck` lists them)")
 
@@ -291,7 +291,7 @@ def _planned(layout: Path, operation: str, refs: Sequence[str], policy: og.Polic
         planned = plan_layout(layout, operation, refs, policy, reporter=reporter)
     finally:
         reporter.close()
-    _warn_junk(planned.disk, fmt)
+    _warn_junk(planned.junk, fmt)
     return planned
 
 
@@ -618,10 +618,7 @@ def plan_remove_cmd(**kw: Any) -> None:
 @_lock_timeout_option
 def apply(layout: Path, plan_file: Path, fmt: str, lock_timeout: float) -> None:
     """Apply a saved plan (PLAN.json, or - for stdin).  Refuses a stale plan."""
-    if str(plan_file) == "-":
-        data = sys.stdin.buffer.read()
-    else:
-        data = plan_file.read_bytes()
+    data = sys.stdin.buffer.read() if str(plan_file) == "-" else plan_file.read_bytes()
     plan = og.Plan.from_json(data)
     with _deletion_progress(sum(1 for d in plan.deletions if d.present)) as progress:
         report = apply_plan(layout, plan, lock_timeout=lock_timeout, progress=progress,

@@ -32,7 +32,7 @@ from ocigraph._graph import pauses_gc
 from .cache import cache_enabled, caching_source
 from .errors import LayoutAccessError
 
-__all__ = ["Junk", "DiskLayout", "BlobListing", "read_layout", "blob_path", "blob_file", "blob_name", "read_regular_file", "DiskManifestSource"]
+__all__ = ["Junk", "DiskLayout", "BlobListing", "read_layout", "folder_stamps", "blob_path", "blob_file", "blob_name", "read_regular_file", "DiskManifestSource"]
 
 
 
@@ -46,11 +46,17 @@ class Junk:
 
 @dataclass(frozen=True, slots=True)
 class DiskLayout:
-    """A layout as read from disk: where it is, the core's value, and the junk beside it."""
+    """A layout as read from disk: where it is, the core's value, and the junk beside it.
+
+    ``folders``: the :func:`folder_stamps` of ``blobs/`` taken before it was listed, and
+    ``listed_at``, the clock then (nanoseconds): what :mod:`io_adapters.store` keeps to know,
+    later, that no blob has come or gone since."""
 
     root: Path
     layout: og.Layout
     junk: tuple[Junk, ...]
+    folders: tuple[FolderStamp, ...] = ()
+    listed_at: int = 0
 
 
 def _is_sweepable_hex(alg: str, encoded: str) -> bool:
@@ -141,6 +147,39 @@ def read_oci_layout_file(root: Path) -> None:
     version = doc.get("imageLayoutVersion") if isinstance(doc, dict) else None
     if not isinstance(version, str) or not (version == "1" or version.startswith("1.")):
         raise LayoutAccessError("oci-layout", f"imageLayoutVersion is {version!r}, expected 1.x")
+
+
+#: a folder under the layout as ``(name relative to blobs/, inode, mtime_ns, ctime_ns)``
+FolderStamp = tuple[str, int, int, int]
+
+
+def folder_stamps(root: Path) -> tuple[FolderStamp, ...]:
+    """Stamps of ``blobs/`` and of each ``blobs/<alg>/`` folder of a sweepable algorithm --
+    the folders whose listings say which blobs exist.  A blob created, removed or renamed
+    changes its folder's mtime and ctime; so does junk appearing beside it.
+
+    Refuses (one line) what :func:`scan_blobs` refuses: ``blobs`` or an algorithm folder that
+    is a symlink or not a folder."""
+    blobs_dir = root / "blobs"
+    check_real_dir(blobs_dir, "blobs")
+    out = []
+    try:
+        st = os.lstat(blobs_dir)
+        out.append(("", st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
+        names = sorted(os.listdir(blobs_dir))
+    except OSError as exc:
+        raise LayoutAccessError("blobs", f"cannot list ({exc.strerror})") from None
+    for name in names:
+        if name not in og.SWEEPABLE_ALGORITHMS:
+            continue
+        rel = f"blobs/{name}"
+        check_real_dir(blobs_dir / name, rel)
+        try:
+            st = os.lstat(blobs_dir / name)
+        except OSError as exc:
+            raise LayoutAccessError(rel, f"cannot stat ({exc.strerror})") from None
+        out.append((name, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(out)
 
 
 #: what identifies a file's state: inode, size, mtime and ctime in nanoseconds (``utime`` can
@@ -424,13 +463,15 @@ def read_layout(root: Path | str, *, workers: int = 4, cache: bool | None = None
     root = Path(root)
     # The clock is read before anything is listed: a blob written after this instant is newer
     # than the plan's snapshot, and apply will not delete it.
-    now = time.time()
+    listed_at = time.time_ns()
+    now = listed_at / 1e9
     check_real_dir(root, str(root))
     read_oci_layout_file(root)
     index = og.parse_index(read_regular_file(root / "index.json", "index.json"))
+    folders = folder_stamps(root) if cache_enabled(cache) else ()
     present, junk = scan_blobs(root, stamps=cache_enabled(cache))
     source: og.ManifestSource = DiskManifestSource(root, present, workers)
     if cache_enabled(cache):
         source = caching_source(source, root, cache_dir)
     return DiskLayout(root=root, layout=og.Layout(index=index, blobs=present, manifests=source, now=now),
-                      junk=tuple(junk))
+                      junk=tuple(junk), folders=folders, listed_at=listed_at)

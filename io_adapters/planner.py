@@ -48,6 +48,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,19 @@ import ocigraph as og
 from ocigraph._graph import pauses_gc
 
 from .cache import cache_enabled, cache_file_for, code_fingerprint
-from .layout import BlobListing, DiskLayout, blob_file, read_layout, stamp_of
+from .layout import (
+    BlobListing,
+    DiskLayout,
+    Junk,
+    blob_file,
+    check_real_dir,
+    folder_stamps,
+    read_layout,
+    read_oci_layout_file,
+    read_regular_file,
+    stamp_of,
+)
+from .store import StoreDamaged, is_settled, open_store, save_store, store_file_for
 
 __all__ = ["Planned", "PlanMemo", "plan_layout", "plan_graph", "plan_tags", "expand_short_digests"]
 
@@ -74,34 +87,54 @@ _MIN_BLOBS = 2048
 
 @dataclass(frozen=True, slots=True)
 class Planned:
-    """A plan, the layout it was made from, and the tags of the nodes it names.
+    """A plan, where it came from, and the tags of the nodes it names.
 
-    ``graph`` is ``None`` when the plan was remembered (no graph was built).
+    ``how``: ``"built"`` (the layout was read and its graph built: ``graph``), ``"remembered"``
+    (the same plan, made before on the unchanged layout, was recalled: no graph), or
+    ``"stored"`` (a delete planned on the neighbourhood of its targets in the layout's stored
+    graph, :mod:`io_adapters.store`: ``graph`` is that view).  ``disk`` is the layout as read,
+    ``None`` when stored (nothing was listed); ``junk`` what lies under ``blobs/`` that is not
+    a blob.
     """
 
-    disk: DiskLayout
+    root: Path
     plan: og.Plan
     tags: dict[str, list[str]]
+    how: str
     graph: nx.DiGraph | None
+    disk: DiskLayout | None
+    junk: tuple[Junk, ...]
 
     @property
     def remembered(self) -> bool:
-        return self.graph is None
+        return self.how == "remembered"
+
+    def present(self, digest: str) -> bool:
+        """Whether the blob of ``digest`` exists: as listed, or (nothing listed) its file."""
+        if self.disk is not None:
+            return digest in self.disk.layout.blobs
+        try:
+            path = blob_file(self.root, digest)
+        except og.OcigraphError:
+            return False
+        return os.path.lexists(path)
 
 
 _SHORT_DIGEST = re.compile(r"([a-z0-9]+):([0-9a-f]{4,})")
 
 
-def expand_short_digests(graph: nx.DiGraph, refs: Sequence[str]) -> list[str]:
+def expand_short_digests(graph: nx.DiGraph | og.GraphSource, refs: Sequence[str]) -> list[str]:
     """Let people type the short digests the text output shows: ``sha256:0123456789ab``
-    becomes the one digest of the graph it starts; two candidates are an ambiguity error."""
+    becomes the one digest of the graph (or graph source) it starts; two candidates are an
+    ambiguity error."""
+    source = og.WholeGraph(graph) if isinstance(graph, nx.DiGraph) else graph
     out = []
     for ref in refs:
         m = _SHORT_DIGEST.fullmatch(ref)
-        if m is None or ref in graph or len(m.group(2)) >= og.SWEEPABLE_ALGORITHMS.get(m.group(1), 0):
+        if m is None or len(m.group(2)) >= og.SWEEPABLE_ALGORITHMS.get(m.group(1), 0) or source.has(ref):
             out.append(ref)
             continue
-        found = sorted(n for n in graph if n.startswith(ref))
+        found = list(source.with_prefix(ref))
         if not found:
             raise og.UnknownRefError(ref)
         if len(found) > 1:
@@ -110,14 +143,17 @@ def expand_short_digests(graph: nx.DiGraph, refs: Sequence[str]) -> list[str]:
     return out
 
 
-def plan_graph(graph: nx.DiGraph, operation: str, refs: Sequence[str], policy: og.Policy) -> og.Plan:
+def plan_graph(graph: nx.DiGraph, operation: str, refs: Sequence[str], policy: og.Policy,
+               whole: og.WholeGraph | None = None) -> og.Plan:
     """``operation`` (``delete``, ``gc``, ``remove``, ``untag``) on ``graph``; short digests
-    among ``refs`` are expanded first."""
+    among ``refs`` are expanded first.  ``whole``: ``graph`` as a source, whose liveness facts
+    the plan then shares (grace 0)."""
     refs = expand_short_digests(graph, refs)
+    given = whole.facts(policy.keep_untagged) if whole is not None and policy.grace <= 0 else None
     if operation == "delete":
-        return og.plan_delete(graph, refs, policy)
+        return og.plan_delete(graph, refs, policy, given=given)
     if operation == "gc":
-        return og.plan_gc(graph, policy)
+        return og.plan_gc(graph, policy, given=given)
     if operation == "remove":
         return og.plan_remove(graph, refs, policy)
     if operation == "untag":
@@ -294,19 +330,74 @@ class PlanMemo:
             _save(self.folder, str(key), parts)
 
 
+def _delete_from_store(root: Path, refs: Sequence[str], policy: og.Policy, cache: bool | None,
+                       cache_dir: Path | str | None) -> Planned | None:
+    """A delete planned on its targets' neighbourhood in the layout's stored graph, if there is
+    one for the layout as it is now (see :mod:`io_adapters.store`); ``None`` otherwise."""
+    if policy.grace > 0 or not cache_enabled(cache):
+        return None
+    now = time.time()  # the snapshot: as read_layout, before anything is looked at
+    check_real_dir(root, str(root))
+    read_oci_layout_file(root)
+    fingerprint = og.digest_bytes(read_regular_file(root / "index.json", "index.json"))
+    store = open_store(root, cache_dir, fingerprint, folder_stamps(root), cache)
+    if store is None:
+        return None
+    try:
+        names = expand_short_digests(store, refs)
+        digests: list[str] = []
+        for ref in names:
+            d = og.resolve_in(store, ref)
+            if d not in digests:
+                digests.append(d)
+        view = og.neighbourhood(store, digests, policy, now=now)
+    except StoreDamaged:
+        return None
+    finally:
+        store.close()
+    plan = og.plan_delete(view, digests, policy)
+    return Planned(root, plan, plan_tags(view, plan), "stored", view, None, store.junk)
+
+
+def _store(disk: DiskLayout, graph: nx.DiGraph, whole: og.WholeGraph,
+           cache: bool | None, cache_dir: Path | str | None) -> None:
+    """Keep ``graph`` for later deletes when it is worth it and can be trusted later: a big
+    layout, settled folders, no read that said something about the disk (see
+    :mod:`io_adapters.store`), and not stored already."""
+    if (not cache_enabled(cache) or len(disk.layout.blobs) < _MIN_BLOBS or not is_settled(disk)
+            or getattr(disk.layout.manifests, "disk_errors", 1) > 0):
+        return
+    path = store_file_for(disk.root, cache_dir)
+    if path is None:
+        return
+    held = open_store(disk.root, cache_dir, graph.graph["fingerprint"], disk.folders, cache)
+    if held is not None:
+        held.close()
+        return
+    save_store(path, disk, graph, {False: whole.facts(False), True: whole.facts(True)})
+
+
 @pauses_gc  # remembering a plan makes ~100k small lists beside a big graph
 def plan_layout(root: Path | str, operation: str, refs: Sequence[str], policy: og.Policy, *,
                 reporter: og.Reporter | None = None, cache: bool | None = None,
                 cache_dir: Path | str | None = None) -> Planned:
-    """Read the layout at ``root`` and plan ``operation``; a plan made before on the same
-    layout, unchanged, is reused (see the module's docstring)."""
+    """Plan ``operation`` on the layout at ``root``: a delete from the layout's stored graph
+    when there is a current one; else a plan made before on the same layout, unchanged; else
+    by reading the layout and building its graph (see the module's docstring)."""
+    root = Path(root)
+    if operation == "delete":
+        stored = _delete_from_store(root, refs, policy, cache, cache_dir)
+        if stored is not None:
+            return stored
     disk = read_layout(root, cache=cache, cache_dir=cache_dir)
     memo = PlanMemo(disk, cache_dir, cache)
     recalled = memo.recall(operation, refs, policy)
     if recalled is not None:
-        return Planned(disk, recalled[0], recalled[1], None)
+        return Planned(root, recalled[0], recalled[1], "remembered", None, disk, disk.junk)
     graph = og.build_graph(disk.layout, reporter)
-    plan = plan_graph(graph, operation, refs, policy)
+    whole = og.WholeGraph(graph)
+    plan = plan_graph(graph, operation, refs, policy, whole)
     tags = plan_tags(graph, plan)
     memo.remember(operation, refs, policy, plan, tags)
-    return Planned(disk, plan, tags, graph)
+    _store(disk, graph, whole, cache, cache_dir)
+    return Planned(root, plan, tags, "built", graph, disk, disk.junk)

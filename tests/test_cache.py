@@ -9,12 +9,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from builder import Builder
 
 import ocigraph as og
 from io_adapters import cache as cache_mod
 from io_adapters.cache import CachingManifestSource, cache_file_for
 from io_adapters.layout import read_layout
-from builder import Builder
 
 SIG = "application/vnd.dev.cosign.artifact.sig.v1+json"
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import networkx as nx
 import pytest
+from builder import Builder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ocigraph as og
 from ocigraph.testing import layout_and_targets, policies
-
-from builder import Builder
 
 
 def _outcome(fn):
@@ -81,7 +80,7 @@ def _two_images():
 
 
 def test_a_view_refuses_everything_but_delete():
-    b, one, two = _two_images()
+    b, one, _ = _two_images()
     graph = og.build_graph(b.layout())
     view = og.neighbourhood(og.WholeGraph(graph), [one], og.Policy())
     assert len(view) < len(graph)

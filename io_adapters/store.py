@@ -1,0 +1,340 @@
+"""The graph of a layout kept on disk, so that a delete reads a few hundred rows, not a layout.
+
+Planning a delete needs the neighbourhood of its targets and two facts about the whole graph
+(see :mod:`ocigraph._view`).  A full plan builds the whole graph anyway; when it has, it leaves
+it here -- every node with its attributes, edges and liveness under both root rules, the
+index.json entries, the facts -- and the next ``plan delete`` / ``delete`` on the unchanged
+layout answers from it: a million-blob layout then costs a few hundred rows, not a listing of
+a million names and the building of a million nodes.
+
+The store answers only for the layout it was made from, unchanged.  That is checked without
+listing a blob:
+
+* **which blobs exist**: the inode, mtime and ctime of ``blobs/`` and of each
+  ``blobs/<alg>/`` (:func:`io_adapters.layout.folder_stamps`) must be those taken just before
+  the listing the graph was built from.  Creating, removing or renaming a file in a folder
+  changes its mtime and ctime -- but only to the file system's clock, which may tick coarsely
+  (a few milliseconds), so a change in the same tick as the stamp could keep it.  As git does
+  with its index ("racily clean" entries), stamps are kept only when every folder was last
+  changed at least ``SETTLE_NS`` before the listing began; a layout changed just before it is
+  simply not stored, and the next full plan stores it.
+* **index.json**: its bytes are read and hashed, and must be those the graph was built from.
+* **what manifests say**: nothing to check -- a manifest is its digest's content, verified
+  when it was read.  A graph built from reads that said something about the disk rather than
+  the digest (a blob missing, unreadable or not matching its digest) is never stored, so no
+  repaired file can come back to a stale answer.
+* **the code**: the store names the code that built it (:func:`~io_adapters.cache.code_fingerprint`).
+
+Every row carries a CRC-32 of its content, and a row that does not match it, a missing row or
+any SQLite error makes the store ignored, never trusted: planning falls back to reading the
+layout.  A store is written whole to a temporary file and renamed into place, so a reader sees
+the old one or the new one; the checksums guard against damage, not against someone who can
+write your cache folder.  ``OCIGRAPH_NO_CACHE=1`` turns it off with the cache.
+
+Rows: ``meta`` (one: format, code, index.json fingerprint, folder stamps, entry count, the
+unusable live manifests per root rule, the junk under ``blobs/``); ``nodes`` (id = rank in
+digest order, digest, and a JSON body: the attributes, ``[id, roles]`` per successor and per
+predecessor, live without and with ``keep_untagged``); ``entries`` (index.json position, tag,
+descriptor).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import tempfile
+import zlib
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import orjson
+
+import ocigraph as og
+from ocigraph._graph import pauses_gc
+
+from .cache import cache_enabled, cache_file_for, code_fingerprint
+from .layout import DiskLayout, FolderStamp, Junk
+
+__all__ = ["STORE_FORMAT", "SETTLE_NS", "GraphStore", "StoreDamaged", "store_file_for",
+           "save_store", "open_store", "is_settled"]
+
+STORE_FORMAT = 1
+#: how long before a listing its folders must have last changed for their stamps to be kept
+SETTLE_NS = 2_000_000_000
+#: ``IN (...)`` batches (SQLite allows 32766 variables; smaller batches keep statements cheap)
+_BATCH = 500
+
+_ROLE_BITS = {"config": 1, "layer": 2, "manifest": 4, "blob": 8, "subject": 16}
+
+
+class StoreDamaged(Exception):
+    """The store does not hold what it says it holds: a checksum, a row or SQLite failed."""
+
+
+def store_file_for(root: Path | str, cache_dir: Path | str | None = None) -> Path | None:
+    """Where the graph of the layout at ``root`` is stored (beside its manifest cache)."""
+    path = cache_file_for(root, cache_dir)
+    return None if path is None else path.with_suffix(".graph")
+
+
+def is_settled(disk: DiskLayout) -> bool:
+    """Whether ``disk``'s folder stamps can later prove nothing changed (see the module)."""
+    return bool(disk.folders) and all(disk.listed_at - mtime >= SETTLE_NS
+                                      for _, _, mtime, _ in disk.folders)
+
+
+def _crc(*parts: bytes) -> int:
+    c = 0
+    for p in parts:
+        c = zlib.crc32(p, c)
+    return c
+
+
+def _mask(roles: Iterable[str]) -> int:
+    m = 0
+    for r in roles:
+        m |= _ROLE_BITS[r]
+    return m
+
+
+_ROLES_OF: dict[int, frozenset[str]] = {}
+
+
+def _roles(mask: int) -> frozenset[str]:
+    fs = _ROLES_OF.get(mask)
+    if fs is None:
+        fs = _ROLES_OF[mask] = frozenset(r for r, b in _ROLE_BITS.items() if mask & b)
+    return fs
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+@pauses_gc
+def save_store(path: Path, disk: DiskLayout, graph: nx.DiGraph,
+               facts: Mapping[bool, og.Liveness]) -> None:
+    """Store ``graph`` (built from ``disk``, whole) with its ``facts`` under both root rules
+    (``{False: ..., True: ...}``, with grace 0) at ``path``.  Failing to write only costs the
+    next run its shortcut."""
+    with contextlib.suppress(OSError, sqlite3.Error):
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".graph")
+        os.close(fd)
+        try:
+            _write(tmp, disk, graph, facts)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
+def _write(tmp: str, disk: DiskLayout, graph: nx.DiGraph, facts: Mapping[bool, og.Liveness]) -> None:
+    nodes, succ, pred = graph._node, graph._succ, graph._pred
+    ids = {d: i for i, d in enumerate(sorted(nodes))}
+    live0, live1 = facts[False].live, facts[True].live
+    dumps = orjson.dumps
+
+    def rows() -> Iterable[tuple[int, str, bytes, int]]:
+        for d, i in ids.items():
+            a = nodes[d]
+            body = dumps([
+                sorted(a["media_types"]), a["size"], sorted(a["declared_sizes"]), a["present"],
+                sorted(a["tags"]), a["entries"], a["indexed"], a["artifact_type"], a["status"],
+                a["error"], a["platform"],
+                [(ids[s], _mask(e["roles"])) for s, e in succ[d].items()],
+                [(ids[p], _mask(e["roles"])) for p, e in pred[d].items()],
+                d in live0, d in live1,
+            ])
+            yield i, d, body, _crc(b"%d\0" % i, d.encode(), b"\0", body)
+
+    def entry_rows() -> Iterable[tuple[int, str | None, bytes, int]]:
+        for e in graph.graph["index"].entries:
+            body = dumps([e.digest, e.tag, list(e.descriptor)])
+            yield e.position, e.tag, body, _crc(b"%d\0" % e.position, body)
+
+    meta = dumps({
+        "format": STORE_FORMAT, "code": code_fingerprint(), "fingerprint": graph.graph["fingerprint"],
+        "folders": disk.folders, "entry_count": len(graph.graph["index"].entries),
+        "unusable": [facts[False].unusable, facts[True].unusable],
+        "junk": [(j.path, j.why) for j in disk.junk], "nodes": len(ids),
+    })
+    con = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        con.execute("PRAGMA journal_mode=OFF")
+        con.execute("PRAGMA synchronous=OFF")
+        con.execute("BEGIN")
+        con.execute("CREATE TABLE meta(id INTEGER PRIMARY KEY, body BLOB NOT NULL, crc INTEGER NOT NULL)")
+        con.execute("CREATE TABLE nodes(id INTEGER PRIMARY KEY, digest TEXT NOT NULL UNIQUE, "
+                    "body BLOB NOT NULL, crc INTEGER NOT NULL)")
+        con.execute("CREATE TABLE entries(pos INTEGER PRIMARY KEY, tag TEXT, body BLOB NOT NULL, "
+                    "crc INTEGER NOT NULL)")
+        con.execute("INSERT INTO meta VALUES (1, ?, ?)", (meta, _crc(meta)))
+        con.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?)", rows())
+        con.executemany("INSERT INTO entries VALUES (?, ?, ?, ?)", entry_rows())
+        con.execute("CREATE INDEX entries_tag ON entries(tag)")
+        con.execute("COMMIT")
+    finally:
+        con.close()
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+def _decode_attrs(b: list[Any]) -> dict[str, Any]:
+    plat = b[10]
+    return {
+        "media_types": frozenset(b[0]), "size": b[1], "declared_sizes": frozenset(b[2]),
+        "present": b[3], "tags": frozenset(b[4]), "entries": tuple(b[5]), "indexed": b[6],
+        "artifact_type": b[7], "status": b[8], "error": b[9],
+        "platform": None if plat is None else tuple(tuple(p) for p in plat),
+    }
+
+
+class GraphStore:
+    """A stored graph, as an :class:`ocigraph.GraphSource`.  Every answer is checked against
+    its row's checksum; anything amiss raises :class:`StoreDamaged`."""
+
+    def __init__(self, path: Path, con: sqlite3.Connection, meta: dict[str, Any]) -> None:
+        self.path = path
+        self._con = con
+        self.meta = meta
+        self.fingerprint: str = meta["fingerprint"]
+        self.entry_count: int = meta["entry_count"]
+        self.junk = tuple(Junk(p, why) for p, why in meta["junk"])
+        self._by_id: dict[int, tuple[str, list[Any]]] = {}
+        self._by_digest: dict[str, int] = {}
+
+    def close(self) -> None:
+        self._con.close()
+
+    def _query(self, sql: str, args: Sequence[Any]) -> list[Any]:
+        try:
+            return self._con.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreDamaged(str(exc)) from None
+
+    def _take(self, rows: Iterable[Any]) -> None:
+        for i, d, body, crc in rows:
+            if _crc(b"%d\0" % i, d.encode(), b"\0", body) != crc:
+                raise StoreDamaged(f"node {i} does not match its checksum")
+            self._by_id[i] = (d, orjson.loads(body))
+            self._by_digest[d] = i
+
+    def _load(self, column: str, keys: Collection[Any]) -> None:
+        known = self._by_id if column == "id" else self._by_digest
+        want = [k for k in keys if k not in known]
+        for at in range(0, len(want), _BATCH):
+            part = want[at:at + _BATCH]
+            marks = ",".join("?" * len(part))
+            self._take(self._query(f"SELECT id, digest, body, crc FROM nodes WHERE {column} IN ({marks})",
+                                   part))
+
+    def _bodies(self, digests: Collection[str]) -> dict[str, list[Any]]:
+        self._load("digest", digests)
+        return {d: self._by_id[self._by_digest[d]][1] for d in digests if d in self._by_digest}
+
+    def _named(self, pairs: list[list[int]]) -> dict[str, frozenset[str]]:
+        self._load("id", [i for i, _ in pairs])
+        by_id = self._by_id
+        try:
+            return {by_id[i][0]: _roles(m) for i, m in pairs}
+        except KeyError as exc:
+            raise StoreDamaged(f"node {exc} is missing") from None
+
+    # -- GraphSource -------------------------------------------------------------------------
+
+    def records(self, digests: Collection[str]) -> dict[str, og.NodeRecord]:
+        bodies = self._bodies(digests)
+        self._load("id", [i for b in bodies.values() for i, _ in b[11] + b[12]])
+        return {d: og.NodeRecord(_decode_attrs(b), self._named(b[11]), self._named(b[12]))
+                for d, b in bodies.items()}
+
+    def attributes(self, digests: Collection[str]) -> dict[str, Mapping[str, Any]]:
+        return {d: _decode_attrs(b) for d, b in self._bodies(digests).items()}
+
+    def live(self, digests: Collection[str], keep_untagged: bool) -> set[str]:
+        col = 14 if keep_untagged else 13
+        return {d for d, b in self._bodies(digests).items() if b[col]}
+
+    def unusable(self, keep_untagged: bool) -> tuple[tuple[str, str, str | None], ...]:
+        return tuple((n, e, h) for n, e, h in self.meta["unusable"][int(keep_untagged)])
+
+    def entries(self, positions: Collection[int]) -> dict[int, og.IndexEntry]:
+        out: dict[int, og.IndexEntry] = {}
+        want = sorted(set(positions))
+        for at in range(0, len(want), _BATCH):
+            part = want[at:at + _BATCH]
+            marks = ",".join("?" * len(part))
+            for pos, _tag, body, crc in self._query(
+                    f"SELECT pos, tag, body, crc FROM entries WHERE pos IN ({marks})", part):
+                if _crc(b"%d\0" % pos, body) != crc:
+                    raise StoreDamaged(f"index.json entry {pos} does not match its checksum")
+                _digest, tag, desc = orjson.loads(body)
+                out[pos] = og.IndexEntry(pos, og.Descriptor(*_descriptor_fields(desc)), tag)
+        if len(out) != len(want):
+            raise StoreDamaged("an index.json entry is missing")
+        return out
+
+    def tagged(self, tag: str) -> list[str]:
+        found: list[str] = []
+        for pos, body, crc in self._query("SELECT pos, body, crc FROM entries WHERE tag = ? ORDER BY pos",
+                                          (tag,)):
+            if _crc(b"%d\0" % pos, body) != crc:
+                raise StoreDamaged(f"index.json entry {pos} does not match its checksum")
+            digest, entry_tag, _ = orjson.loads(body)
+            if entry_tag != tag:
+                raise StoreDamaged(f"index.json entry {pos} is filed under another tag")
+            if digest not in found:
+                found.append(digest)
+        if len(self._bodies(found)) != len(found):
+            raise StoreDamaged(f"a digest tagged {tag!r} has no node")
+        return found
+
+    def has(self, digest: str) -> bool:
+        return bool(self._bodies([digest]))
+
+    def with_prefix(self, prefix: str) -> list[str]:
+        # digests are ASCII: every digest starting with the prefix sorts in [prefix, prefix+"\x7f")
+        rows = self._query("SELECT id, digest, body, crc FROM nodes WHERE digest >= ? AND digest < ? "
+                           "ORDER BY digest", (prefix, prefix + "\x7f"))
+        self._take(rows)
+        return [d for _, d, _, _ in rows]
+
+
+def _descriptor_fields(desc: list[Any]) -> tuple[Any, ...]:
+    media_type, digest, size, annotations, artifact_type, platform = desc
+    return (media_type, digest, size, tuple(tuple(p) for p in annotations), artifact_type,
+            None if platform is None else tuple(tuple(p) for p in platform))
+
+
+def open_store(root: Path, cache_dir: Path | str | None, index_fingerprint: str,
+               folders: tuple[FolderStamp, ...], cache: bool | None = None) -> GraphStore | None:
+    """The stored graph of the layout at ``root`` if it was made from this index.json (by
+    fingerprint), these folder stamps and this code; ``None`` otherwise, or if it is damaged."""
+    if not cache_enabled(cache):
+        return None
+    path = store_file_for(root, cache_dir)
+    if path is None or not path.is_file():
+        return None
+    con = None
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        row = con.execute("SELECT body, crc FROM meta WHERE id = 1").fetchone()
+        if row is None or _crc(row[0]) != row[1]:
+            raise StoreDamaged("meta")
+        meta = orjson.loads(row[0])
+        stored_folders = tuple(tuple(f) for f in meta["folders"])
+        if (meta["format"], meta["code"], meta["fingerprint"], stored_folders) != (
+                STORE_FORMAT, code_fingerprint(), index_fingerprint, folders):
+            con.close()
+            return None
+        return GraphStore(path, con, meta)
+    except (sqlite3.Error, StoreDamaged, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        if con is not None:
+            con.close()
+        return None
+
+
+
