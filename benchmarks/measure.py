@@ -1,7 +1,7 @@
 """One measurement, in a process of its own (so peak RSS is this run's): prints one JSON line.
 
     python -m benchmarks.measure plan-gc LAYOUT [--cache-dir D | --no-cache] [--no-memo]
-    python -m benchmarks.measure plan-delete LAYOUT --ref TAG [--cache-dir D] [--no-memo]
+    python -m benchmarks.measure plan-delete LAYOUT --ref TAG [--cache-dir D] [--no-memo] [--no-store]
     python -m benchmarks.measure apply LAYOUT [--paths-out FILE] [--no-cache]
     python -m benchmarks.measure unlink --paths FILE --root COPY
 
@@ -19,7 +19,18 @@ Phases of a plan (seconds, wall clock, this process):
 ``close``      the live set (or the deletion closure);
 ``plan``       ordering the deletions, checks, the plan value;
 ``cache-save`` writing new cache entries;
-``remember``   saving the plan for the next run.
+``remember``   saving the plan for the next run;
+
+Storing the graph for later deletes (:mod:`io_adapters.store`) is left, as by the ``ocigraph``
+command, to a child that outlives the measured process; with ``--store-report FILE`` the child
+writes its own time and peak RSS there.
+
+A delete answered from the stored graph has its own phases instead:
+
+``store-open`` checking the layout (oci-layout, index.json's fingerprint, the folder stamps)
+               and opening the store;
+``view``       resolving the targets and gathering their neighbourhood from the store;
+``plan``       the delete planned on that view.
 """
 
 from __future__ import annotations
@@ -34,11 +45,13 @@ import os  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
 from collections import defaultdict  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import orjson  # noqa: E402
 
 import ocigraph as og  # noqa: E402
+from io_adapters import background, planner  # noqa: E402
 from io_adapters import cache as cache_mod  # noqa: E402
 from io_adapters import layout as layout_mod  # noqa: E402
 from io_adapters.apply import apply_plan  # noqa: E402
@@ -125,29 +138,83 @@ class _CoreTimer(PhaseTimer):
         super().phase_finished("core-read" if phase == "read" else phase)
 
 
+def _stored_delete(args: argparse.Namespace, refs: list[str], policy: og.Policy,
+                   timer: PhaseTimer) -> dict[str, Any] | None:
+    """planner._delete_from_store, with its steps timed apart; ``None`` when there is no
+    current store."""
+    real_open, real_view = planner.open_store, og.neighbourhood
+    planner.open_store = timer.timed("store-open", real_open)  # type: ignore[assignment]
+    og.neighbourhood = timer.timed("view", real_view)
+    real_plan = og.plan_delete
+    og.plan_delete = timer.timed("plan", real_plan)
+    try:
+        t = time.perf_counter()
+        got = planner._delete_from_store(Path(args.layout), refs, policy, not args.no_cache,
+                                         args.cache_dir)
+        total = time.perf_counter() - t
+    finally:
+        planner.open_store, og.neighbourhood, og.plan_delete = real_open, real_view, real_plan  # type: ignore[assignment]
+    if got is None:
+        return None
+    s = timer.seconds
+    s["store-open"] += total - s["store-open"] - s["view"] - s["plan"]  # the checks before it
+    assert got.graph is not None
+    return _finish(timer, {"how": "stored", "nodes": got.graph.number_of_nodes(),
+                           "edges": got.graph.number_of_edges(),
+                           "deletions": len(got.plan.deletions),
+                           "index_changes": len(got.plan.index_changes)}, None)
+
+
+def _timed_job(job: Any, report: str | None) -> Any:
+    """``job``, writing how long it took (wall, and peak RSS of the process doing it) to
+    ``report`` as a JSON line."""
+    def timed() -> None:
+        t = time.perf_counter()
+        job()
+        if report:
+            with open(report, "wb") as f:
+                f.write(orjson.dumps({
+                    "seconds": round(time.perf_counter() - t, 4),
+                    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                }))
+    return timed
+
+
 def plan(args: argparse.Namespace) -> dict[str, Any]:
     timer = _CoreTimer()
-    disk = _instrumented_read(args.layout, args, timer)
     operation, refs, policy = ("gc", [], og.Policy()) if args.op == "plan-gc" else \
         ("delete", [args.ref], og.Policy())
+    if operation == "delete" and not args.no_store:
+        stored = _stored_delete(args, refs, policy, timer)
+        if stored is not None:
+            return stored
+    disk = _instrumented_read(args.layout, args, timer)
     memo = PlanMemo(disk, args.cache_dir, enabled=not (args.no_cache or args.no_memo))
     t = time.perf_counter()
     recalled = memo.recall(operation, refs, policy)
     timer.seconds["recall"] = time.perf_counter() - t
     if recalled is not None:
         p = recalled[0]
-        extra: dict[str, Any] = {"remembered": True}
+        extra: dict[str, Any] = {"how": "remembered"}
     else:
         graph = og.build_graph(disk.layout, timer)
+        whole = og.WholeGraph(graph)
+        timer.phase_started("close")
+        facts = whole.facts(policy.keep_untagged)
+        timer.phase_finished("close")
         if operation == "gc":
-            p = og.plan_gc(graph, policy, reporter=timer)
+            p = og.plan_gc(graph, policy, reporter=timer, given=facts)
         else:
-            p = og.plan_delete(graph, refs, policy, reporter=timer)
+            p = og.plan_delete(graph, refs, policy, reporter=timer, given=facts)
         t = time.perf_counter()
         memo.remember(operation, refs, policy, p, plan_tags(graph, p))
         timer.seconds["remember"] = time.perf_counter() - t
-        extra = {"remembered": False, "nodes": graph.number_of_nodes(),
-                 "edges": graph.number_of_edges()}
+        if not args.no_store:  # as the ocigraph command: after the answer, in a child
+            planner._store(disk, graph, whole, not args.no_cache, args.cache_dir,
+                           defer=lambda job, owns: background.defer(_timed_job(job, args.store_report),
+                                                                    owns=owns))
+        extra = {"how": "built", "nodes": graph.number_of_nodes(),
+                 "edges": graph.number_of_edges(), "store_pending": background.pending()}
     extra.update(deletions=len(p.deletions), index_changes=len(p.index_changes))
     return _finish(timer, extra, disk.layout.manifests)
 
@@ -189,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir")
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--no-memo", action="store_true", help="plan even if a plan is remembered")
+    p.add_argument("--no-store", action="store_true",
+                   help="neither plan a delete from the stored graph nor store one")
+    p.add_argument("--store-report", help="where the detached store writer reports its time")
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--paths-out")
     p.add_argument("--paths")
@@ -203,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         out = unlink(args)
     sys.stdout.write(orjson.dumps(out).decode() + "\n")
     sys.stdout.flush()
+    background.run_detached()  # as the ocigraph command: the graph is stored by a child
     os._exit(0)  # as the ocigraph command does: no object-by-object teardown of the graph
 
 

@@ -144,7 +144,8 @@ def verify_plan(root: Path, plan: og.Plan) -> None:
     was made (a push whose manifest now references a planned layer).  Call under the lock.
     """
     # (the plan just made by `ocigraph plan` on this unchanged layout is recalled, not redone)
-    planned = plan_layout(root, plan.operation, plan.targets, plan.policy)
+    # (the layout is about to change: a graph built here is not worth storing)
+    planned = plan_layout(root, plan.operation, plan.targets, plan.policy, store=False)
     fresh = planned.plan
     if fresh.index_fingerprint != plan.index_fingerprint:
         raise og.StalePlanError(plan.index_fingerprint, fresh.index_fingerprint)

@@ -34,6 +34,7 @@ import orjson
 
 import ocigraph as og
 
+from . import background
 from .apply import ApplyReport, apply_plan
 from .fsck import format_fsck_text, fsck
 from .layout import DiskLayout, Junk, printable, read_layout
@@ -132,7 +133,7 @@ def parse_duration(text: str) -> float:
     return float(sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(s)))
 
 
-class DurationType(click.ParamType):
+class DurationType(click.ParamType):  # type: ignore[type-arg]  # (generic in newer click stubs only)
     name = "DURATION"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
@@ -288,7 +289,8 @@ def _planned(layout: Path, operation: str, refs: Sequence[str], policy: og.Polic
     """Read and plan (or recall the same plan made before on the unchanged layout)."""
     reporter = ProgressReporter()
     try:
-        planned = plan_layout(layout, operation, refs, policy, reporter=reporter)
+        planned = plan_layout(layout, operation, refs, policy, reporter=reporter,
+                              defer=background.defer)
     finally:
         reporter.close()
     _warn_junk(planned.junk, fmt)
@@ -569,7 +571,7 @@ def _plan_command(operation: str) -> Callable[..., None]:
 def _write_plan_file(path: Path, plan: og.Plan) -> None:
     data = plan.to_json() + b"\n"
     if str(path) == "-":
-        click.get_binary_stream("stdout").write(data)
+        sys.stdout.buffer.write(data)
         return
     path.write_bytes(data)
 
@@ -785,10 +787,29 @@ def du(layout: Path, fmt: str, preset: str, keep_untagged: bool, grace: float | 
         click.echo(space.format_space_text(report, sort=sort, human=not in_bytes))
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None, *, detach: bool = False) -> None:
     """Run the ``ocigraph`` command line; returns or raises ``SystemExit`` like any click
-    program (for callers in Python; the installed script is :func:`run`)."""
-    cli.main(args=list(argv) if argv is not None else None, prog_name="ocigraph")
+    program (for callers in Python; the installed script is :func:`run`).
+
+    Work left for after the answer (:mod:`io_adapters.background`) is done before returning,
+    or with ``detach``, in a child process that outlives this one."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="ocigraph")
+    finally:
+        if detach:
+            _flush_quietly()
+            background.run_detached()
+        else:
+            background.run_now()
+
+
+def _flush_quietly() -> None:
+    """Flush what the command wrote before forking (a child must not write it twice); a
+    failure is reported by :func:`run`'s own flush."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            if stream is not None:
+                stream.flush()
 
 
 def run() -> None:
@@ -801,11 +822,11 @@ def run() -> None:
     (``os._exit``, after flushing output): freeing a graph of a million nodes object by object
     takes longer than building it, and the operating system reclaims the memory in one go.
     Nothing is left undone by then -- files are closed, the lock is released, apply has synced
-    what it wrote.
+    what it wrote -- except what was left for a detached child (:mod:`io_adapters.background`).
     """
     _gc.disable()
     try:
-        main()
+        main(detach=True)
         code = 0
     except OSError as exc:  # writing --help or --version output, before any command runs
         code = 1

@@ -49,7 +49,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,7 @@ from .layout import (
     read_regular_file,
     stamp_of,
 )
-from .store import StoreDamaged, is_settled, open_store, save_store, store_file_for
+from .store import StoreDamaged, claim, is_settled, open_store, save_store, store_file_for
 
 __all__ = ["Planned", "PlanMemo", "plan_layout", "plan_graph", "plan_tags", "expand_short_digests"]
 
@@ -359,11 +359,13 @@ def _delete_from_store(root: Path, refs: Sequence[str], policy: og.Policy, cache
     return Planned(root, plan, plan_tags(view, plan), "stored", view, None, store.junk)
 
 
-def _store(disk: DiskLayout, graph: nx.DiGraph, whole: og.WholeGraph,
-           cache: bool | None, cache_dir: Path | str | None) -> None:
+def _store(disk: DiskLayout, graph: nx.DiGraph, whole: og.WholeGraph, cache: bool | None,
+           cache_dir: Path | str | None,
+           defer: Callable[..., None] | None = None) -> None:
     """Keep ``graph`` for later deletes when it is worth it and can be trusted later: a big
     layout, settled folders, no read that said something about the disk (see
-    :mod:`io_adapters.store`), and not stored already."""
+    :mod:`io_adapters.store`), and not stored already.  ``defer``: hand the writing to it
+    (:func:`io_adapters.background.defer`) rather than write now."""
     if (not cache_enabled(cache) or len(disk.layout.blobs) < _MIN_BLOBS or not is_settled(disk)
             or getattr(disk.layout.manifests, "disk_errors", 1) > 0):
         return
@@ -374,16 +376,38 @@ def _store(disk: DiskLayout, graph: nx.DiGraph, whole: og.WholeGraph,
     if held is not None:
         held.close()
         return
-    save_store(path, disk, graph, {False: whole.facts(False), True: whole.facts(True)})
+    claimed = claim(path)  # now, so that a deferred job is known to be on its way
+    if claimed is None:
+        return  # another process is storing it
+
+    def job() -> None:
+        try:
+            if folder_stamps(disk.root) != disk.folders:
+                return  # changed since it was read (an apply, a push): the graph is history
+            save_store(path, disk, graph, {False: whole.facts(False), True: whole.facts(True)})
+        except og.OcigraphError:
+            pass
+        finally:
+            os.close(claimed)
+
+    if defer is None:
+        job()
+    else:
+        defer(job, owns=(claimed,))
 
 
 @pauses_gc  # remembering a plan makes ~100k small lists beside a big graph
 def plan_layout(root: Path | str, operation: str, refs: Sequence[str], policy: og.Policy, *,
                 reporter: og.Reporter | None = None, cache: bool | None = None,
-                cache_dir: Path | str | None = None) -> Planned:
+                cache_dir: Path | str | None = None, store: bool = True,
+                defer: Callable[..., None] | None = None) -> Planned:
     """Plan ``operation`` on the layout at ``root``: a delete from the layout's stored graph
     when there is a current one; else a plan made before on the same layout, unchanged; else
-    by reading the layout and building its graph (see the module's docstring)."""
+    by reading the layout and building its graph (see the module's docstring).
+
+    A graph built is stored for later deletes (unless ``store`` is false); ``defer`` takes
+    that job for later (:mod:`io_adapters.background`) instead of doing it before returning.
+    """
     root = Path(root)
     if operation == "delete":
         stored = _delete_from_store(root, refs, policy, cache, cache_dir)
@@ -399,5 +423,6 @@ def plan_layout(root: Path | str, operation: str, refs: Sequence[str], policy: o
     plan = plan_graph(graph, operation, refs, policy, whole)
     tags = plan_tags(graph, plan)
     memo.remember(operation, refs, policy, plan, tags)
-    _store(disk, graph, whole, cache, cache_dir)
+    if store:
+        _store(disk, graph, whole, cache, cache_dir, defer)
     return Planned(root, plan, tags, "built", graph, disk, disk.junk)

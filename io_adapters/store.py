@@ -41,11 +41,12 @@ descriptor).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 import tempfile
 import zlib
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ from .cache import cache_enabled, cache_file_for, code_fingerprint
 from .layout import DiskLayout, FolderStamp, Junk
 
 __all__ = ["STORE_FORMAT", "SETTLE_NS", "GraphStore", "StoreDamaged", "store_file_for",
-           "save_store", "open_store", "is_settled"]
+           "claim", "save_store", "open_store", "is_settled", "wait_for_writer"]
 
 STORE_FORMAT = 1
 #: how long before a listing its folders must have last changed for their stamps to be kept
@@ -86,13 +87,6 @@ def is_settled(disk: DiskLayout) -> bool:
                                       for _, _, mtime, _ in disk.folders)
 
 
-def _crc(*parts: bytes) -> int:
-    c = 0
-    for p in parts:
-        c = zlib.crc32(p, c)
-    return c
-
-
 def _mask(roles: Iterable[str]) -> int:
     m = 0
     for r in roles:
@@ -112,12 +106,30 @@ def _roles(mask: int) -> frozenset[str]:
 
 # -- writing ----------------------------------------------------------------------------------
 
+def claim(path: Path) -> int | None:
+    """Become the writer of the store at ``path``: an open descriptor of ``<path>.lock``
+    holding its ``flock``, or ``None`` when another process is writing it (or no lock can be
+    had).  A forked child inherits the claim; it ends when every copy of the descriptor is
+    closed."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 @pauses_gc
 def save_store(path: Path, disk: DiskLayout, graph: nx.DiGraph,
                facts: Mapping[bool, og.Liveness]) -> None:
     """Store ``graph`` (built from ``disk``, whole) with its ``facts`` under both root rules
-    (``{False: ..., True: ...}``, with grace 0) at ``path``.  Failing to write only costs the
-    next run its shortcut."""
+    (``{False: ..., True: ...}``, with grace 0) at ``path``.  The caller holds the
+    :func:`claim`.  Failing to write only costs the next run its shortcut."""
     with contextlib.suppress(OSError, sqlite3.Error):
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".graph")
@@ -131,38 +143,96 @@ def save_store(path: Path, disk: DiskLayout, graph: nx.DiGraph,
             raise
 
 
-def _write(tmp: str, disk: DiskLayout, graph: nx.DiGraph, facts: Mapping[bool, og.Liveness]) -> None:
+def wait_for_writer(root: Path | str, cache_dir: Path | str | None = None) -> None:
+    """Return once no process is storing the graph of the layout at ``root`` (a background
+    writer started by the last command, say) -- for benchmarks that must not overlap it."""
+    path = store_file_for(root, cache_dir)
+    if path is None or not path.parent.is_dir():
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        finally:
+            os.close(fd)
+
+
+#: nodes encoded at a time: the writer's memory is a chunk's, not a million nodes' (each body
+#: orjson makes pins about 4 KiB until it is freed: its first buffer, shrunk in place)
+_CHUNK = 4096
+
+
+def _columns(graph: nx.DiGraph, digests: Sequence[str], ids: Mapping[str, int],
+             facts: Mapping[bool, og.Liveness], masks: dict[frozenset[str], int],
+             as_list: dict[frozenset[Any], list[Any]]) -> list[list[Any]]:
+    """One column per field of a node's body, for ``digests``: a few comprehensions over a
+    chunk rather than one Python-level row at a time."""
     nodes, succ, pred = graph._node, graph._succ, graph._pred
-    ids = {d: i for i, d in enumerate(sorted(nodes))}
+    attrs = [nodes[d] for d in digests]
+
+    def listed(fs: frozenset[Any]) -> list[Any]:  # the few distinct sets, sorted once
+        got = as_list.get(fs)
+        if got is None:
+            got = as_list[fs] = sorted(fs)
+        return got
+
+    def mask(roles: frozenset[str]) -> int:
+        m = masks.get(roles)
+        if m is None:
+            m = masks[roles] = _mask(roles)
+        return m
+
     live0, live1 = facts[False].live, facts[True].live
-    dumps = orjson.dumps
+    return [
+        list(digests),
+        [listed(a["media_types"]) for a in attrs],
+        [a["size"] for a in attrs],
+        [listed(s) if len(s) > 1 else list(s) for s in (a["declared_sizes"] for a in attrs)],
+        [a["present"] for a in attrs],
+        [listed(t) if t else () for t in (a["tags"] for a in attrs)],
+        [a["entries"] for a in attrs],
+        [a["indexed"] for a in attrs],
+        [a["artifact_type"] for a in attrs],
+        [a["status"] for a in attrs],
+        [a["error"] for a in attrs],
+        [a["platform"] for a in attrs],
+        [[(ids[s], mask(e["roles"])) for s, e in succ[d].items()] for d in digests],
+        [[(ids[p], mask(e["roles"])) for p, e in pred[d].items()] for d in digests],
+        [d in live0 for d in digests],
+        [d in live1 for d in digests],
+    ]
 
-    def rows() -> Iterable[tuple[int, str, bytes, int]]:
-        for d, i in ids.items():
-            a = nodes[d]
-            body = dumps([
-                sorted(a["media_types"]), a["size"], sorted(a["declared_sizes"]), a["present"],
-                sorted(a["tags"]), a["entries"], a["indexed"], a["artifact_type"], a["status"],
-                a["error"], a["platform"],
-                [(ids[s], _mask(e["roles"])) for s, e in succ[d].items()],
-                [(ids[p], _mask(e["roles"])) for p, e in pred[d].items()],
-                d in live0, d in live1,
-            ])
-            yield i, d, body, _crc(b"%d\0" % i, d.encode(), b"\0", body)
 
-    def entry_rows() -> Iterable[tuple[int, str | None, bytes, int]]:
+def _node_rows(graph: nx.DiGraph, facts: Mapping[bool, og.Liveness]) -> Iterator[tuple[int, str, bytes, int]]:
+    """``(id, digest, body, crc)`` of every node, in digest order, a chunk at a time.  A body
+    names its digest, so its checksum binds the row to the node it describes."""
+    digests = sorted(graph._node)
+    ids = {d: i for i, d in enumerate(digests)}
+    masks: dict[frozenset[str], int] = {}
+    as_list: dict[frozenset[Any], list[Any]] = {}
+    for start in range(0, len(digests), _CHUNK):
+        part = digests[start:start + _CHUNK]
+        bodies = list(map(orjson.dumps, zip(*_columns(graph, part, ids, facts, masks, as_list),
+                                            strict=True)))
+        yield from zip(range(start, start + len(part)), part, bodies, map(zlib.crc32, bodies),
+                       strict=True)
+
+
+def _write(tmp: str, disk: DiskLayout, graph: nx.DiGraph, facts: Mapping[bool, og.Liveness]) -> None:
+    def entry_rows() -> Iterator[tuple[int, str | None, bytes, int]]:
         for e in graph.graph["index"].entries:
-            body = dumps([e.digest, e.tag, list(e.descriptor)])
-            yield e.position, e.tag, body, _crc(b"%d\0" % e.position, body)
+            body = orjson.dumps([e.position, e.digest, e.tag, list(e.descriptor)])
+            yield e.position, e.tag, body, zlib.crc32(body)
 
-    meta = dumps({
+    meta = orjson.dumps({
         "format": STORE_FORMAT, "code": code_fingerprint(), "fingerprint": graph.graph["fingerprint"],
         "folders": disk.folders, "entry_count": len(graph.graph["index"].entries),
         "unusable": [facts[False].unusable, facts[True].unusable],
-        "junk": [(j.path, j.why) for j in disk.junk], "nodes": len(ids),
+        "junk": [(j.path, j.why) for j in disk.junk], "nodes": graph.number_of_nodes(),
     })
     con = sqlite3.connect(tmp, isolation_level=None)
     try:
+        con.execute("PRAGMA page_size=65536")
         con.execute("PRAGMA journal_mode=OFF")
         con.execute("PRAGMA synchronous=OFF")
         con.execute("BEGIN")
@@ -171,8 +241,8 @@ def _write(tmp: str, disk: DiskLayout, graph: nx.DiGraph, facts: Mapping[bool, o
                     "body BLOB NOT NULL, crc INTEGER NOT NULL)")
         con.execute("CREATE TABLE entries(pos INTEGER PRIMARY KEY, tag TEXT, body BLOB NOT NULL, "
                     "crc INTEGER NOT NULL)")
-        con.execute("INSERT INTO meta VALUES (1, ?, ?)", (meta, _crc(meta)))
-        con.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?)", rows())
+        con.execute("INSERT INTO meta VALUES (1, ?, ?)", (meta, zlib.crc32(meta)))
+        con.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?)", _node_rows(graph, facts))
         con.executemany("INSERT INTO entries VALUES (?, ?, ?, ?)", entry_rows())
         con.execute("CREATE INDEX entries_tag ON entries(tag)")
         con.execute("COMMIT")
@@ -182,12 +252,16 @@ def _write(tmp: str, disk: DiskLayout, graph: nx.DiGraph, facts: Mapping[bool, o
 
 # -- reading ----------------------------------------------------------------------------------
 
+#: where a node's body keeps what (see :func:`_columns`)
+_DIGEST, _SUCC, _PRED, _LIVE0, _LIVE1 = 0, 12, 13, 14, 15
+
+
 def _decode_attrs(b: list[Any]) -> dict[str, Any]:
-    plat = b[10]
+    plat = b[11]
     return {
-        "media_types": frozenset(b[0]), "size": b[1], "declared_sizes": frozenset(b[2]),
-        "present": b[3], "tags": frozenset(b[4]), "entries": tuple(b[5]), "indexed": b[6],
-        "artifact_type": b[7], "status": b[8], "error": b[9],
+        "media_types": frozenset(b[1]), "size": b[2], "declared_sizes": frozenset(b[3]),
+        "present": b[4], "tags": frozenset(b[5]), "entries": tuple(b[6]), "indexed": b[7],
+        "artifact_type": b[8], "status": b[9], "error": b[10],
         "platform": None if plat is None else tuple(tuple(p) for p in plat),
     }
 
@@ -217,9 +291,12 @@ class GraphStore:
 
     def _take(self, rows: Iterable[Any]) -> None:
         for i, d, body, crc in rows:
-            if _crc(b"%d\0" % i, d.encode(), b"\0", body) != crc:
+            if zlib.crc32(body) != crc:
                 raise StoreDamaged(f"node {i} does not match its checksum")
-            self._by_id[i] = (d, orjson.loads(body))
+            fields = orjson.loads(body)
+            if fields[_DIGEST] != d:
+                raise StoreDamaged(f"node {i} is filed under another digest")
+            self._by_id[i] = (d, fields)
             self._by_digest[d] = i
 
     def _load(self, column: str, keys: Collection[Any]) -> None:
@@ -247,15 +324,15 @@ class GraphStore:
 
     def records(self, digests: Collection[str]) -> dict[str, og.NodeRecord]:
         bodies = self._bodies(digests)
-        self._load("id", [i for b in bodies.values() for i, _ in b[11] + b[12]])
-        return {d: og.NodeRecord(_decode_attrs(b), self._named(b[11]), self._named(b[12]))
+        self._load("id", [i for b in bodies.values() for i, _ in b[_SUCC] + b[_PRED]])
+        return {d: og.NodeRecord(_decode_attrs(b), self._named(b[_SUCC]), self._named(b[_PRED]))
                 for d, b in bodies.items()}
 
     def attributes(self, digests: Collection[str]) -> dict[str, Mapping[str, Any]]:
         return {d: _decode_attrs(b) for d, b in self._bodies(digests).items()}
 
     def live(self, digests: Collection[str], keep_untagged: bool) -> set[str]:
-        col = 14 if keep_untagged else 13
+        col = _LIVE1 if keep_untagged else _LIVE0
         return {d for d, b in self._bodies(digests).items() if b[col]}
 
     def unusable(self, keep_untagged: bool) -> tuple[tuple[str, str, str | None], ...]:
@@ -269,9 +346,11 @@ class GraphStore:
             marks = ",".join("?" * len(part))
             for pos, _tag, body, crc in self._query(
                     f"SELECT pos, tag, body, crc FROM entries WHERE pos IN ({marks})", part):
-                if _crc(b"%d\0" % pos, body) != crc:
+                if zlib.crc32(body) != crc:
                     raise StoreDamaged(f"index.json entry {pos} does not match its checksum")
-                _digest, tag, desc = orjson.loads(body)
+                at, _digest, tag, desc = orjson.loads(body)
+                if at != pos:
+                    raise StoreDamaged(f"index.json entry {pos} is filed at another position")
                 out[pos] = og.IndexEntry(pos, og.Descriptor(*_descriptor_fields(desc)), tag)
         if len(out) != len(want):
             raise StoreDamaged("an index.json entry is missing")
@@ -281,10 +360,10 @@ class GraphStore:
         found: list[str] = []
         for pos, body, crc in self._query("SELECT pos, body, crc FROM entries WHERE tag = ? ORDER BY pos",
                                           (tag,)):
-            if _crc(b"%d\0" % pos, body) != crc:
+            if zlib.crc32(body) != crc:
                 raise StoreDamaged(f"index.json entry {pos} does not match its checksum")
-            digest, entry_tag, _ = orjson.loads(body)
-            if entry_tag != tag:
+            at, digest, entry_tag, _ = orjson.loads(body)
+            if entry_tag != tag or at != pos:
                 raise StoreDamaged(f"index.json entry {pos} is filed under another tag")
             if digest not in found:
                 found.append(digest)
@@ -322,7 +401,7 @@ def open_store(root: Path, cache_dir: Path | str | None, index_fingerprint: str,
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
         row = con.execute("SELECT body, crc FROM meta WHERE id = 1").fetchone()
-        if row is None or _crc(row[0]) != row[1]:
+        if row is None or zlib.crc32(row[0]) != row[1]:
             raise StoreDamaged("meta")
         meta = orjson.loads(row[0])
         stored_folders = tuple(tuple(f) for f in meta["folders"])

@@ -197,7 +197,7 @@ POLICIES = [og.Policy(), og.Policy.preset("oras"), og.Policy.preset("spec"),
 @pytest.mark.parametrize("policy", POLICIES, ids=lambda p: repr(p.to_dict()))
 @pytest.mark.parametrize("refs", REFS, ids=" ".join)
 def test_a_stored_delete_is_the_delete_made_by_reading_the_layout(layout, refs, policy):
-    root, cache_dir, names = layout
+    root, cache_dir, _ = layout
     how, got = _outcome(root, refs, policy, cache_dir=cache_dir)
     fresh_how, fresh = _outcome(root, refs, policy, cache=False)
     assert got == fresh
@@ -216,7 +216,7 @@ def test_refs_resolve_through_the_store_as_through_the_graph(layout):
 
 @pytest.mark.parametrize("change", ["new blob", "removed blob", "index.json", "junk"])
 def test_any_change_to_the_layout_retires_the_store(layout, change):
-    root, cache_dir, names = layout
+    root, cache_dir, _ = layout
     sha = root / "blobs" / "sha256"
     if change == "new blob":
         data = b"a new blob"
