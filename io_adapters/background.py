@@ -9,17 +9,23 @@ Nothing a job does is needed for correctness: each checks that the layout is sti
 read, writes to a temporary file and renames, and gives up silently on any error; killed
 halfway, it leaves only a temporary file that the next writer ignores.
 
-Callers in Python (:func:`io_adapters.cli.main`, the tests) run the jobs before returning, so
-what they see is finished.  ``OCIGRAPH_NO_DETACH=1`` makes the script do the same.
+The command line calls :func:`finish` when a command is done: it detaches when :data:`detach`
+is set (the ``ocigraph`` script sets it) and otherwise does the jobs there and then, so that
+callers in Python (:func:`io_adapters.cli.main`, click's test runner) see them finished.
+``OCIGRAPH_NO_DETACH=1`` makes the script do the same.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable
 
-__all__ = ["defer", "pending", "run_now", "run_detached"]
+__all__ = ["defer", "pending", "finish", "run_now", "run_detached", "detach"]
+
+#: whether :func:`finish` leaves the jobs to a child (set by the ``ocigraph`` script)
+detach = False
 
 _jobs: list[Callable[[], None]] = []
 _fds: list[int] = []
@@ -34,6 +40,14 @@ def defer(job: Callable[[], None], *, owns: tuple[int, ...] = ()) -> None:
 
 def pending() -> int:
     return len(_jobs)
+
+
+def finish() -> None:
+    """The command is done: do the waiting jobs, detached if :data:`detach` is set."""
+    if detach:
+        run_detached()
+    else:
+        run_now()
 
 
 def run_now() -> None:
@@ -53,6 +67,10 @@ def run_detached() -> None:
     if not hasattr(os, "fork") or os.environ.get("OCIGRAPH_NO_DETACH", "") not in ("", "0"):
         run_now()
         return
+    for stream in (sys.stdout, sys.stderr):  # a child must not write the answer twice
+        with contextlib.suppress(Exception):
+            if stream is not None:
+                stream.flush()
     try:
         pid = os.fork()
     except OSError:

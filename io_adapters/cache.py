@@ -406,6 +406,8 @@ class CachingManifestSource:
         #: reads whose answer described the disk, not the digest (missing, unreadable, not
         #: matching its digest): a plan made from them is not one to remember
         self.disk_errors = 0
+        #: of those, the blobs found missing (a change of the folder's listing, not of a file)
+        self.missing_reads = 0
 
     @property
     def present(self) -> Mapping[str, og.BlobInfo]:
@@ -440,6 +442,7 @@ class CachingManifestSource:
             if isinstance(data, og.Manifest):  # missing or unreadable: about the disk, not cached
                 out[d] = data
                 self.disk_errors += 1
+                self.missing_reads += data.missing
                 continue
             m = out[d] = parse(d, data)
             info = present.get(d)

@@ -39,7 +39,7 @@ from .apply import ApplyReport, apply_plan
 from .fsck import format_fsck_text, fsck
 from .layout import DiskLayout, Junk, printable, read_layout
 from .lock import LayoutLock
-from .planner import Planned, plan_layout
+from .planner import Planned, plan_layout, restore_later
 
 __all__ = ["cli", "main", "parse_duration", "REPORT_FORMAT_VERSION", "SHOW_FORMAT_VERSION"]
 
@@ -81,6 +81,12 @@ class OcigraphGroup(click.Group):
     """The top-level group: turns every error below into one line on stderr and exit 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return self._invoke(ctx)
+        finally:  # what the command left for after its answer (io_adapters.background)
+            background.finish()
+
+    def _invoke(self, ctx: click.Context) -> Any:
         debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
         try:
             return super().invoke(ctx)
@@ -625,6 +631,7 @@ def apply(layout: Path, plan_file: Path, fmt: str, lock_timeout: float) -> None:
     with _deletion_progress(sum(1 for d in plan.deletions if d.present)) as progress:
         report = apply_plan(layout, plan, lock_timeout=lock_timeout, progress=progress,
                             verify=True)
+    restore_later(layout, defer=background.defer)
     _print_report(layout, plan, report, fmt)
 
 
@@ -667,6 +674,7 @@ def _run_one_shot(operation: str, layout: Path, refs: Sequence[str], policy: og.
                 _fail("not confirmed; nothing was changed")
         with _deletion_progress(sum(1 for d in plan.deletions if d.present)) as progress:
             report = apply_plan(layout, plan, lock=lock, progress=progress)
+        restore_later(layout, defer=background.defer)
         if fmt == "json":
             _echo_json(report_document(layout, plan, report))
         elif not plan.is_empty:
@@ -787,29 +795,13 @@ def du(layout: Path, fmt: str, preset: str, keep_untagged: bool, grace: float | 
         click.echo(space.format_space_text(report, sort=sort, human=not in_bytes))
 
 
-def main(argv: Sequence[str] | None = None, *, detach: bool = False) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Run the ``ocigraph`` command line; returns or raises ``SystemExit`` like any click
     program (for callers in Python; the installed script is :func:`run`).
 
-    Work left for after the answer (:mod:`io_adapters.background`) is done before returning,
-    or with ``detach``, in a child process that outlives this one."""
-    try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="ocigraph")
-    finally:
-        if detach:
-            _flush_quietly()
-            background.run_detached()
-        else:
-            background.run_now()
-
-
-def _flush_quietly() -> None:
-    """Flush what the command wrote before forking (a child must not write it twice); a
-    failure is reported by :func:`run`'s own flush."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            if stream is not None:
-                stream.flush()
+    Work a command leaves for after its answer (:mod:`io_adapters.background`) is done before
+    it returns -- in a child process that outlives this one when :func:`run` asked for that."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="ocigraph")
 
 
 def run() -> None:
@@ -825,8 +817,9 @@ def run() -> None:
     what it wrote -- except what was left for a detached child (:mod:`io_adapters.background`).
     """
     _gc.disable()
+    background.detach = True
     try:
-        main(detach=True)
+        main()
         code = 0
     except OSError as exc:  # writing --help or --version output, before any command runs
         code = 1

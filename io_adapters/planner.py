@@ -73,9 +73,17 @@ from .layout import (
     read_regular_file,
     stamp_of,
 )
-from .store import StoreDamaged, claim, is_settled, open_store, save_store, store_file_for
+from .store import (
+    SETTLE_NS,
+    StoreDamaged,
+    claim,
+    is_settled,
+    open_store,
+    save_store,
+    store_file_for,
+)
 
-__all__ = ["Planned", "PlanMemo", "plan_layout", "plan_graph", "plan_tags", "expand_short_digests"]
+__all__ = ["Planned", "PlanMemo", "plan_layout", "restore_later", "plan_graph", "plan_tags", "expand_short_digests"]
 
 MEMO_FORMAT = 2
 _MAGIC = b"ocigraph-plans %d\n" % MEMO_FORMAT
@@ -359,15 +367,22 @@ def _delete_from_store(root: Path, refs: Sequence[str], policy: og.Policy, cache
     return Planned(root, plan, plan_tags(view, plan), "stored", view, None, store.junk)
 
 
+def _storable(disk: DiskLayout, cache: bool | None) -> bool:
+    """A layout worth storing whose graph can be trusted later: big, settled folders, and no
+    read that said something about a file rather than a digest -- unreadable, or not matching
+    its digest (see :mod:`io_adapters.store`).  A blob found missing is no such read: it
+    coming back changes its folder's stamps."""
+    source = disk.layout.manifests
+    return (cache_enabled(cache) and len(disk.layout.blobs) >= _MIN_BLOBS and is_settled(disk)
+            and getattr(source, "disk_errors", 1) - getattr(source, "missing_reads", 0) == 0)
+
+
 def _store(disk: DiskLayout, graph: nx.DiGraph, whole: og.WholeGraph, cache: bool | None,
-           cache_dir: Path | str | None,
-           defer: Callable[..., None] | None = None) -> None:
-    """Keep ``graph`` for later deletes when it is worth it and can be trusted later: a big
-    layout, settled folders, no read that said something about the disk (see
-    :mod:`io_adapters.store`), and not stored already.  ``defer``: hand the writing to it
-    (:func:`io_adapters.background.defer`) rather than write now."""
-    if (not cache_enabled(cache) or len(disk.layout.blobs) < _MIN_BLOBS or not is_settled(disk)
-            or getattr(disk.layout.manifests, "disk_errors", 1) > 0):
+           cache_dir: Path | str | None, defer: Callable[..., None] | None = None) -> None:
+    """Keep ``graph`` for later deletes, unless it is not :func:`_storable` or is stored
+    already.  ``defer``: hand the writing to it (:func:`io_adapters.background.defer`) rather
+    than write now."""
+    if not _storable(disk, cache):
         return
     path = store_file_for(disk.root, cache_dir)
     if path is None:
@@ -390,10 +405,57 @@ def _store(disk: DiskLayout, graph: nx.DiGraph, whole: og.WholeGraph, cache: boo
         finally:
             os.close(claimed)
 
+    _run_or_defer(job, claimed, defer)
+
+
+def _run_or_defer(job: Callable[[], None], claimed: int, defer: Callable[..., None] | None) -> None:
     if defer is None:
         job()
     else:
         defer(job, owns=(claimed,))
+
+
+def restore_later(root: Path | str, cache: bool | None = None, cache_dir: Path | str | None = None,
+                  defer: Callable[..., None] | None = None) -> None:
+    """After an apply changed a layout whose graph was stored: store it again, so that the
+    next delete is quick too.
+
+    The job waits until the blob folders have settled (``SETTLE_NS`` after their last change:
+    stamps taken sooner could hide a change still to come), then reads the layout -- manifests
+    from the manifest cache -- builds its graph and stores it.  It is meant for ``defer``
+    (:func:`io_adapters.background.defer`): a rebuild, done while nobody waits for it.  A
+    layout that had no stored graph is left alone."""
+    root = Path(root)
+    path = store_file_for(root, cache_dir)
+    if not cache_enabled(cache) or path is None or not path.exists():
+        return
+    with contextlib.suppress(og.OcigraphError):  # unchanged after all (an empty plan)?
+        fingerprint = og.digest_bytes(read_regular_file(root / "index.json", "index.json"))
+        held = open_store(root, cache_dir, fingerprint, folder_stamps(root), cache)
+        if held is not None:
+            held.close()
+            return
+    claimed = claim(path)
+    if claimed is None:
+        return
+
+    def job() -> None:
+        try:
+            newest = max(mtime for _, _, mtime, _ in folder_stamps(root))
+            wait = (newest + SETTLE_NS - time.time_ns()) / 1e9
+            if wait > 0:
+                time.sleep(wait + 0.01)
+            disk = read_layout(root, cache=cache, cache_dir=cache_dir)
+            graph = og.build_graph(disk.layout)
+            if _storable(disk, cache):
+                whole = og.WholeGraph(graph)
+                save_store(path, disk, graph, {False: whole.facts(False), True: whole.facts(True)})
+        except og.OcigraphError:
+            pass
+        finally:
+            os.close(claimed)
+
+    _run_or_defer(job, claimed, defer)
 
 
 @pauses_gc  # remembering a plan makes ~100k small lists beside a big graph
