@@ -33,9 +33,11 @@ write your cache folder.  ``OCIGRAPH_NO_CACHE=1`` turns it off with the cache.
 
 Rows: ``meta`` (one: format, code, index.json fingerprint, folder stamps, entry count, the
 unusable live manifests per root rule, the junk under ``blobs/``); ``nodes`` (id = rank in
-digest order, digest, and a JSON body: the attributes, ``[id, roles]`` per successor and per
-predecessor, live without and with ``keep_untagged``); ``entries`` (index.json position, tag,
-descriptor).
+digest order, digest, and a JSON body: the digest again, the attributes, ``[id, roles]`` per
+successor and per predecessor, live without and with ``keep_untagged``); ``entries``
+(index.json position, tag, and a JSON body: position, digest, tag, descriptor).  Because ids
+rank digests, the smallest predecessor outside a view's core -- the one a plan names as
+sharing a layer -- is found without reading the others.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ SETTLE_NS = 2_000_000_000
 _BATCH = 500
 
 _ROLE_BITS = {"config": 1, "layer": 2, "manifest": 4, "blob": 8, "subject": 16}
+_SUBJECT = _ROLE_BITS["subject"]
 
 
 class StoreDamaged(Exception):
@@ -324,9 +327,27 @@ class GraphStore:
 
     def records(self, digests: Collection[str]) -> dict[str, og.NodeRecord]:
         bodies = self._bodies(digests)
-        self._load("id", [i for b in bodies.values() for i, _ in b[_SUCC] + b[_PRED]])
-        return {d: og.NodeRecord(_decode_attrs(b), self._named(b[_SUCC]), self._named(b[_PRED]))
+        referrers = {d: [(i, m) for i, m in b[_PRED] if m & _SUBJECT] for d, b in bodies.items()}
+        self._load("id", [i for b in bodies.values() for i, _ in b[_SUCC]]
+                   + [i for pairs in referrers.values() for i, _ in pairs])
+        return {d: og.NodeRecord(_decode_attrs(b), self._named(b[_SUCC]), self._named(referrers[d]))
                 for d, b in bodies.items()}
+
+    def predecessors(self, digest: str, core: Collection[str],
+                     whole: bool) -> dict[str, frozenset[str]]:
+        body = self._bodies([digest]).get(digest)
+        if body is None:
+            raise StoreDamaged(f"{digest} has no node")
+        pairs = body[_PRED]
+        if not whole:
+            # a core node is loaded already; ids rank digests, so the smallest id outside the
+            # core is the smallest digest outside it
+            by_id = self._by_id
+            inside = [(i, m) for i, m in pairs if i in by_id and by_id[i][0] in core]
+            outside = [(i, m) for i, m in pairs if not (i in by_id and by_id[i][0] in core)]
+            pairs = [*inside, min(outside)] if outside else inside
+        self._load("id", [i for i, _ in pairs])
+        return self._named(pairs)
 
     def attributes(self, digests: Collection[str]) -> dict[str, Mapping[str, Any]]:
         return {d: _decode_attrs(b) for d, b in self._bodies(digests).items()}

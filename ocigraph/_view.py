@@ -12,11 +12,18 @@ What a view holds, for targets ``T``:
 
 * the *core*: every node reachable from ``T`` over successor edges and, backwards, over
   ``subject`` edges (referrers) -- a superset of whatever the deletion closure can reach --
-  with every edge into and out of it;
-* the *rim*: every other predecessor of a core node, with its attributes (its liveness and
-  tags matter; its own edges do not);
-* graph attributes ``liveness`` (the whole graph's facts, its ``live`` cut down to the view's
-  nodes), ``fingerprint`` and ``now`` as :func:`~ocigraph.build_graph` gives them, and
+  with its attributes and every edge out of it;
+* the core's predecessors, as nodes with their attributes (the *rim*: their own edges are not
+  the view's business) and edges into the core: *all* predecessors of the targets and of the
+  core's referrers (nodes with a ``subject``) -- they can be planned whoever holds them, so
+  the guard asks about every holder -- and of any other core node, those in the core and the
+  smallest other one.  Such a node can only be planned as an orphan, which it is only when
+  every predecessor is planned, and every planned node is in the core: one predecessor outside
+  says "shared" as well as thousands would, and the smallest is the one the plan names
+  (``via``).  A base layer under forty thousand images costs one predecessor, not forty
+  thousand;
+* graph attributes ``core`` (the core's digests), ``liveness`` (the whole graph's facts, its
+  ``live`` cut down to the view's nodes), ``fingerprint`` and ``now`` as :func:`~ocigraph.build_graph` gives them, and
   ``index``: an :class:`~ocigraph.Index` whose ``entries`` hold the view's own index.json
   entries at their positions and ``None`` at every other, with no ``raw`` bytes.
 
@@ -43,11 +50,12 @@ __all__ = ["NodeRecord", "GraphSource", "WholeGraph", "neighbourhood", "resolve_
 
 class NodeRecord(NamedTuple):
     """One node as a source knows it: its attributes (as :func:`~ocigraph.build_graph` sets
-    them) and its edges, ``{neighbour: roles}`` each way."""
+    them), its successors and its referrers (the predecessors whose edge has the ``subject``
+    role), each as ``{neighbour: roles}``."""
 
     attrs: Mapping[str, Any]
     succ: Mapping[str, frozenset[str]]
-    pred: Mapping[str, frozenset[str]]
+    referrers: Mapping[str, frozenset[str]]
 
 
 class GraphSource(Protocol):
@@ -61,6 +69,12 @@ class GraphSource(Protocol):
     entry_count: int
 
     def records(self, digests: Collection[str]) -> Mapping[str, NodeRecord]: ...
+
+    def predecessors(self, digest: str, core: Collection[str],
+                     whole: bool) -> Mapping[str, frozenset[str]]:
+        """``{predecessor: roles}`` of ``digest``: all of them when ``whole``; otherwise those
+        in ``core`` and the smallest (by digest) of the others, if any."""
+        ...
 
     def attributes(self, digests: Collection[str]) -> Mapping[str, Mapping[str, Any]]: ...
 
@@ -98,8 +112,20 @@ class WholeGraph:
     def records(self, digests: Collection[str]) -> dict[str, NodeRecord]:
         g = self.graph
         return {d: NodeRecord(g._node[d], {s: a["roles"] for s, a in g._succ[d].items()},
-                              {p: a["roles"] for p, a in g._pred[d].items()})
+                              {p: a["roles"] for p, a in g._pred[d].items()
+                               if "subject" in a["roles"]})
                 for d in digests if d in g._node}
+
+    def predecessors(self, digest: str, core: Collection[str],
+                     whole: bool) -> dict[str, frozenset[str]]:
+        pred = self.graph._pred[digest]
+        if whole:
+            return {p: a["roles"] for p, a in pred.items()}
+        out = {p: a["roles"] for p, a in pred.items() if p in core}
+        first = min((p for p in pred if p not in core), default=None)
+        if first is not None:
+            out[first] = pred[first]["roles"]
+        return out
 
     def attributes(self, digests: Collection[str]) -> dict[str, Mapping[str, Any]]:
         nodes = self.graph._node
@@ -159,9 +185,12 @@ def neighbourhood(source: GraphSource, targets: Sequence[str], policy: Policy,
         for d in level:
             rec = core[d] = got[d]
             nxt.update(s for s in rec.succ if s not in core)
-            nxt.update(p for p, roles in rec.pred.items() if "subject" in roles and p not in core)
+            nxt.update(p for p in rec.referrers if p not in core)
         level = sorted(nxt - core.keys())
-    rim = sorted({p for rec in core.values() for p in rec.pred if p not in core})
+    wanted = set(targets)
+    preds = {d: source.predecessors(d, core, d in wanted or _is_referrer(rec))
+             for d, rec in sorted(core.items())}
+    rim = sorted({p for ps in preds.values() for p in ps if p not in core})
     rim_attrs = source.attributes(rim)
     if len(rim_attrs) != len(rim):
         raise UnknownRefError(next(p for p in rim if p not in rim_attrs))
@@ -177,14 +206,19 @@ def neighbourhood(source: GraphSource, targets: Sequence[str], policy: Policy,
                      source.unusable(policy.keep_untagged))
     g = LayoutGraph(index=Index(entries=tuple(entries), raw=b"",  # type: ignore[arg-type]
                                 fingerprint=source.fingerprint),
-                    fingerprint=source.fingerprint, now=now, blobs={}, liveness=facts)
+                    fingerprint=source.fingerprint, now=now, blobs={}, liveness=facts,
+                    core=frozenset(core))
     for d in everyone:
         g.add_node(d, **(core[d].attrs if d in core else rim_attrs[d]))
     for d, rec in core.items():
         for s, roles in rec.succ.items():
             g.add_edge(d, s, roles=roles)
-        for p, roles in rec.pred.items():
+        for p, roles in preds[d].items():
             if p not in core:
                 g.add_edge(p, d, roles=roles)
     nx.freeze(g)
     return g
+
+
+def _is_referrer(rec: NodeRecord) -> bool:
+    return any("subject" in roles for roles in rec.succ.values())

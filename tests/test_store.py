@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -59,6 +61,10 @@ def test_the_store_answers_every_question_as_the_graph(tmp_path, generated, data
     try:
         nodes = list(graph)
         assert held.records(nodes) == whole.records(nodes)
+        for n in nodes:
+            for some in ((), nodes[:2], nodes):
+                for everyone in (True, False):
+                    assert held.predecessors(n, some, everyone) == whole.predecessors(n, some, everyone)
         assert held.attributes(nodes) == whole.attributes(nodes)
         for mode in (False, True):
             assert held.live(nodes, mode) == whole.live(nodes, mode)
@@ -295,3 +301,44 @@ def test_delete_through_the_cli_plans_from_the_store_and_applies(layout, monkeyp
     # command left for after its answer -- done before returning here, detached from a shell)
     assert _outcome(root, ["all"], ORAS, cache_dir=cache_dir) == \
         ("stored", _outcome(root, ["all"], ORAS, cache=False)[1])
+
+
+# -- the script: the graph is stored by a detached child -----------------------------------------
+
+def _big_layout(root: Path) -> tuple[Path, list[str]]:
+    """A layout just big enough to be stored (2,048 blobs and more): 420 images of a config and
+    four layers, one of them shared by all."""
+    b = Builder()
+    base = b.blob("base")
+    tags = []
+    for i in range(420):
+        img = b.manifest(config=b.blob(f'{{"n":{i}}}', "application/vnd.oci.image.config.v1+json"),
+                         layers=[base, *(b.blob(f"{i}-{k}") for k in range(3))])
+        tags.append(f"img:{i}")
+        b.entry(img, tags[-1])
+    return _write(root, b), tags
+
+
+def _script(*args: object, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "io_adapters", *(str(a) for a in args)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+
+
+@pytest.mark.parametrize("detach", [True, False], ids=["detached", "OCIGRAPH_NO_DETACH"])
+def test_the_script_answers_then_stores_the_graph_in_a_child(tmp_path, detach):
+    root, tags = _big_layout(tmp_path / "layout")
+    env = {"OCIGRAPH_CACHE_DIR": str(tmp_path / "cache"), "OCIGRAPH_NO_DETACH": "" if detach else "1"}
+    gc = _script("gc", root, "--dry-run", "--format", "json", env=env)
+    assert gc.returncode == 0 and gc.stderr == ""
+    og.Plan.from_json(gc.stdout.encode())  # one plan: the child did not write the answer again
+    if detach:
+        store.wait_for_writer(root, tmp_path / "cache")
+    assert store.store_file_for(root, tmp_path / "cache").is_file()
+    for tag in tags[:3]:
+        got = _script("plan", "delete", root, tag, "--format", "json", env=env)
+        assert got.returncode == 0, got.stderr
+        assert plan_layout(root, "delete", [tag], og.Policy(),
+                           cache_dir=tmp_path / "cache").how == "stored"
+        fresh = plan_layout(root, "delete", [tag], og.Policy(), cache=False).plan
+        assert _comparable(og.Plan.from_json(got.stdout.encode())) == _comparable(fresh)
+        assert len(fresh.deletions) == 5 and {k.kind for k in fresh.kept} == {"shared"}

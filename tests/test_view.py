@@ -67,6 +67,14 @@ def test_a_view_is_small_and_its_facts_are_the_whole_graphs(case, keep_untagged)
     for t in digests:  # a target's whole adjacency is there
         assert set(view.pred[t]) == set(graph.pred[t])
         assert set(view.succ[t]) == set(graph.succ[t])
+    core = view.graph["core"]
+    assert set(digests) <= core
+    for n in core:  # every edge out; predecessors: those in the core, and the first other one
+        assert set(view.succ[n]) == set(graph.succ[n])
+        inside = set(graph.pred[n]) & core
+        others = set(graph.pred[n]) - core
+        assert inside <= set(view.pred[n]) <= set(graph.pred[n])
+        assert not others or min(others) in view.pred[n]
 
 
 def _two_images():
@@ -107,3 +115,20 @@ def test_a_view_keeps_the_shared_layer_and_says_who_shares_it():
     # a rim node: only its edges into the core are the view's business
     assert set(view.succ[two]) < set(graph.succ[two])
     assert og.digest_bytes(b"two") not in view
+
+
+def test_a_layer_under_many_images_brings_one_of_them_into_the_view():
+    b = Builder()
+    base = b.blob(b"base layer")
+    images = [b.manifest(layers=[base, b.blob(f"own {i}")]) for i in range(50)]
+    for i, img in enumerate(images):
+        b.entry(img, f"img:{i}")
+    graph = og.build_graph(b.layout())
+    target = images[7]["digest"]
+    view = og.neighbourhood(og.WholeGraph(graph), [target], og.Policy())
+    others = sorted(img["digest"] for img in images if img["digest"] != target)
+    held = set(view.pred[base["digest"]])
+    assert held == {target, others[0]}  # itself, and the first of the 49 others
+    plan = og.plan_delete(view, [target], og.Policy())
+    assert plan == og.plan_delete(graph, [target], og.Policy())
+    assert [k.via for k in plan.kept if k.digest == base["digest"]] == [others[0]]
