@@ -171,12 +171,13 @@ def _timed_job(job: Any, report: str | None) -> Any:
     def timed() -> None:
         t = time.perf_counter()
         job()
-        if report:
-            with open(report, "wb") as f:
+        if report:  # whole or not at all: the suite reads it as soon as it appears
+            with open(report + ".tmp", "wb") as f:
                 f.write(orjson.dumps({
                     "seconds": round(time.perf_counter() - t, 4),
                     "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                 }))
+            os.replace(report + ".tmp", report)
     return timed
 
 

@@ -159,11 +159,16 @@ def measure_size(name: str, target: int, args: argparse.Namespace, log: Any) -> 
             colds.append(child(py("-m", "benchmarks.measure", "plan-gc", str(layout),
                                   "--cache-dir", cache_dir, "--store-report", str(report_file))))
             log(f"[{name}]   cold {colds[-1].wall:.2f}s")
-            # the graph is stored by a child the cold run left behind: let it finish first
-            wait_for_writer(layout, cache_dir)
-            if report_file.exists():
-                writes.append(orjson.loads(report_file.read_bytes()))
-                log(f"[{name}]   graph stored in the background: {writes[-1]['seconds']:.2f}s")
+            # the graph is stored by a child the cold run left behind: let it finish first (it
+            # lets go of the writer's lock, then reports)
+            if colds[-1].out.get("store_pending"):
+                wait_for_writer(layout, cache_dir)
+                deadline = time.monotonic() + 60
+                while not report_file.exists() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if report_file.exists():
+                    writes.append(orjson.loads(report_file.read_bytes()))
+                    log(f"[{name}]   graph stored in the background: {writes[-1]['seconds']:.2f}s")
             warms.append(child(py("-m", "benchmarks.measure", "plan-gc", str(layout),
                                   "--cache-dir", cache_dir)))
             log(f"[{name}]   warm (plan recalled) {warms[-1].wall:.2f}s")

@@ -521,6 +521,10 @@ def resolve_ref(graph: nx.DiGraph, ref: str) -> str:
     A digest must be a node of the graph; a tag must name exactly one digest, else
     :class:`AmbiguousRefError` lists them all.
     """
+    if "liveness" in graph.graph and ref not in graph:
+        raise ValueError(f"a neighbourhood view names its nodes by digest; {ref!r} is not one of "
+                         "them (resolve tags in its source: ocigraph.resolve_in)")
+
     def tagged(tag: str) -> list[str]:
         found: list[str] = []
         for e in graph.graph["index"].entries:

@@ -100,6 +100,8 @@ def test_a_view_refuses_everything_but_delete():
         og.plan_delete(view, [one], og.Policy(keep_untagged=True))
     with pytest.raises(ValueError, match="grace"):
         og.neighbourhood(og.WholeGraph(graph), [one], og.Policy(grace=60))
+    with pytest.raises(ValueError, match="by digest"):  # its index holds its own entries only
+        og.plan_delete(view, ["one"], og.Policy())
 
 
 def test_a_view_keeps_the_shared_layer_and_says_who_shares_it():
