@@ -225,13 +225,15 @@ def _decode(body: bytes, into: dict[str, tuple[og.Manifest, float | None]]) -> N
 
 
 def _remove_abandoned(directory: Path) -> None:
-    """Remove cache files nobody has read for ``_MAX_AGE``, and temp files a killed run left."""
+    """Remove cache files and stored graphs (:mod:`io_adapters.store`) nobody has read for
+    ``_MAX_AGE``, and temp files a killed run left."""
     now = time.time()
     with contextlib.suppress(OSError), os.scandir(directory) as it:
         for e in it:
             name = e.name
-            ours = len(name) == 38 and name.endswith(".cache") and not name[:32].strip(_HEX)
-            temp = name.startswith(".tmp-") and name.endswith(".cache")
+            kind = name[32:]
+            ours = len(name) == 38 and kind in (".cache", ".graph") and not name[:32].strip(_HEX)
+            temp = name.startswith(".tmp-") and name.endswith((".cache", ".graph"))
             if not (ours or temp) or not e.is_file(follow_symlinks=False):
                 continue
             with contextlib.suppress(OSError):

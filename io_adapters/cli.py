@@ -631,8 +631,8 @@ def apply(layout: Path, plan_file: Path, fmt: str, lock_timeout: float) -> None:
     with _deletion_progress(sum(1 for d in plan.deletions if d.present)) as progress:
         report = apply_plan(layout, plan, lock_timeout=lock_timeout, progress=progress,
                             verify=True)
-    restore_later(layout, defer=background.defer)
     _print_report(layout, plan, report, fmt)
+    restore_later(layout, defer=background.defer)
 
 
 def _print_report(root: Path, plan: og.Plan, report: ApplyReport, fmt: str) -> None:
@@ -674,11 +674,11 @@ def _run_one_shot(operation: str, layout: Path, refs: Sequence[str], policy: og.
                 _fail("not confirmed; nothing was changed")
         with _deletion_progress(sum(1 for d in plan.deletions if d.present)) as progress:
             report = apply_plan(layout, plan, lock=lock, progress=progress)
-        restore_later(layout, defer=background.defer)
         if fmt == "json":
             _echo_json(report_document(layout, plan, report))
         elif not plan.is_empty:
             click.echo(format_report_text(plan, report))
+        restore_later(layout, defer=background.defer)
     finally:
         if lock is not None:
             lock.release()

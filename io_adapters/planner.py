@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import os
 import re
@@ -74,12 +75,11 @@ from .layout import (
     stamp_of,
 )
 from .store import (
-    SETTLE_NS,
-    StoreDamaged,
     claim,
     is_settled,
     open_store,
     save_store,
+    settles_in,
     store_file_for,
 )
 
@@ -339,9 +339,11 @@ class PlanMemo:
 
 
 def _delete_from_store(root: Path, refs: Sequence[str], policy: og.Policy, cache: bool | None,
-                       cache_dir: Path | str | None) -> Planned | None:
+                       cache_dir: Path | str | None) -> Planned | Path | None:
     """A delete planned on its targets' neighbourhood in the layout's stored graph, if there is
-    one for the layout as it is now (see :mod:`io_adapters.store`); ``None`` otherwise."""
+    one for the layout as it is now (see :mod:`io_adapters.store`); ``None`` otherwise -- or
+    the store's path when it did not know a name: a row may be lost, so if reading the layout
+    finds the name, the store is discarded."""
     if policy.grace > 0 or not cache_enabled(cache):
         return None
     now = time.time()  # the snapshot: as read_layout, before anything is looked at
@@ -359,12 +361,30 @@ def _delete_from_store(root: Path, refs: Sequence[str], policy: og.Policy, cache
             if d not in digests:
                 digests.append(d)
         view = og.neighbourhood(store, digests, policy, now=now)
-    except StoreDamaged:
+    except og.UnknownRefError:
+        return store.path  # a name not found may be a row lost: the layout has the last word
+    except og.OcigraphError:
+        raise  # a tag on two images, a mistyped digest: the layout would say the same
+    except Exception:  # the store is a cache: anything amiss, and the layout is read instead
+        store.close()
+        _discard(store.path)
         return None
     finally:
         store.close()
     plan = og.plan_delete(view, digests, policy)
     return Planned(root, plan, plan_tags(view, plan), "stored", view, None, store.junk)
+
+
+def _discard(path: Path) -> None:
+    """Remove a damaged store, so that the next plan to build the graph stores it anew --
+    unless another process is writing one right now (it replaces this one anyway)."""
+    claimed = claim(path)
+    if claimed is not None:
+        try:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        finally:
+            os.close(claimed)
 
 
 def _storable(disk: DiskLayout, cache: bool | None) -> bool:
@@ -377,15 +397,20 @@ def _storable(disk: DiskLayout, cache: bool | None) -> bool:
             and getattr(source, "disk_errors", 1) - getattr(source, "missing_reads", 0) == 0)
 
 
+#: store files this process has a job on its way for (the job owns the writer's lock)
+_PENDING: set[Path] = set()
+
+
 def _store(disk: DiskLayout, graph: nx.DiGraph, whole: og.WholeGraph, cache: bool | None,
            cache_dir: Path | str | None, defer: Callable[..., None] | None = None) -> None:
     """Keep ``graph`` for later deletes, unless it is not :func:`_storable` or is stored
     already.  ``defer``: hand the writing to it (:func:`io_adapters.background.defer`) rather
-    than write now."""
+    than write now.  Should the layout change before the job runs (``delete --yes`` applies
+    the plan), the job stores the layout as it is then, like :func:`restore_later`."""
     if not _storable(disk, cache):
         return
-    path = store_file_for(disk.root, cache_dir)
-    if path is None:
+    path = _store_path(disk.root, cache_dir)
+    if path is None or path in _PENDING:
         return
     held = open_store(disk.root, cache_dir, graph.graph["fingerprint"], disk.folders, cache)
     if held is not None:
@@ -394,18 +419,29 @@ def _store(disk: DiskLayout, graph: nx.DiGraph, whole: og.WholeGraph, cache: boo
     claimed = claim(path)  # now, so that a deferred job is known to be on its way
     if claimed is None:
         return  # another process is storing it
+    kept = [graph, whole]  # let go of before a rebuild: the job may be the graph's last holder
 
     def job() -> None:
         try:
-            if folder_stamps(disk.root) != disk.folders:
-                return  # changed since it was read (an apply, a push): the graph is history
-            save_store(path, disk, graph, {False: whole.facts(False), True: whole.facts(True)})
+            if folder_stamps(disk.root) == disk.folders:
+                save_store(path, disk, kept[0], {False: kept[1].facts(False),
+                                                 True: kept[1].facts(True)})
+            else:  # changed since it was read (an apply, a push): store it as it is now
+                kept.clear()
+                _rebuild(disk.root, path, cache, cache_dir)
         except og.OcigraphError:
             pass
         finally:
+            _PENDING.discard(path)
             os.close(claimed)
 
+    _PENDING.add(path)
     _run_or_defer(job, claimed, defer)
+
+
+def _store_path(root: Path, cache_dir: Path | str | None) -> Path | None:
+    path = store_file_for(root, cache_dir)
+    return None if path is None else Path(os.path.abspath(path))
 
 
 def _run_or_defer(job: Callable[[], None], claimed: int, defer: Callable[..., None] | None) -> None:
@@ -415,41 +451,50 @@ def _run_or_defer(job: Callable[[], None], claimed: int, defer: Callable[..., No
         defer(job, owns=(claimed,))
 
 
+def _rebuild(root: Path, path: Path, cache: bool | None, cache_dir: Path | str | None) -> None:
+    """Store the layout at ``root`` as it is now, once its folders have settled: wait until
+    ``SETTLE_NS`` after their last change (stamps taken sooner could hide a change still to
+    come), read it -- manifests from the manifest cache -- and build its graph.  The caller
+    holds the writer's lock."""
+    gc.collect()  # a graph no longer held (with the collector off, its cycles are still here)
+    wait = settles_in(folder_stamps(root))
+    if wait > 0:
+        time.sleep(wait + 0.01)
+    disk = read_layout(root, cache=cache, cache_dir=cache_dir)
+    graph = og.build_graph(disk.layout)
+    if _storable(disk, cache):
+        whole = og.WholeGraph(graph)
+        save_store(path, disk, graph, {False: whole.facts(False), True: whole.facts(True)})
+
+
 def restore_later(root: Path | str, cache: bool | None = None, cache_dir: Path | str | None = None,
                   defer: Callable[..., None] | None = None) -> None:
     """After an apply changed a layout whose graph was stored: store it again, so that the
-    next delete is quick too.
-
-    The job waits until the blob folders have settled (``SETTLE_NS`` after their last change:
-    stamps taken sooner could hide a change still to come), then reads the layout -- manifests
-    from the manifest cache -- builds its graph and stores it.  It is meant for ``defer``
-    (:func:`io_adapters.background.defer`): a rebuild, done while nobody waits for it.  A
-    layout that had no stored graph is left alone."""
-    root = Path(root)
-    path = store_file_for(root, cache_dir)
-    if not cache_enabled(cache) or path is None or not path.exists():
+    next delete is quick too -- a rebuild (:func:`_rebuild`), meant for ``defer``
+    (:func:`io_adapters.background.defer`), done while nobody waits for it.  A layout that
+    had no stored graph, or whose store is current, is left alone; so is one this process has
+    a storing job on its way for (that job sees the change and stores the layout as it is)."""
+    root = Path(os.path.abspath(root))
+    path = _store_path(root, cache_dir)
+    if not cache_enabled(cache) or path is None or path in _PENDING:
         return
-    with contextlib.suppress(og.OcigraphError):  # unchanged after all (an empty plan)?
+    try:
+        if not path.exists():
+            return
         fingerprint = og.digest_bytes(read_regular_file(root / "index.json", "index.json"))
         held = open_store(root, cache_dir, fingerprint, folder_stamps(root), cache)
-        if held is not None:
-            held.close()
-            return
+    except (OSError, og.OcigraphError):
+        return
+    if held is not None:  # unchanged after all (an empty plan)
+        held.close()
+        return
     claimed = claim(path)
     if claimed is None:
         return
 
     def job() -> None:
         try:
-            newest = max(mtime for _, _, mtime, _ in folder_stamps(root))
-            wait = (newest + SETTLE_NS - time.time_ns()) / 1e9
-            if wait > 0:
-                time.sleep(wait + 0.01)
-            disk = read_layout(root, cache=cache, cache_dir=cache_dir)
-            graph = og.build_graph(disk.layout)
-            if _storable(disk, cache):
-                whole = og.WholeGraph(graph)
-                save_store(path, disk, graph, {False: whole.facts(False), True: whole.facts(True)})
+            _rebuild(root, path, cache, cache_dir)
         except og.OcigraphError:
             pass
         finally:
@@ -471,18 +516,22 @@ def plan_layout(root: Path | str, operation: str, refs: Sequence[str], policy: o
     that job for later (:mod:`io_adapters.background`) instead of doing it before returning.
     """
     root = Path(root)
+    suspect = None
     if operation == "delete":
         stored = _delete_from_store(root, refs, policy, cache, cache_dir)
-        if stored is not None:
+        if isinstance(stored, Planned):
             return stored
+        suspect = stored
     disk = read_layout(root, cache=cache, cache_dir=cache_dir)
     memo = PlanMemo(disk, cache_dir, cache)
-    recalled = memo.recall(operation, refs, policy)
+    recalled = memo.recall(operation, refs, policy) if suspect is None else None
     if recalled is not None:
         return Planned(root, recalled[0], recalled[1], "remembered", None, disk, disk.junk)
     graph = og.build_graph(disk.layout, reporter)
     whole = og.WholeGraph(graph)
     plan = plan_graph(graph, operation, refs, policy, whole)
+    if suspect is not None:  # the layout knew a name the store did not: the store lost it
+        _discard(suspect)
     tags = plan_tags(graph, plan)
     memo.remember(operation, refs, policy, plan, tags)
     if store:

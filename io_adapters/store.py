@@ -16,8 +16,11 @@ listing a blob:
   changes its mtime and ctime -- but only to the file system's clock, which may tick coarsely
   (a few milliseconds), so a change in the same tick as the stamp could keep it.  As git does
   with its index ("racily clean" entries), stamps are kept only when every folder was last
-  changed at least ``SETTLE_NS`` before the listing began; a layout changed just before it is
-  simply not stored, and the next full plan stores it.
+  changed (mtime or ctime: a tool can set an mtime back, not a ctime) at least ``SETTLE_NS``
+  before the listing began; a layout changed just before it is simply not stored, and the next
+  full plan stores it.  This assumes the file system's clock is the machine's, give or take
+  well under ``SETTLE_NS`` (a network file system whose server's clock is off by more, or a
+  FUSE mount whose folder times never move, defeats it: set ``OCIGRAPH_NO_CACHE=1`` there).
 * **index.json**: its bytes are read and hashed, and must be those the graph was built from.
 * **what manifests say**: nothing to check -- a manifest is its digest's content, verified
   when it was read.  A graph built from reads that said something about the disk rather than
@@ -47,6 +50,7 @@ import fcntl
 import os
 import sqlite3
 import tempfile
+import time
 import zlib
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -61,7 +65,7 @@ from ocigraph._graph import pauses_gc
 from .cache import cache_enabled, cache_file_for, code_fingerprint
 from .layout import DiskLayout, FolderStamp, Junk
 
-__all__ = ["STORE_FORMAT", "SETTLE_NS", "GraphStore", "StoreDamaged", "store_file_for",
+__all__ = ["STORE_FORMAT", "SETTLE_NS", "GraphStore", "StoreDamaged", "store_file_for", "last_change", "settles_in",
            "claim", "save_store", "open_store", "is_settled", "wait_for_writer"]
 
 STORE_FORMAT = 1
@@ -84,10 +88,20 @@ def store_file_for(root: Path | str, cache_dir: Path | str | None = None) -> Pat
     return None if path is None else path.with_suffix(".graph")
 
 
+def last_change(folders: Sequence[FolderStamp]) -> int:
+    """When the folders last changed, in nanoseconds: the latest mtime *or ctime* -- an mtime
+    can be set back (``cp -a``, ``rsync -t``, ``tar x``), a ctime only moves forward."""
+    return max(max(mtime, ctime) for _, _, mtime, ctime in folders)
+
+
+def settles_in(folders: Sequence[FolderStamp]) -> float:
+    """Seconds until ``folders``, as stamped, will have settled (0 if they have)."""
+    return max(0.0, (last_change(folders) + SETTLE_NS - time.time_ns()) / 1e9)
+
+
 def is_settled(disk: DiskLayout) -> bool:
     """Whether ``disk``'s folder stamps can later prove nothing changed (see the module)."""
-    return bool(disk.folders) and all(disk.listed_at - mtime >= SETTLE_NS
-                                      for _, _, mtime, _ in disk.folders)
+    return bool(disk.folders) and disk.listed_at - last_change(disk.folders) >= SETTLE_NS
 
 
 def _mask(roles: Iterable[str]) -> int:
@@ -282,6 +296,7 @@ class GraphStore:
         self.junk = tuple(Junk(p, why) for p, why in meta["junk"])
         self._by_id: dict[int, tuple[str, list[Any]]] = {}
         self._by_digest: dict[str, int] = {}
+        self._counted = False
 
     def close(self) -> None:
         self._con.close()
@@ -315,7 +330,7 @@ class GraphStore:
         self._load("digest", digests)
         return {d: self._by_id[self._by_digest[d]][1] for d in digests if d in self._by_digest}
 
-    def _named(self, pairs: list[list[int]]) -> dict[str, frozenset[str]]:
+    def _named(self, pairs: Sequence[Sequence[int]]) -> dict[str, frozenset[str]]:
         self._load("id", [i for i, _ in pairs])
         by_id = self._by_id
         try:
@@ -396,6 +411,13 @@ class GraphStore:
         return bool(self._bodies([digest]))
 
     def with_prefix(self, prefix: str) -> list[str]:
+        # a short digest names one node only if no other starts the same: a node lost from the
+        # store would make it look unique, so count them first (once; a scan of the index)
+        if not self._counted:
+            (nodes,) = self._query("SELECT count(*) FROM nodes", ())[0]
+            if nodes != self.meta["nodes"]:
+                raise StoreDamaged("nodes")
+            self._counted = True
         # digests are ASCII: every digest starting with the prefix sorts in [prefix, prefix+"\x7f")
         rows = self._query("SELECT id, digest, body, crc FROM nodes WHERE digest >= ? AND digest < ? "
                            "ORDER BY digest", (prefix, prefix + "\x7f"))
@@ -416,11 +438,14 @@ def open_store(root: Path, cache_dir: Path | str | None, index_fingerprint: str,
     if not cache_enabled(cache):
         return None
     path = store_file_for(root, cache_dir)
-    if path is None or not path.is_file():
+    if path is None:
         return None
     con = None
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        if not path.is_file():
+            return None
+        uri = Path(os.path.abspath(path)).as_uri() + "?mode=ro"
+        con = sqlite3.connect(uri, uri=True, isolation_level=None)
         row = con.execute("SELECT body, crc FROM meta WHERE id = 1").fetchone()
         if row is None or zlib.crc32(row[0]) != row[1]:
             raise StoreDamaged("meta")
@@ -430,8 +455,15 @@ def open_store(root: Path, cache_dir: Path | str | None, index_fingerprint: str,
                 STORE_FORMAT, code_fingerprint(), index_fingerprint, folders):
             con.close()
             return None
+        # a row lost would go unseen by the checksums of the others: count the small table
+        # here; a node lost shows as a name not found, which sends planning to the layout
+        (entries,) = con.execute("SELECT count(*) FROM entries").fetchone()
+        if entries != meta["entry_count"]:
+            raise StoreDamaged("entries")
+        with contextlib.suppress(OSError):
+            os.utime(path)  # in use: not one for the cache's clean-up of abandoned files
         return GraphStore(path, con, meta)
-    except (sqlite3.Error, StoreDamaged, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+    except Exception:  # a cache: anything amiss and it is not believed
         if con is not None:
             con.close()
         return None

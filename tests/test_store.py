@@ -30,11 +30,17 @@ from ocigraph.testing import generated_layouts
 FOLDERS = (("", 1, 2, 3), ("sha256", 4, 5, 6))
 
 
+SETTLE_NS = store.SETTLE_NS
+
+
 @pytest.fixture(autouse=True)
-def _store_small_layouts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """These layouts are tiny; by default a layout this small is never stored."""
+def _store_small_new_layouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These layouts are tiny, and written just before they are read: by default a layout this
+    small is never stored, nor one whose folders changed in the last two seconds (tests that
+    are about that put the two seconds back)."""
     monkeypatch.setattr(planner, "_MIN_BLOBS", 0)
     monkeypatch.setattr(cache_mod, "_MIN_ENTRIES", 0)
+    monkeypatch.setattr(store, "SETTLE_NS", 0)
 
 
 def _saved(tmp: Path, graph: og.LayoutGraph) -> store.GraphStore:
@@ -128,13 +134,49 @@ def test_a_damaged_store_is_never_believed(tmp_path, damage):
     held = store.open_store(tmp_path, tmp_path / "cache", graph.graph["fingerprint"], FOLDERS, cache=True)
     if held is None:
         return  # the meta row (or the file) is refused at once
-    with pytest.raises(store.StoreDamaged):
-        digests = [og.resolve_in(held, "a"), og.resolve_in(held, "b")]
-        view = og.neighbourhood(held, digests, og.Policy())
-        # a damage the view did not need to read is no harm; reading every row finds it
-        held.records(list(graph))
-        held.entries(range(held.entry_count))
-        del view
+    try:
+        with pytest.raises(store.StoreDamaged):  # reading every row finds the damage
+            held.records(list(graph))
+            held.entries(range(held.entry_count))
+            held.tagged("a")
+            held.tagged("b")
+    finally:
+        held.close()
+
+
+@pytest.mark.parametrize("damage", [
+    "UPDATE nodes SET body = CAST(REPLACE(CAST(body AS TEXT), 'true', 'false') AS BLOB)",
+    "UPDATE nodes SET body = CAST(body AS TEXT)",
+    "UPDATE nodes SET body = 7",
+    "UPDATE nodes SET crc = crc + 1",
+    "DELETE FROM nodes",
+    "DELETE FROM entries WHERE pos = 0",
+    "UPDATE entries SET tag = 'app:1' WHERE pos = 1",
+    "DROP TABLE nodes",
+])
+@pytest.mark.parametrize("refs", [["app:0"], ["all"], [og.digest_bytes(b"dangling")]], ids=str)
+def test_with_a_damaged_store_a_delete_reads_the_layout(layout, damage, refs):
+    root, cache_dir, _ = layout
+    _corrupt_row(store.store_file_for(root, cache_dir), damage)
+    how, got = _outcome(root, refs, ORAS, cache_dir=cache_dir)
+    assert got == _outcome(root, refs, ORAS, cache=False)[1]
+    # every damage but one is seen by any delete; a tag column rewritten is seen by the
+    # lookups of the two tags it mixes up, and by nothing else (nor needs to be)
+    assert how == "built" or ("SET tag" in damage and refs != ["app:0"])
+    # the plan that read the layout stored it again, whole
+    assert _outcome(root, refs, ORAS, cache_dir=cache_dir)[0] == "stored"
+
+
+def test_a_node_lost_from_the_store_is_never_taken_for_an_unknown_name(layout):
+    root, cache_dir, _ = layout
+    dangling = og.digest_bytes(b"dangling")  # nobody references it: nothing else notices
+    for refs in ([dangling], [dangling[:16]]):
+        _corrupt_row(store.store_file_for(root, cache_dir),
+                     f"DELETE FROM nodes WHERE digest = '{dangling}'")
+        how, got = _outcome(root, refs, ORAS, cache_dir=cache_dir)
+        assert (how, got) == ("built", _outcome(root, refs, ORAS, cache=False)[1])
+        # the layout knew the name: the store was discarded and stored anew, whole
+        assert _outcome(root, refs, ORAS, cache_dir=cache_dir) == ("stored", got)
 
 
 # -- through plan_layout and the CLI ------------------------------------------------------------
@@ -145,14 +187,6 @@ def _write(root: Path, b: Builder) -> Path:
     (root / "index.json").write_bytes(b.index_json())
     for digest, data in b.blobs.items():
         (root / "blobs" / "sha256" / digest.split(":", 1)[1]).write_bytes(data)
-    return _settle(root)
-
-
-def _settle(root: Path) -> Path:
-    """Date the blob folders back, as if the layout had not changed for a minute."""
-    past = time.time() - 60
-    for folder in (root / "blobs", root / "blobs" / "sha256"):
-        os.utime(folder, (past, past))
     return root
 
 
@@ -236,21 +270,28 @@ def test_any_change_to_the_layout_retires_the_store(layout, change):
     else:
         os.symlink("/etc/passwd", sha / ("0" * 64))
     assert _outcome(root, ["app:0"], ORAS, cache_dir=cache_dir)[0] == "built"
-    # settled again, the next plan that builds the graph stores the layout as it is now (a
-    # plan recalled from the memo builds nothing, so this one asks something new)
-    _settle(root)
+    # the next plan that builds the graph stores the layout as it is now (a plan recalled from
+    # the memo builds nothing, so this one asks something new)
     assert plan_layout(root, "gc", [], og.Policy.preset("spec"), cache_dir=cache_dir).how == "built"
     how, got = _outcome(root, ["app:0"], ORAS, cache_dir=cache_dir)
     assert got == _outcome(root, ["app:0"], ORAS, cache=False)[1]
     assert how == "stored"
 
 
-def test_a_layout_changed_just_before_the_listing_is_not_stored(tmp_path):
+@pytest.mark.parametrize("mtime", ["now", "set back"])
+def test_a_layout_changed_just_before_the_listing_is_not_stored(tmp_path, monkeypatch, mtime):
+    monkeypatch.setattr(store, "SETTLE_NS", SETTLE_NS)
     b, _ = _layout()
     root = _write(tmp_path / "layout", b)
-    os.utime(root / "blobs" / "sha256")  # changed now: its mtime could hide a change to come
+    if mtime == "set back":  # as cp -a, rsync -t or tar x leave a folder: its ctime says now
+        past = time.time() - 3600
+        for folder in (root / "blobs", root / "blobs" / "sha256"):
+            os.utime(folder, (past, past))
     plan_layout(root, "gc", [], og.Policy(), cache_dir=tmp_path / "cache")
     assert not store.store_file_for(root, tmp_path / "cache").exists()
+    monkeypatch.setattr(store, "SETTLE_NS", 0)  # (as if two seconds had passed)
+    plan_layout(root, "gc", [], og.Policy.preset("spec"), cache_dir=tmp_path / "cache")
+    assert store.store_file_for(root, tmp_path / "cache").exists()
 
 
 def test_a_graph_built_from_a_corrupt_manifest_is_not_stored(tmp_path):
@@ -258,7 +299,6 @@ def test_a_graph_built_from_a_corrupt_manifest_is_not_stored(tmp_path):
     root = _write(tmp_path / "layout", b)
     path = root / "blobs" / "sha256" / names["sig"].split(":")[1]
     path.write_bytes(path.read_bytes().replace(b"sig", b"SIG"))
-    _settle(root)
     plan_layout(root, "gc", [], og.Policy(), cache_dir=tmp_path / "cache")
     assert not store.store_file_for(root, tmp_path / "cache").exists()
 
@@ -327,6 +367,7 @@ def _script(*args: object, env: dict[str, str]) -> subprocess.CompletedProcess[s
 @pytest.mark.parametrize("detach", [True, False], ids=["detached", "OCIGRAPH_NO_DETACH"])
 def test_the_script_answers_then_stores_the_graph_in_a_child(tmp_path, detach):
     root, tags = _big_layout(tmp_path / "layout")
+    time.sleep(SETTLE_NS / 1e9 + 0.1)  # a child process has the real rule: let the folders settle
     env = {"OCIGRAPH_CACHE_DIR": str(tmp_path / "cache"), "OCIGRAPH_NO_DETACH": "" if detach else "1"}
     gc = _script("gc", root, "--dry-run", "--format", "json", env=env)
     assert gc.returncode == 0 and gc.stderr == ""
@@ -342,3 +383,23 @@ def test_the_script_answers_then_stores_the_graph_in_a_child(tmp_path, detach):
         fresh = plan_layout(root, "delete", [tag], og.Policy(), cache=False).plan
         assert _comparable(og.Plan.from_json(got.stdout.encode())) == _comparable(fresh)
         assert len(fresh.deletions) == 5 and {k.kind for k in fresh.kept} == {"shared"}
+
+
+def test_a_delete_that_built_the_graph_and_applied_it_stores_the_layout_after(tmp_path, monkeypatch):
+    """``delete --yes`` on a layout whose store is stale: the plan builds the graph, the
+    storing job is left for after the answer, the apply changes the layout -- and the job,
+    seeing that, stores the layout as it is then (not nothing: the job holds the writer's
+    lock, which a second job of the same process would wait for in vain)."""
+    b, names = _layout()
+    root = _write(tmp_path / "layout", b)
+    cache_dir = tmp_path / "cache"
+    monkeypatch.setenv("OCIGRAPH_CACHE_DIR", str(cache_dir))
+    plan_layout(root, "gc", [], og.Policy(), cache_dir=cache_dir)
+    data = b"pushed since"
+    (root / "blobs" / "sha256" / og.digest_bytes(data).split(":")[1]).write_bytes(data)
+    done = CliRunner().invoke(cli, ["delete", str(root), "all", "--yes"])
+    assert done.exit_code == 0, done.output
+    assert "stored" not in done.output
+    assert not (root / "blobs" / "sha256" / names["listing"].split(":")[1]).exists()
+    assert _outcome(root, ["app:0"], ORAS, cache_dir=cache_dir) == \
+        ("stored", _outcome(root, ["app:0"], ORAS, cache=False)[1])
