@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import orjson
 import pytest
 from builder import Builder
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import ocigraph as og
@@ -25,7 +26,7 @@ from io_adapters import planner, store
 from io_adapters.cli import cli
 from io_adapters.layout import DiskLayout, Junk
 from io_adapters.planner import plan_layout
-from ocigraph.testing import generated_layouts
+from ocigraph.testing import delete_targets, generated_layouts, policies
 
 FOLDERS = (("", 1, 2, 3), ("sha256", 4, 5, 6))
 
@@ -403,3 +404,32 @@ def test_a_delete_that_built_the_graph_and_applied_it_stores_the_layout_after(tm
     assert not (root / "blobs" / "sha256" / names["listing"].split(":")[1]).exists()
     assert _outcome(root, ["app:0"], ORAS, cache_dir=cache_dir) == \
         ("stored", _outcome(root, ["app:0"], ORAS, cache=False)[1])
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(generated_layouts().filter(lambda g: bool(g.known)), policies(), st.data())
+def test_on_any_layout_a_delete_from_the_store_is_the_delete_from_the_layout(tmp_path, g, policy, data):
+    """End to end, on disk: store a generated layout (a plan that builds its graph), then
+    delete random targets -- tags, digests, short digests -- from the store and by reading
+    the layout: the same plan, or the same error."""
+    refs = data.draw(delete_targets(g, max_size=2), label="refs")
+    if refs and data.draw(st.booleans(), label="shorten the first"):
+        refs[0] = refs[0][:19] if refs[0].startswith("sha256:") else refs[0]
+    with tempfile.TemporaryDirectory(dir=tmp_path) as tmp:
+        root = Path(tmp) / "layout"
+        for digest, content in g.blobs.items():
+            alg, hexd = digest.split(":", 1)
+            (root / "blobs" / alg).mkdir(parents=True, exist_ok=True)
+            (root / "blobs" / alg / hexd).write_bytes(content)
+        (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        (root / "oci-layout").write_bytes(b'{"imageLayoutVersion":"1.0.0"}')
+        (root / "index.json").write_bytes(g.index_json)
+        cache_dir = Path(tmp) / "cache"
+        plan_layout(root, "untag", [], og.Policy(), cache_dir=cache_dir)  # builds, and stores
+        stored = _outcome(root, refs, policy, cache_dir=cache_dir)
+        fresh = _outcome(root, refs, policy, cache=False)
+        event(f"{stored[0]} / {fresh[0]}")
+        assert stored[1] == fresh[1]
+        if fresh[0] != "error" and store.store_file_for(root, cache_dir).exists():
+            assert stored[0] == "stored"
