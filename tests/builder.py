@@ -63,3 +63,17 @@ class Builder:
 
     def graph(self, **kw: Any) -> og.LayoutGraph:
         return og.build_graph(self.layout(**kw))
+
+
+def two_images_and_a_signature() -> tuple[Builder, dict[str, dict[str, Any]]]:
+    """``app:1`` and ``app:0`` sharing a layer, a signature of ``app:1`` that nobody lists, and a
+    dangling blob; their descriptors by name (``img``, ``old``, ``sig``)."""
+    b = Builder()
+    shared = b.blob("shared")
+    img = b.manifest(layers=[shared, b.blob("a1")])
+    b.entry(img, "app:1")
+    old = b.manifest(layers=[shared, b.blob("old")])
+    b.entry(old, "app:0")
+    sig = b.manifest(layers=[b.blob("sig")], subject=img, artifact_type="application/x-sig")
+    b.blob("dangling")
+    return b, {"img": img, "old": old, "sig": sig}

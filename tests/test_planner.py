@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from builder import Builder
+from builder import Builder, two_images_and_a_signature
 from click.testing import CliRunner
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -50,21 +50,9 @@ def _fresh(root: Path, operation: str, refs: list[str], policy: og.Policy) -> og
     return plan_layout(root, operation, refs, policy, cache=False).plan
 
 
-def _store() -> tuple[Builder, dict[str, dict[str, object]]]:
-    b = Builder()
-    shared = b.blob("shared")
-    img = b.manifest(layers=[shared, b.blob("a1")])
-    b.entry(img, "app:1")
-    old = b.manifest(layers=[shared, b.blob("old")])
-    b.entry(old, "app:0")
-    b.manifest(layers=[b.blob("sig")], subject=img, artifact_type="application/x-sig")
-    b.blob("dangling")
-    return b, {"img": img, "old": old}
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> tuple[Path, Path, Builder]:
-    b, _ = _store()
+    b, _ = two_images_and_a_signature()
     return _write(tmp_path / "layout", b.index_json(), b.blobs), tmp_path / "cache", b
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from builder import Builder
+from builder import Builder, two_images_and_a_signature
 from click.testing import CliRunner
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -192,17 +192,11 @@ def _write(root: Path, b: Builder) -> Path:
 
 
 def _layout() -> tuple[Builder, dict[str, str]]:
-    b = Builder()
-    shared = b.blob("shared")
-    img = b.manifest(layers=[shared, b.blob("a1")])
-    b.entry(img, "app:1")
-    old = b.manifest(layers=[shared, b.blob("old")])
-    b.entry(old, "app:0")
-    sig = b.manifest(layers=[b.blob("sig")], subject=img, artifact_type="application/x-sig")
-    listing = b.index([img, old])
+    """The planner tests' small store, with an index listing both images tagged ``all``."""
+    b, d = two_images_and_a_signature()
+    listing = b.index([d["img"], d["old"]])
     b.entry(listing, "all")
-    b.blob("dangling")
-    return b, {"img": img["digest"], "old": old["digest"], "sig": sig["digest"],
+    return b, {"img": d["img"]["digest"], "old": d["old"]["digest"], "sig": d["sig"]["digest"],
                "listing": listing["digest"]}
 
 
