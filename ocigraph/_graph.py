@@ -521,18 +521,25 @@ def resolve_ref(graph: nx.DiGraph, ref: str) -> str:
     A digest must be a node of the graph; a tag must name exactly one digest, else
     :class:`AmbiguousRefError` lists them all.
     """
-    if "liveness" in graph.graph and ref not in graph:
+    if is_view(graph) and ref not in graph:
         raise ValueError(f"a neighbourhood view names its nodes by digest; {ref!r} is not one of "
                          "them (resolve tags in its source: ocigraph.resolve_in)")
+    return resolve_with(ref, graph.__contains__, lambda tag: tagged_digests(graph, tag))
 
-    def tagged(tag: str) -> list[str]:
-        found: list[str] = []
-        for e in graph.graph["index"].entries:
-            if e.tag == tag and e.digest not in found:
-                found.append(e.digest)
-        return found
 
-    return resolve_with(ref, graph.__contains__, tagged)
+def tagged_digests(graph: nx.DiGraph, tag: str) -> list[str]:
+    """The digests index.json gives ``tag``, in index.json order (more than one: ambiguous)."""
+    found: list[str] = []
+    for e in graph.graph["index"].entries:
+        if e.tag == tag and e.digest not in found:
+            found.append(e.digest)
+    return found
+
+
+def is_view(graph: nx.DiGraph) -> bool:
+    """Whether ``graph`` is a neighbourhood view (:func:`ocigraph.neighbourhood`), which
+    carries the whole graph's liveness instead of the whole graph."""
+    return "liveness" in graph.graph
 
 
 def resolve_with(ref: str, has: Callable[[str], bool], tagged: Callable[[str], Any]) -> str:

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import networkx as nx
 
 from ._errors import BrokenManifestError, GuardError, StalePlanError, UnknownRefError
-from ._graph import is_young, live_set, pauses_gc, resolve_ref, roots
+from ._graph import is_view, is_young, live_set, pauses_gc, resolve_ref, roots
 from ._model import Index, Layout, Manifest, Reporter
 from ._parse import parse_index, render_index
 from ._plan import Deletion, IndexChange, Kept, Plan, Reason
@@ -144,8 +144,8 @@ def liveness(graph: nx.DiGraph, policy: Policy | None = None,
     whose successors matter.
     """
     policy = policy or Policy()
-    own = graph.graph.get("liveness")
-    if own is not None:  # a view: its facts came with it
+    if is_view(graph):  # its facts came with it
+        own = graph.graph["liveness"]
         if own.keep_untagged != policy.keep_untagged or policy.grace > 0 or root_set is not None:
             raise ValueError("a neighbourhood view knows liveness only for the root rule it "
                              "was made for, without grace")
@@ -175,7 +175,7 @@ def _check_usable(facts: Liveness, exclude: Collection[str]) -> None:
 
 
 def _whole(graph: nx.DiGraph, operation: str) -> None:
-    if "liveness" in graph.graph:
+    if is_view(graph):
         raise ValueError(f"{operation} needs the whole graph; a neighbourhood view plans "
                          "deletes only")
 

@@ -40,7 +40,7 @@ from typing import Any, NamedTuple, Protocol
 import networkx as nx
 
 from ._errors import UnknownRefError
-from ._graph import LayoutGraph, pauses_gc, resolve_with
+from ._graph import LayoutGraph, pauses_gc, resolve_with, tagged_digests
 from ._model import Index, IndexEntry
 from ._planning import Liveness, liveness
 from ._policy import Policy
@@ -143,11 +143,7 @@ class WholeGraph:
         return {p: entries[p] for p in positions}
 
     def tagged(self, tag: str) -> list[str]:
-        found: list[str] = []
-        for e in self.graph.graph["index"].entries:
-            if e.tag == tag and e.digest not in found:
-                found.append(e.digest)
-        return found
+        return tagged_digests(self.graph, tag)
 
     def has(self, digest: str) -> bool:
         return digest in self.graph._node
