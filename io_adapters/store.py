@@ -153,6 +153,11 @@ def save_store(path: Path, disk: DiskLayout, graph: nx.DiGraph,
         os.close(fd)
         try:
             _write(tmp, disk, graph, facts)
+            fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)  # whole on disk before it has the name readers open
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
