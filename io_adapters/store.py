@@ -123,6 +123,11 @@ def _roles(mask: int) -> frozenset[str]:
 
 # -- writing ----------------------------------------------------------------------------------
 
+def _open_lock(path: Path) -> int:
+    """A descriptor of the store's writer lock file, ``<path>.lock``."""
+    return os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
 def claim(path: Path) -> int | None:
     """Become the writer of the store at ``path``: an open descriptor of ``<path>.lock``
     holding its ``flock``, or ``None`` when another process is writing it (or no lock can be
@@ -130,7 +135,7 @@ def claim(path: Path) -> int | None:
     closed."""
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = _open_lock(path)
     except OSError:
         return None
     try:
@@ -172,7 +177,7 @@ def wait_for_writer(root: Path | str, cache_dir: Path | str | None = None) -> No
     if path is None or not path.parent.is_dir():
         return
     with contextlib.suppress(OSError):
-        fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = _open_lock(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
         finally:
@@ -366,7 +371,6 @@ class GraphStore:
             inside = [(i, m) for i, m in pairs if i in by_id and by_id[i][0] in core]
             outside = [(i, m) for i, m in pairs if not (i in by_id and by_id[i][0] in core)]
             pairs = [*inside, min(outside)] if outside else inside
-        self._load("id", [i for i, _ in pairs])
         return self._named(pairs)
 
     def attributes(self, digests: Collection[str]) -> dict[str, Mapping[str, Any]]:
@@ -385,13 +389,9 @@ class GraphStore:
         for at in range(0, len(want), _BATCH):
             part = want[at:at + _BATCH]
             marks = ",".join("?" * len(part))
-            for pos, _tag, body, crc in self._query(
+            for pos, tag, body, crc in self._query(
                     f"SELECT pos, tag, body, crc FROM entries WHERE pos IN ({marks})", part):
-                if zlib.crc32(body) != crc:
-                    raise StoreDamaged(f"index.json entry {pos} does not match its checksum")
-                at, _digest, tag, desc = orjson.loads(body)
-                if at != pos:
-                    raise StoreDamaged(f"index.json entry {pos} is filed at another position")
+                _digest, desc = _entry(pos, tag, body, crc)
                 out[pos] = og.IndexEntry(pos, og.Descriptor(*_descriptor_fields(desc)), tag)
         if len(out) != len(want):
             raise StoreDamaged("an index.json entry is missing")
@@ -401,11 +401,7 @@ class GraphStore:
         found: list[str] = []
         for pos, body, crc in self._query("SELECT pos, body, crc FROM entries WHERE tag = ? ORDER BY pos",
                                           (tag,)):
-            if zlib.crc32(body) != crc:
-                raise StoreDamaged(f"index.json entry {pos} does not match its checksum")
-            at, digest, entry_tag, _ = orjson.loads(body)
-            if entry_tag != tag or at != pos:
-                raise StoreDamaged(f"index.json entry {pos} is filed under another tag")
+            digest, _ = _entry(pos, tag, body, crc)
             if digest not in found:
                 found.append(digest)
         if len(self._bodies(found)) != len(found):
@@ -428,6 +424,17 @@ class GraphStore:
                            "ORDER BY digest", (prefix, prefix + "\x7f"))
         self._take(rows)
         return [d for _, d, _, _ in rows]
+
+
+def _entry(pos: int, tag: str | None, body: Any, crc: int) -> tuple[str, list[Any]]:
+    """An ``entries`` row checked -- its checksum, and that its body says the position and tag
+    it is filed under -- as ``(digest, descriptor fields)``."""
+    if zlib.crc32(body) != crc:
+        raise StoreDamaged(f"index.json entry {pos} does not match its checksum")
+    at, digest, entry_tag, desc = orjson.loads(body)
+    if (at, entry_tag) != (pos, tag):
+        raise StoreDamaged(f"index.json entry {pos} is filed under another position or tag")
+    return digest, desc
 
 
 def _descriptor_fields(desc: list[Any]) -> tuple[Any, ...]:
