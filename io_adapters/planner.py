@@ -75,6 +75,7 @@ from .layout import (
     stamp_of,
 )
 from .store import (
+    GraphStore,
     claim,
     is_settled,
     open_store,
@@ -349,8 +350,7 @@ def _delete_from_store(root: Path, refs: Sequence[str], policy: og.Policy, cache
     now = time.time()  # the snapshot: as read_layout, before anything is looked at
     check_real_dir(root, str(root))
     read_oci_layout_file(root)
-    fingerprint = og.digest_bytes(read_regular_file(root / "index.json", "index.json"))
-    store = open_store(root, cache_dir, fingerprint, folder_stamps(root), cache)
+    store = _current_store(root, cache, cache_dir)
     if store is None:
         return None
     try:
@@ -366,13 +366,19 @@ def _delete_from_store(root: Path, refs: Sequence[str], policy: og.Policy, cache
     except og.OcigraphError:
         raise  # a tag on two images, a mistyped digest: the layout would say the same
     except Exception:  # the store is a cache: anything amiss, and the layout is read instead
-        store.close()
         _discard(store.path)
         return None
     finally:
         store.close()
     plan = og.plan_delete(view, digests, policy)
     return Planned(root, plan, plan_tags(view, plan), "stored", view, None, store.junk)
+
+
+def _current_store(root: Path, cache: bool | None, cache_dir: Path | str | None) -> GraphStore | None:
+    """The layout's stored graph if it was made from the layout as it is now: index.json's
+    bytes and the blob folders' stamps (see :mod:`io_adapters.store`)."""
+    fingerprint = og.digest_bytes(read_regular_file(root / "index.json", "index.json"))
+    return open_store(root, cache_dir, fingerprint, folder_stamps(root), cache)
 
 
 def _discard(path: Path) -> None:
@@ -416,27 +422,16 @@ def _store(disk: DiskLayout, graph: nx.DiGraph, whole: og.WholeGraph, cache: boo
     if held is not None:
         held.close()
         return
-    claimed = claim(path)  # now, so that a deferred job is known to be on its way
-    if claimed is None:
-        return  # another process is storing it
     kept = [graph, whole]  # let go of before a rebuild: the job may be the graph's last holder
 
-    def job() -> None:
-        try:
-            if folder_stamps(disk.root) == disk.folders:
-                save_store(path, disk, kept[0], {False: kept[1].facts(False),
-                                                 True: kept[1].facts(True)})
-            else:  # changed since it was read (an apply, a push): store it as it is now
-                kept.clear()
-                _rebuild(disk.root, path, cache, cache_dir)
-        except og.OcigraphError:
-            pass
-        finally:
-            _PENDING.discard(path)
-            os.close(claimed)
+    def work() -> None:
+        if folder_stamps(disk.root) == disk.folders:
+            save_store(path, disk, kept[0], {False: kept[1].facts(False), True: kept[1].facts(True)})
+        else:  # changed since it was read (an apply, a push): store it as it is now
+            kept.clear()
+            _rebuild(disk.root, path, cache, cache_dir)
 
-    _PENDING.add(path)
-    _run_or_defer(job, claimed, defer)
+    _storing_job(path, work, defer)
 
 
 def _store_path(root: Path, cache_dir: Path | str | None) -> Path | None:
@@ -444,7 +439,24 @@ def _store_path(root: Path, cache_dir: Path | str | None) -> Path | None:
     return None if path is None else Path(os.path.abspath(path))
 
 
-def _run_or_defer(job: Callable[[], None], claimed: int, defer: Callable[..., None] | None) -> None:
+def _storing_job(path: Path, work: Callable[[], None], defer: Callable[..., None] | None) -> None:
+    """Claim the writer's lock of the store at ``path`` now (so that a deferred job is known to
+    be on its way) and do ``work`` holding it -- here, or handed to ``defer``.  Nothing, if
+    another process is storing it."""
+    claimed = claim(path)
+    if claimed is None:
+        return
+
+    def job() -> None:
+        try:
+            work()
+        except og.OcigraphError:
+            pass  # the layout went bad under us: only a shortcut is lost
+        finally:
+            _PENDING.discard(path)
+            os.close(claimed)
+
+    _PENDING.add(path)
     if defer is None:
         job()
     else:
@@ -481,26 +493,13 @@ def restore_later(root: Path | str, cache: bool | None = None, cache_dir: Path |
     try:
         if not path.exists():
             return
-        fingerprint = og.digest_bytes(read_regular_file(root / "index.json", "index.json"))
-        held = open_store(root, cache_dir, fingerprint, folder_stamps(root), cache)
+        held = _current_store(root, cache, cache_dir)
     except (OSError, og.OcigraphError):
         return
     if held is not None:  # unchanged after all (an empty plan)
         held.close()
         return
-    claimed = claim(path)
-    if claimed is None:
-        return
-
-    def job() -> None:
-        try:
-            _rebuild(root, path, cache, cache_dir)
-        except og.OcigraphError:
-            pass
-        finally:
-            os.close(claimed)
-
-    _run_or_defer(job, claimed, defer)
+    _storing_job(path, lambda: _rebuild(root, path, cache, cache_dir), defer)
 
 
 @pauses_gc  # remembering a plan makes ~100k small lists beside a big graph
