@@ -48,7 +48,7 @@ from typing import Any
 import orjson
 
 import ocigraph as og
-from ocigraph._graph import pauses_gc
+from .collector import pauses_collector as pauses_gc
 
 __all__ = [
     "CACHE_FORMAT",

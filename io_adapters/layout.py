@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 import ocigraph as og
-from ocigraph._graph import pauses_gc
+from .collector import pauses_collector as pauses_gc
 
 from .cache import cache_enabled, caching_source
 from .errors import LayoutAccessError

@@ -60,7 +60,7 @@ import networkx as nx
 import orjson
 
 import ocigraph as og
-from ocigraph._graph import pauses_gc
+from .collector import pauses_collector as pauses_gc
 
 from .cache import cache_enabled, cache_file_for, code_fingerprint
 from .layout import DiskLayout, FolderStamp, Junk

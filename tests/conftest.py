@@ -22,3 +22,16 @@ settings.register_profile("ci", _BASE, max_examples=300, database=None, print_bl
 settings.register_profile("dev", _BASE, max_examples=50)
 settings.register_profile("thorough", _BASE, max_examples=3000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+# Every test -- and every process a test starts, which inherits the environment -- keeps
+# ocigraph's cache in a temporary folder of this session, never in the user's ~/.cache.
+# Set here, at import, so that it holds before any test module imports ocigraph's shell.
+import atexit as _atexit
+import shutil as _shutil
+import tempfile as _tempfile
+
+_CACHE_ROOT = _tempfile.mkdtemp(prefix="ocigraph-test-cache-")
+os.environ["OCIGRAPH_CACHE_DIR"] = _CACHE_ROOT
+os.environ["XDG_CACHE_HOME"] = _CACHE_ROOT
+_atexit.register(_shutil.rmtree, _CACHE_ROOT, True)
