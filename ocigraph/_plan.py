@@ -92,6 +92,10 @@ class Plan:
     index_changes: tuple[IndexChange, ...] = ()
     kept: tuple[Kept, ...] = ()
     snapshot_time: float | None = None
+    #: what the plan was made from, in the words of the adapter that read it (for a layout on
+    #: disk, the device and inode of its root directory); apply refuses a plan whose origin is
+    #: not what it is about to change.  ``None`` for a plan made from values in memory.
+    origin: str | None = None
 
     @property
     def bytes_freed(self) -> int:
@@ -117,6 +121,7 @@ class Plan:
             "policy": self.policy.to_dict(),
             "indexFingerprint": self.index_fingerprint,
             "snapshotTime": self.snapshot_time,
+            "origin": self.origin,
             "bytesFreed": self.bytes_freed,
             "deletions": [
                 {
@@ -196,6 +201,9 @@ class Plan:
         snap = doc.get("snapshotTime")
         if snap is not None and (isinstance(snap, bool) or not isinstance(snap, (int, float))):
             raise PlanFormatError("snapshotTime is not a number")
+        origin = doc.get("origin")
+        if origin is not None:
+            origin = _str(origin, "origin")
         plan = cls(
             operation=op,
             targets=tuple(_str(t, "targets") for t in _list(doc, "targets")),
@@ -205,6 +213,7 @@ class Plan:
             index_changes=tuple(changes),
             kept=tuple(kept),
             snapshot_time=snap,
+            origin=origin,
         )
         if "bytesFreed" in doc and doc["bytesFreed"] != plan.bytes_freed:
             raise PlanFormatError(
