@@ -2,8 +2,11 @@
 
 Order of work (SEMANTICS §6):
 
-1. take the layout lock (or use the caller's);
-2. re-read index.json and refuse a stale plan (its fingerprint differs);
+1. take the layout lock (or use the caller's) on the layout's directory handle
+   (:class:`io_adapters.layout.LayoutDir`), through which every later step reads and writes;
+2. refuse a plan made from another directory (``plan.origin``) and a layout whose path no
+   longer names the directory the handle holds; re-read index.json and refuse a stale plan
+   (its fingerprint differs);
 3. write the new index.json atomically: a temp file in the layout folder, fsync, rename over
    index.json, fsync the folder -- readers see the old or the new file, never half of one;
 4. unlink blobs in plan order, predecessors first, so at every instant each blob reachable from
@@ -11,7 +14,9 @@ Order of work (SEMANTICS §6):
    was written after the plan's snapshot, is skipped and reported.
 
 Every digest to delete is checked, and its blob folder refused if it is a symlink, before step 3:
-a bad plan changes nothing.
+a bad plan changes nothing.  Right before step 3 the path is checked again: a layout exchanged
+for another directory while the command waited (at its prompt, say) is left alone, and so is
+the other directory.
 
 If step 4 stops half way, index.json already no longer reaches the remaining blobs: they are
 plain garbage, and the next ``gc`` removes them.
@@ -19,12 +24,10 @@ plain garbage, and the next ``gc`` removes them.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import math
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,14 +35,11 @@ from pathlib import Path
 
 import ocigraph as og
 
-from .errors import ApplyError, LayoutAccessError, PlanMismatchError
-from .layout import blob_file, blob_name, check_real_dir, read_regular_file
+from .errors import ApplyError, LayoutAccessError, PlanMismatchError, PlanOriginError
+from .layout import LayoutDir, blob_name, blob_path, open_layout, printable
 from .lock import LayoutLock
-from .planner import plan_layout
 
-__all__ = ["ApplyReport", "apply_plan", "verify_plan", "write_index_atomically", "TEMP_PREFIX"]
-
-TEMP_PREFIX = ".index.json.ocigraph-"
+__all__ = ["ApplyReport", "apply_plan", "verify_plan"]
 
 #: ``progress`` is called once per this many blobs handled, and at the end: a call per blob
 #: (a tqdm update in the CLI) would add its cost to every deletion, for a bar that cannot show it
@@ -68,84 +68,28 @@ class ApplyReport:
         }
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _check_blob_folders(layout_dir: LayoutDir, digests: list[str]) -> None:
+    """Refuse, before anything changes, a digest that is not a valid sweepable one
+    (``sha256:../../x`` never becomes a name) and a ``blobs/`` or ``blobs/<alg>/`` that is a
+    symlink; open each folder once.  A missing folder is fine (its blobs are already gone)."""
+    algorithms = set()
+    for digest in digests:
+        blob_path(layout_dir.path, digest)  # raises for a digest that may not become a name
+        algorithms.add(digest.partition(":")[0])
+    for alg in sorted(algorithms):
+        layout_dir.folder(f"blobs/{alg}", missing_ok=True)
 
 
-def remove_stale_temp_files(root: Path) -> None:
-    """Remove temp files a killed ocigraph left (only ours, by prefix; call under the lock)."""
-    with contextlib.suppress(OSError), os.scandir(root) as it:
-        for e in it:
-            if e.name.startswith(TEMP_PREFIX) and e.is_file(follow_symlinks=False):
-                with contextlib.suppress(OSError):
-                    os.unlink(e.path)
-
-
-def write_index_atomically(root: Path, data: bytes) -> None:
-    """Replace ``root/index.json`` with ``data``: temp file, fsync, rename, fsync folder.
-
-    Every failure is a :class:`LayoutAccessError`: before the rename, index.json is unchanged;
-    after it (the folder cannot be fsynced), index.json is new but may not survive a power
-    loss, so the caller must not delete any blob it no longer references.
-    """
-    try:
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=TEMP_PREFIX, suffix=".tmp")
-    except OSError as exc:
-        raise LayoutAccessError("index.json", f"cannot create a temp file beside it "
-                                f"({exc.strerror}); it was left unchanged") from None
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, root / "index.json")
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise LayoutAccessError("index.json", f"cannot write the new index.json ({exc.strerror}); "
-                                "it was left unchanged") from None
-    try:
-        _fsync_dir(root)
-    except OSError as exc:
-        raise LayoutAccessError("index.json", f"rewritten, but the layout folder could not be "
-                                f"synced ({exc.strerror}), so no blob was deleted") from None
-
-
-def _check_blob_folders(root: Path, algorithms: set[str]) -> None:
-    """Refuse to unlink through a symlinked ``blobs/`` or ``blobs/<alg>/``: a plan may be applied
-    long after it was made, and the folder may since point outside the layout.  A missing folder
-    is fine (its blobs are already gone).  ``algorithms``: those of the blobs to delete."""
-    folders = ["blobs", *sorted("blobs/" + alg for alg in algorithms)]
-    for rel in folders if algorithms else ():
-        check_real_dir(root / rel, rel, missing_ok=True)
-
-
-def _blob_files(root: Path, digests: list[str]) -> tuple[list[str], set[str]]:
-    """The file of each digest, as a string (:func:`blob_file`: a pathlib join per blob cost
-    more than its unlink), and the algorithms seen; raises, before anything is changed, for a
-    digest that is not a valid, sweepable one (``sha256:../../x`` never becomes a path)."""
-    files = [blob_file(root, digest) for digest in digests]
-    return files, {digest.partition(":")[0] for digest in digests}
-
-
-def verify_plan(root: Path, plan: og.Plan) -> None:
+def verify_plan(layout_dir: LayoutDir, plan: og.Plan) -> None:
     """Refuse a plan that deletes a blob, or edits an index.json entry, that planning the same
     operation (same targets, same policy) on the layout as it is now would not.
 
     A saved plan is a file: it may have been edited, and blobs may have been written since it
     was made (a push whose manifest now references a planned layer).  Call under the lock.
     """
-    # (the plan just made by `ocigraph plan` on this unchanged layout is recalled, not redone)
-    # (the layout is about to change: a graph built here is not worth storing)
-    planned = plan_layout(root, plan.operation, plan.targets, plan.policy, store=False)
+    from .planner import plan_layout  # (the planner re-checks saved plans through apply)
+
+    planned = plan_layout(layout_dir, plan.operation, plan.targets, plan.policy)
     fresh = planned.plan
     if fresh.index_fingerprint != plan.index_fingerprint:
         raise og.StalePlanError(plan.index_fingerprint, fresh.index_fingerprint)
@@ -161,39 +105,33 @@ def verify_plan(root: Path, plan: og.Plan) -> None:
 
 
 def _delete_blobs(
+    layout_dir: LayoutDir,
     digests: list[str],
-    files: list[str],
     snapshot_time: float | None,
     index_written: bool,
     progress: Callable[[int], None] | None,
-    unlink: Callable[[str], None],
+    unlink: Callable[[Path], None] | None,
 ) -> tuple[list[str], list[str], list[tuple[str, str]], int]:
-    """Unlink ``files`` (those of ``digests``) in order: (deleted, already gone, skipped, bytes).
+    """Unlink the blobs of ``digests`` in order: (deleted, already gone, skipped, bytes).
 
     The hot loop of apply: per blob one ``lstat`` (a regular file, not newer than the snapshot,
-    its size) and one unlink, nothing else -- the ``lstat`` is the safety check, and all that
-    apply costs beyond a bare unlink loop.  ``progress`` is called once per chunk.  A blob that
-    fails is named relative to the layout, as ``blobs/<alg>/<encoded>``.
-
-    Full paths rather than ``dir_fd`` calls on an opened ``blobs/<alg>/``: those measured no
-    faster here (the kernel caches the lookups), and the kill-point tests find the N-th blob
-    unlink by the path in its ``os.remove`` audit event.
+    its size) and one unlink, both relative to the blob folder's descriptor.  ``unlink``
+    (tests only) replaces the unlink, and gets the blob's path.
     """
     deleted: list[str] = []
     gone: list[str] = []
     skipped: list[tuple[str, str]] = []
     freed = 0
-    total = len(files)
-    lstat, is_regular = os.lstat, stat.S_ISREG
+    total = len(digests)
+    lstat, remove, is_regular = layout_dir.lstat_blob, layout_dir.unlink_blob, stat.S_ISREG
     newest = math.inf if snapshot_time is None else snapshot_time
     for start in range(0, total, _PROGRESS_EVERY):
-        stop = min(start + _PROGRESS_EVERY, total)
-        for digest, file in zip(digests[start:stop], files[start:stop], strict=True):
+        for digest in digests[start:start + _PROGRESS_EVERY]:
             try:
-                st = lstat(file)
-            except FileNotFoundError:
-                gone.append(digest)
-                continue
+                st = lstat(digest)
+                if st is None:
+                    gone.append(digest)
+                    continue
             except OSError as exc:
                 raise ApplyError(blob_name(digest), exc.strerror or str(exc), len(deleted), total,
                                  index_written) from None
@@ -204,7 +142,10 @@ def _delete_blobs(
                 skipped.append((digest, "written after the plan was made"))
                 continue
             try:
-                unlink(file)
+                if unlink is None:
+                    remove(digest)
+                else:
+                    unlink(blob_path(layout_dir.path, digest))
             except FileNotFoundError:
                 gone.append(digest)
                 continue
@@ -215,57 +156,57 @@ def _delete_blobs(
             deleted.append(digest)
             freed += st.st_size
         if progress is not None:
-            progress(stop)
+            progress(min(start + _PROGRESS_EVERY, total))
     return deleted, gone, skipped, freed
 
 
 def apply_plan(
-    root: Path | str,
+    root: Path | str | LayoutDir,
     plan: og.Plan,
     *,
     lock: LayoutLock | None = None,
     lock_timeout: float = 10.0,
     progress: Callable[[int], None] | None = None,
-    unlink: Callable[[Path], None] = os.unlink,
+    unlink: Callable[[Path], None] | None = None,
     verify: bool = False,
 ) -> ApplyReport:
-    """Apply ``plan`` to the layout at ``root``; returns an :class:`ApplyReport`.
+    """Apply ``plan`` to the layout at ``root`` (a path or an open :class:`LayoutDir`);
+    returns an :class:`ApplyReport`.
 
-    ``lock``: a held :class:`LayoutLock` (when the caller planned under it); otherwise one is
-    taken for the duration.  ``progress`` is called with the number of blobs handled so far,
-    every ``_PROGRESS_EVERY`` blobs and once all are handled.
+    ``lock``: a held :class:`LayoutLock` (when the caller planned under it; its directory is
+    the one changed); otherwise one is taken for the duration.  ``progress`` is called with the
+    number of blobs handled so far, every ``_PROGRESS_EVERY`` blobs and once all are handled.
     ``unlink`` is injectable so tests can make deletion fail half way.  ``verify``: re-plan
     under the lock and refuse a plan that does more (:func:`verify_plan`) -- for a plan read
     from a file; pointless when the caller planned under the same lock hold.
     """
-    root = Path(root)
     started = time.monotonic()
-    own = lock is None
-    held = LayoutLock(root, lock_timeout) if lock is None else lock
-    if own:
+    held = LayoutLock(open_layout(root), lock_timeout) if lock is None else lock
+    layout_dir = held.dir
+    if lock is None:
         held.acquire()
     try:
-        remove_stale_temp_files(root)
-        current = og.parse_index(read_regular_file(root / "index.json", "index.json"))
+        layout_dir.require_in_place()
+        if plan.origin is not None and plan.origin != layout_dir.origin:
+            raise PlanOriginError(printable(str(layout_dir.path)))
+        layout_dir.remove_stale_temp_files()
+        current = layout_dir.read_index()
         if current.fingerprint != plan.index_fingerprint:
             raise og.StalePlanError(plan.index_fingerprint, current.fingerprint,
                                     og.describe_index_drift(plan, current))
         if verify:
-            verify_plan(root, plan)
+            verify_plan(layout_dir, plan)
         todo = [d.digest for d in plan.deletions if d.present]
-        files, algorithms = _blob_files(root, todo)
-        _check_blob_folders(root, algorithms)
+        _check_blob_folders(layout_dir, todo)
         index_written = False
         if plan.index_changes:
-            write_index_atomically(root, og.render_index(current, plan.index_changes))
+            layout_dir.require_in_place()  # the last moment a swap could still fool us
+            layout_dir.replace_index(og.render_index(current, plan.index_changes))
             index_written = True
-        # The injected ``unlink`` of the tests gets a Path, as it always has.
-        remove: Callable[[str], None] = (os.unlink if unlink is os.unlink
-                                         else lambda file: unlink(Path(file)))
-        deleted, gone, skipped, freed = _delete_blobs(todo, files, plan.snapshot_time,
-                                                      index_written, progress, remove)
+        deleted, gone, skipped, freed = _delete_blobs(layout_dir, todo, plan.snapshot_time,
+                                                      index_written, progress, unlink)
         return ApplyReport(tuple(deleted), tuple(gone), tuple(skipped), freed, index_written,
                            time.monotonic() - started)
     finally:
-        if own:
+        if lock is None:
             held.release()

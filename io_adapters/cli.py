@@ -37,7 +37,7 @@ import ocigraph as og
 from . import background
 from .apply import ApplyReport, apply_plan
 from .fsck import format_fsck_text, fsck
-from .layout import DiskLayout, Junk, printable, read_layout
+from .layout import DiskLayout, Junk, LayoutDir, printable, read_layout
 from .lock import LayoutLock
 from .planner import Planned, plan_layout, restore_later
 
@@ -273,7 +273,7 @@ def _deletion_progress(total: int) -> Iterator[Callable[[int], None] | None]:
 def _read(root: Path, fmt: str) -> tuple[DiskLayout, nx.DiGraph]:
     """The layout and its graph, for ``show`` and ``du``: reports of disk use, so every
     blob's size is its file's (planning commands go through :func:`_planned`)."""
-    disk = read_layout(root)
+    disk = read_layout(LayoutDir(root))
     reporter = ProgressReporter()
     try:
         graph = og.build_graph(disk.layout, reporter, file_sizes=True)
@@ -290,7 +290,7 @@ def _warn_junk(junk: Sequence[Junk], fmt: str) -> None:
               "blobs and will be left alone (`ocigraph fsck` lists them)")
 
 
-def _planned(layout: Path, operation: str, refs: Sequence[str], policy: og.Policy,
+def _planned(layout: Path | LayoutDir, operation: str, refs: Sequence[str], policy: og.Policy,
              fmt: str) -> Planned:
     """Read and plan (or recall the same plan made before on the unchanged layout)."""
     reporter = ProgressReporter()
@@ -628,11 +628,12 @@ def apply(layout: Path, plan_file: Path, fmt: str, lock_timeout: float) -> None:
     """Apply a saved plan (PLAN.json, or - for stdin).  Refuses a stale plan."""
     data = sys.stdin.buffer.read() if str(plan_file) == "-" else plan_file.read_bytes()
     plan = og.Plan.from_json(data)
+    layout_dir = LayoutDir(layout)
     with _deletion_progress(sum(1 for d in plan.deletions if d.present)) as progress:
-        report = apply_plan(layout, plan, lock_timeout=lock_timeout, progress=progress,
+        report = apply_plan(layout_dir, plan, lock_timeout=lock_timeout, progress=progress,
                             verify=True)
     _print_report(layout, plan, report, fmt)
-    restore_later(layout, defer=background.defer)
+    restore_later(layout_dir, defer=background.defer)
 
 
 def _print_report(root: Path, plan: og.Plan, report: ApplyReport, fmt: str) -> None:
@@ -650,11 +651,12 @@ def _run_one_shot(operation: str, layout: Path, refs: Sequence[str], policy: og.
         _fail(f"`ocigraph {operation}` changes the layout: pass --yes to confirm (stdin is not "
               "a terminal, so ocigraph cannot ask), or --dry-run to only see the plan",
               EXIT_USAGE)
-    lock = LayoutLock(layout, lock_timeout) if not dry_run else None
+    layout_dir = LayoutDir(layout)
+    lock = LayoutLock(layout_dir, lock_timeout) if not dry_run else None
     if lock is not None:
         lock.acquire()
     try:
-        planned = _planned(layout, operation, refs, policy, fmt)
+        planned = _planned(layout_dir, operation, refs, policy, fmt)
         plan = planned.plan
         if dry_run:
             if fmt == "json":
@@ -673,12 +675,12 @@ def _run_one_shot(operation: str, layout: Path, refs: Sequence[str], policy: og.
             if not click.confirm(question, default=False, err=True):
                 _fail("not confirmed; nothing was changed")
         with _deletion_progress(sum(1 for d in plan.deletions if d.present)) as progress:
-            report = apply_plan(layout, plan, lock=lock, progress=progress)
+            report = apply_plan(layout_dir, plan, lock=lock, progress=progress)
         if fmt == "json":
             _echo_json(report_document(layout, plan, report))
         elif not plan.is_empty:
             click.echo(format_report_text(plan, report))
-        restore_later(layout, defer=background.defer)
+        restore_later(layout_dir, defer=background.defer)
     finally:
         if lock is not None:
             lock.release()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ocigraph import LayoutError, OcigraphError, RequestError
 
-__all__ = ["LayoutAccessError", "LayoutLockedError", "ApplyError", "PlanMismatchError"]
+__all__ = ["LayoutAccessError", "LayoutLockedError", "ApplyError", "PlanMismatchError",
+           "LayoutMovedError", "PlanOriginError"]
 
 
 class LayoutAccessError(LayoutError):
@@ -54,3 +55,24 @@ class PlanMismatchError(RequestError):
             f"refusing the plan: it would {what} {digest}, which planning the same operation on "
             "the layout now keeps (the plan was edited, or blobs changed since); plan again"
         )
+
+
+class LayoutMovedError(RequestError):
+    """The layout's path no longer names the directory this command opened (it was renamed,
+    exchanged or replaced while the command ran): nothing more is done to either."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: the layout was moved or replaced while ocigraph worked on it; "
+                         "nothing more was changed -- run the command again on the layout now "
+                         "at that path")
+
+
+class PlanOriginError(RequestError):
+    """A plan made from one layout directory is being applied to another."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: this plan was made from another directory (the layout was "
+                         "moved, replaced or copied since); nothing was changed -- plan again "
+                         "on this layout")

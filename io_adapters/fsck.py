@@ -32,7 +32,7 @@ import networkx as nx
 
 import ocigraph as og
 
-from .layout import blob_path, read_layout
+from .layout import LayoutDir, read_layout
 
 __all__ = ["Problem", "FsckReport", "fsck", "PROBLEM_KINDS", "hash_file"]
 
@@ -86,10 +86,11 @@ class FsckReport:
         }
 
 
-def hash_file(path: Path, algorithm: str) -> tuple[str, int]:
-    """``(hex digest, bytes read)`` of a regular file, read in chunks; never follows a symlink."""
+def hash_file(path: Path | int, algorithm: str) -> tuple[str, int]:
+    """``(hex digest, bytes read)`` of a regular file (a path, or an open descriptor this
+    closes), read in chunks; never follows a symlink."""
     h = hashlib.new(algorithm)
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = path if isinstance(path, int) else os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     total = 0
     try:
         while chunk := os.read(fd, _CHUNK):
@@ -100,10 +101,13 @@ def hash_file(path: Path, algorithm: str) -> tuple[str, int]:
     return h.hexdigest(), total
 
 
-def _check_blob(root: Path, digest: str) -> tuple[str, Problem | None, int]:
+def _check_blob(layout_dir: LayoutDir, digest: str) -> tuple[str, Problem | None, int]:
     alg, encoded = digest.split(":", 1)
     try:
-        got, n = hash_file(blob_path(root, digest), alg)
+        fd = layout_dir.open_blob(digest)
+        if fd is None:
+            return digest, None, 0  # removed while we looked: not this check's business
+        got, n = hash_file(fd, alg)
     except FileNotFoundError:
         return digest, None, 0  # removed while we looked: not this check's business
     except OSError as exc:
@@ -153,7 +157,7 @@ def fsck(root: Path | str, *, workers: int = 4, reporter: og.Reporter | None = N
     """
     root = Path(root)
     try:
-        disk = read_layout(root, workers=workers, cache=False)  # fsck trusts nothing it did not read
+        disk = read_layout(root, workers=workers)  # fsck trusts nothing it did not read
     except og.OcigraphError as exc:
         return FsckReport(str(root), (Problem("layout", str(root), str(exc)),), 0, 0, 0)
     graph = og.build_graph(disk.layout, reporter)
@@ -167,9 +171,9 @@ def fsck(root: Path | str, *, workers: int = 4, reporter: og.Reporter | None = N
     results: Iterable[tuple[str, Problem | None, int]]
     if workers > 1 and len(order) > 1:
         with ThreadPoolExecutor(workers) as pool:
-            results = list(pool.map(lambda d: _check_blob(root, d), order))
+            results = list(pool.map(lambda d: _check_blob(disk.dir, d), order))
     else:
-        results = [_check_blob(root, d) for d in order]
+        results = [_check_blob(disk.dir, d) for d in order]
     for digest, problem, nbytes in results:
         checked += 1
         bytes_checked += nbytes

@@ -1,9 +1,20 @@
-"""Read a layout directory into the core's :class:`ocigraph.Layout` value.
+"""A layout on disk, opened once: the shell's one way to read and change it.
 
-Rules:
+:class:`LayoutDir` opens the layout's root directory once (``O_DIRECTORY | O_NOFOLLOW``) and
+does everything else relative to that descriptor -- ``oci-layout`` and ``index.json`` are
+opened with ``dir_fd=``, ``blobs/`` and ``blobs/<alg>/`` are opened from it and kept open,
+listed with ``os.scandir(fd)``, stamped with ``fstat``, and blobs are read, stat'ed and
+unlinked relative to their folder's descriptor.  So nothing that happens to the *path* while a
+command runs -- ``mv L L.old && mv M L``, a ``renameat2(RENAME_EXCHANGE)``, a symlink swapped
+in -- can make ocigraph read one directory and change another, or pair one directory's stamps
+with another's listing.  The lock (:mod:`io_adapters.lock`) is a ``flock`` on the same
+descriptor, and :meth:`LayoutDir.require_in_place` tells a command whether the path still
+names the directory it opened.
+
+Other rules:
 
 * a path is only ever built from a digest that passed :func:`ocigraph.parse_digest` and uses a
-  sweepable algorithm -- ``sha256:../../x`` never becomes a path;
+  sweepable algorithm -- ``sha256:../../x`` never becomes a name;
 * symlinks are never followed: ``oci-layout``, ``index.json``, ``blobs/`` and ``blobs/<alg>/``
   must be real files and folders, blob files are opened with ``O_NOFOLLOW``, and a symlink
   under ``blobs/`` is reported as junk and never touched;
@@ -14,6 +25,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -27,13 +39,23 @@ from typing import Any
 import orjson
 
 import ocigraph as og
-from .collector import pauses_collector as pauses_gc
 
-from .cache import cache_enabled, caching_source
-from .errors import LayoutAccessError
+from .collector import pauses_collector
+from .errors import LayoutAccessError, LayoutMovedError
 
-__all__ = ["Junk", "DiskLayout", "BlobListing", "read_layout", "folder_stamps", "blob_path", "blob_file", "blob_name", "read_regular_file", "DiskManifestSource"]
+__all__ = ["Junk", "LayoutDir", "DiskLayout", "BlobListing", "FolderStamp", "read_layout",
+           "open_layout", "blob_path", "blob_name", "printable", "DiskManifestSource", "is_disk_error",
+           "TEMP_PREFIX"]
 
+#: the prefix of the temporary file a new index.json is written to, beside it
+TEMP_PREFIX = ".index.json.ocigraph-"
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO planted as index.json must not hang (no effect on files).
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+#: a folder under the layout as ``(name relative to blobs/, inode, mtime_ns, ctime_ns)``
+FolderStamp = tuple[str, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,19 +66,9 @@ class Junk:
     why: str
 
 
-@dataclass(frozen=True, slots=True)
-class DiskLayout:
-    """A layout as read from disk: where it is, the core's value, and the junk beside it.
-
-    ``folders``: the :func:`folder_stamps` of ``blobs/`` taken before it was listed, and
-    ``listed_at``, the clock then (nanoseconds): what :mod:`io_adapters.store` keeps to know,
-    later, that no blob has come or gone since."""
-
-    root: Path
-    layout: og.Layout
-    junk: tuple[Junk, ...]
-    folders: tuple[FolderStamp, ...] = ()
-    listed_at: int = 0
+def printable(name: str) -> str:
+    """A file name safe to print: undecodable bytes become ``\\xNN`` escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _is_sweepable_hex(alg: str, encoded: str) -> bool:
@@ -65,14 +77,22 @@ def _is_sweepable_hex(alg: str, encoded: str) -> bool:
     return width is not None and len(encoded) == width and not encoded.strip("0123456789abcdef")
 
 
-def blob_path(root: Path, digest: str) -> Path:
-    """``root/blobs/<alg>/<encoded>`` for a valid, sweepable digest; anything else raises."""
+def _split(digest: str) -> tuple[str, str]:
+    """``(alg, encoded)`` of a valid, sweepable digest; anything else raises -- the one gate
+    through which a digest becomes a file name."""
     alg, _, encoded = digest.partition(":")
     if not _is_sweepable_hex(alg, encoded):  # the full check, and its error, for the rest
         og.parse_digest(digest)
         if not og.is_sweepable(digest):
             raise og.InvalidDigestError(digest, "not an algorithm ocigraph stores or deletes")
-    return root.joinpath("blobs", alg, encoded)
+    return alg, encoded
+
+
+def blob_path(root: Path | str, digest: str) -> Path:
+    """``root/blobs/<alg>/<encoded>`` for a valid, sweepable digest (for tests and messages;
+    the shell itself works through :class:`LayoutDir`)."""
+    alg, encoded = _split(digest)
+    return Path(root, "blobs", alg, encoded)
 
 
 def blob_name(digest: str) -> str:
@@ -80,115 +100,247 @@ def blob_name(digest: str) -> str:
     return "blobs/" + digest.replace(":", "/", 1)
 
 
-def blob_file(root: Path | str, digest: str) -> str:
-    """:func:`blob_path` as a string, without pathlib for the common case: the hot loops
-    (reading every manifest, deleting every blob, checking every stamp) call it per blob."""
-    alg, _, encoded = digest.partition(":")
-    if _is_sweepable_hex(alg, encoded):
-        return f"{root}/blobs/{alg}/{encoded}"
-    return str(blob_path(Path(root), digest))  # raises for anything else
+def _open_error(what: str, exc: OSError, link: bool = False) -> LayoutAccessError:
+    """The one-line error for a failed open of ``what``; ``link``: it is a symlink (an
+    ``O_DIRECTORY | O_NOFOLLOW`` open of one fails with ENOTDIR, not ELOOP)."""
+    if isinstance(exc, FileNotFoundError):
+        return LayoutAccessError(what, "missing")
+    if exc.errno == errno.ELOOP or link:
+        return LayoutAccessError(what, "is a symlink; ocigraph does not follow symlinks")
+    if exc.errno == errno.ENOTDIR:
+        return LayoutAccessError(what, "is not a directory")
+    return LayoutAccessError(what, f"cannot open ({exc.strerror})")
 
 
-def read_regular_file(path: Path, what: str | None = None) -> bytes:
-    """The bytes of a regular file, refusing symlinks and anything else; errors name the path."""
-    name = what or str(path)
-    try:
-        # O_NONBLOCK: opening a FIFO planted as index.json must not hang (no effect on files).
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise LayoutAccessError(name, "missing") from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise LayoutAccessError(name, "is a symlink; ocigraph does not follow symlinks") from None
-        raise LayoutAccessError(name, f"cannot open ({exc.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise LayoutAccessError(name, "is not a regular file")
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    except OSError as exc:
-        raise LayoutAccessError(name, f"cannot read ({exc.strerror})") from None
-    finally:
-        os.close(fd)
+class LayoutDir:
+    """The root directory of a layout, opened once (see the module's docstring).
 
+    ``origin`` -- ``"<device>:<inode>"`` of the directory -- is what a plan made from it
+    records, so that apply can refuse to change any other directory.  Close it (or use it as a
+    context manager); its descriptors are closed when it is collected too.
+    """
 
-def printable(name: str) -> str:
-    """A file name safe to print: undecodable bytes become ``\\xNN`` escapes."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def check_real_dir(path: Path, what: str, *, missing_ok: bool = False) -> None:
-    """Refuse ``path`` unless it is a real directory (not a symlink to one); errors name
-    ``what``.  With ``missing_ok``, an absent directory passes."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        if missing_ok:
-            return
-        raise LayoutAccessError(what, "missing") from None
-    except OSError as exc:
-        raise LayoutAccessError(what, f"cannot stat ({exc.strerror})") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise LayoutAccessError(what, "is a symlink; ocigraph does not follow symlinks out of the layout")
-    if not stat.S_ISDIR(st.st_mode):
-        raise LayoutAccessError(what, "is not a directory")
-
-
-def read_oci_layout_file(root: Path) -> None:
-    """Validate ``oci-layout``: a JSON object whose ``imageLayoutVersion`` is 1.x."""
-    data = read_regular_file(root / "oci-layout", "oci-layout")
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise LayoutAccessError("oci-layout", "not valid JSON") from None
-    version = doc.get("imageLayoutVersion") if isinstance(doc, dict) else None
-    if not isinstance(version, str) or not (version == "1" or version.startswith("1.")):
-        raise LayoutAccessError("oci-layout", f"imageLayoutVersion is {version!r}, expected 1.x")
-
-
-#: a folder under the layout as ``(name relative to blobs/, inode, mtime_ns, ctime_ns)``
-FolderStamp = tuple[str, int, int, int]
-
-
-def folder_stamps(root: Path) -> tuple[FolderStamp, ...]:
-    """Stamps of ``blobs/`` and of each ``blobs/<alg>/`` folder of a sweepable algorithm --
-    the folders whose listings say which blobs exist.  A blob created, removed or renamed
-    changes its folder's mtime and ctime; so does junk appearing beside it.
-
-    Refuses (one line) what :func:`scan_blobs` refuses: ``blobs`` or an algorithm folder that
-    is a symlink or not a folder."""
-    blobs_dir = root / "blobs"
-    check_real_dir(blobs_dir, "blobs")
-    out = []
-    try:
-        st = os.lstat(blobs_dir)
-        out.append(("", st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
-        names = sorted(os.listdir(blobs_dir))
-    except OSError as exc:
-        raise LayoutAccessError("blobs", f"cannot list ({exc.strerror})") from None
-    for name in names:
-        if name not in og.SWEEPABLE_ALGORITHMS:
-            continue
-        rel = f"blobs/{name}"
-        check_real_dir(blobs_dir / name, rel)
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._fds: dict[str, int] = {}
         try:
-            st = os.lstat(blobs_dir / name)
+            fd = os.open(self.path, _DIR_FLAGS)
         except OSError as exc:
-            raise LayoutAccessError(rel, f"cannot stat ({exc.strerror})") from None
-        out.append((name, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
-    return tuple(out)
+            raise _open_error(printable(str(self.path)), exc, os.path.islink(self.path)) from None
+        self.fd = fd
+        st = os.fstat(fd)
+        self.device, self.inode = st.st_dev, st.st_ino
 
+    @property
+    def origin(self) -> str:
+        return f"{self.device}:{self.inode}"
 
-#: what identifies a file's state: inode, size, mtime and ctime in nanoseconds (``utime`` can
-#: set an mtime back; nothing but the kernel sets a ctime, and ``chmod`` moves it)
-Stamp = tuple[int, int, int, int]
+    def close(self) -> None:
+        fds = [*self._fds.values(), getattr(self, "fd", -1)]
+        self._fds = {}
+        self.fd = -1
+        for fd in fds:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
+    def __enter__(self) -> LayoutDir:
+        return self
 
-def stamp_of(st: os.stat_result) -> Stamp:
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<LayoutDir {self.path} ({self.origin})>"
+
+    # -- where it is ---------------------------------------------------------------------
+
+    def in_place(self) -> bool:
+        """Whether the path still names this directory, and ``blobs/`` and each open
+        ``blobs/<alg>/`` under it are still the folders this handle opened."""
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+            if (st.st_dev, st.st_ino) != (self.device, self.inode):
+                return False
+            for rel, fd in self._fds.items():
+                here = os.stat(rel, dir_fd=self.fd, follow_symlinks=False)
+                mine = os.fstat(fd)
+                if (here.st_dev, here.st_ino) != (mine.st_dev, mine.st_ino):
+                    return False
+        except OSError:
+            return False
+        return True
+
+    def require_in_place(self) -> None:
+        """Raise :class:`LayoutMovedError` unless :meth:`in_place`."""
+        if not self.in_place():
+            raise LayoutMovedError(printable(str(self.path)))
+
+    # -- files at the top ------------------------------------------------------------------
+
+    def read_file(self, name: str) -> bytes:
+        """The bytes of the regular file ``name`` at the top of the layout (``index.json``,
+        ``oci-layout``); errors name it."""
+        try:
+            fd = os.open(name, _FILE_FLAGS, dir_fd=self.fd)
+        except OSError as exc:
+            raise _open_error(name, exc) from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise LayoutAccessError(name, "is not a regular file")
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        except OSError as exc:
+            raise LayoutAccessError(name, f"cannot read ({exc.strerror})") from None
+        finally:
+            os.close(fd)
+
+    def check_oci_layout(self) -> None:
+        """Validate ``oci-layout``: a JSON object whose ``imageLayoutVersion`` is 1.x."""
+        try:
+            data = self.read_file("oci-layout")
+        except LayoutAccessError as exc:
+            if exc.why == "missing":
+                has_index = os.path.lexists(os.path.join(self.path, "index.json"))
+                hint = ("it has an index.json but no oci-layout file" if has_index
+                        else "no oci-layout file")
+                raise LayoutAccessError(printable(str(self.path)),
+                                        f"not an OCI image layout ({hint})") from None
+            raise
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise LayoutAccessError("oci-layout", "not valid JSON") from None
+        version = doc.get("imageLayoutVersion") if isinstance(doc, dict) else None
+        if not isinstance(version, str) or not (version == "1" or version.startswith("1.")):
+            raise LayoutAccessError("oci-layout", f"imageLayoutVersion is {version!r}, expected 1.x")
+
+    def read_index(self) -> og.Index:
+        return og.parse_index(self.read_file("index.json"))
+
+    def replace_index(self, data: bytes) -> None:
+        """Replace ``index.json`` with ``data``: a temp file beside it, fsync, rename, fsync
+        the folder -- readers see the old file or the new one, never half of one.
+
+        Every failure is a :class:`LayoutAccessError`: before the rename, index.json is
+        unchanged; after it (the folder cannot be synced), index.json is new but may not
+        survive a power loss, so the caller must not delete any blob it no longer references.
+        """
+        tmp = f"{TEMP_PREFIX}{os.getpid()}-{time.monotonic_ns()}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o644, dir_fd=self.fd)
+        except OSError as exc:
+            raise LayoutAccessError("index.json", f"cannot create a temp file beside it "
+                                    f"({exc.strerror}); it was left unchanged") from None
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, "index.json", src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=self.fd)
+            raise LayoutAccessError("index.json", f"cannot write the new index.json "
+                                    f"({exc.strerror}); it was left unchanged") from None
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            raise LayoutAccessError("index.json", f"rewritten, but the layout folder could not "
+                                    f"be synced ({exc.strerror}), so no blob was deleted") from None
+
+    def remove_stale_temp_files(self) -> None:
+        """Remove temp files a killed ocigraph left (only ours, by prefix; call under the lock)."""
+        with contextlib.suppress(OSError), os.scandir(self.fd) as it:
+            for e in it:
+                if e.name.startswith(TEMP_PREFIX) and e.is_file(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        os.unlink(e.name, dir_fd=self.fd)
+
+    # -- blob folders ----------------------------------------------------------------------
+
+    def folder(self, rel: str, *, missing_ok: bool = False) -> int | None:
+        """The descriptor of ``blobs`` or ``blobs/<alg>``, opened once (no symlinks)."""
+        fd = self._fds.get(rel)
+        if fd is not None:
+            return fd
+        parent, _, name = rel.rpartition("/")
+        at = self.fd if not parent else self.folder(parent, missing_ok=missing_ok)
+        if at is None:
+            return None
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=at)
+        except FileNotFoundError:
+            if missing_ok:
+                return None
+            raise LayoutAccessError(rel, "missing") from None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR) and stat.S_ISLNK(
+                    os.stat(name, dir_fd=at, follow_symlinks=False).st_mode):
+                raise LayoutAccessError(rel, "is a symlink; ocigraph does not follow symlinks "
+                                        "out of the layout") from None
+            raise _open_error(rel, exc) from None
+        self._fds[rel] = fd
+        return fd
+
+    def _algorithm_folders(self) -> list[tuple[str, bool]]:
+        """``(name, is a real folder)`` of each entry of ``blobs/``, sorted."""
+        blobs = self.folder("blobs")
+        try:
+            with os.scandir(blobs) as it:  # type: ignore[type-var]
+                return sorted((e.name, e.is_dir(follow_symlinks=False)) for e in it)
+        except OSError as exc:
+            raise LayoutAccessError("blobs", f"cannot list ({exc.strerror})") from None
+
+    def folder_stamps(self) -> tuple[FolderStamp, ...]:
+        """Stamps of ``blobs/`` and of each ``blobs/<alg>/`` of a sweepable algorithm -- the
+        folders whose listings say which blobs exist -- from their open descriptors.  A blob
+        created, removed or renamed changes its folder's mtime and ctime."""
+        st = os.fstat(self.folder("blobs"))  # type: ignore[arg-type]
+        out: list[FolderStamp] = [("", st.st_ino, st.st_mtime_ns, st.st_ctime_ns)]
+        for name, _ in self._algorithm_folders():
+            if name in og.SWEEPABLE_ALGORITHMS:
+                st = os.fstat(self.folder(f"blobs/{name}"))  # type: ignore[arg-type]
+                out.append((name, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
+        return tuple(out)
+
+    def _blob_at(self, digest: str, *, missing_ok: bool = True) -> tuple[int | None, str]:
+        alg, encoded = _split(digest)
+        return self.folder(f"blobs/{alg}", missing_ok=missing_ok), encoded
+
+    def lstat_blob(self, digest: str) -> os.stat_result | None:
+        """The blob file's ``lstat``; ``None`` when it is gone."""
+        fd, name = self._blob_at(digest)
+        if fd is None:
+            return None
+        try:
+            return os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def unlink_blob(self, digest: str) -> None:
+        fd, name = self._blob_at(digest, missing_ok=False)
+        os.unlink(name, dir_fd=fd)
+
+    def open_blob(self, digest: str) -> int | None:
+        """A read-only descriptor of the blob file (never through a symlink); ``None`` when
+        it is gone."""
+        fd, name = self._blob_at(digest)
+        if fd is None:
+            return None
+        try:
+            return os.open(name, _FILE_FLAGS, dir_fd=fd)
+        except FileNotFoundError:
+            return None
 
 
 class BlobListing(Mapping[str, og.BlobInfo]):
@@ -202,22 +354,20 @@ class BlobListing(Mapping[str, og.BlobInfo]):
     says so); any other failure to stat it is an error naming the file.
     """
 
-    __slots__ = ("_infos", "_root", "_stamps")
+    __slots__ = ("_dir", "_infos")
 
-    def __init__(self, root: Path, digests: Iterable[str], *, stamps: bool = True) -> None:
-        self._root = str(root)
+    def __init__(self, layout_dir: LayoutDir, digests: Iterable[str]) -> None:
+        self._dir = layout_dir
         self._infos: dict[str, og.BlobInfo | None] = dict.fromkeys(digests)
-        #: kept only for remembered plans (``stamps``), which check them on the next run
-        self._stamps: dict[str, Stamp] | None = {} if stamps else None
 
     def _stat(self, digest: str) -> og.BlobInfo:
         try:
-            st = os.lstat(blob_file(self._root, digest))
-        except (FileNotFoundError, NotADirectoryError):
-            info = self._infos[digest] = og.BlobInfo(0, None)
-            return info
+            st = self._dir.lstat_blob(digest)
         except OSError as exc:
             raise LayoutAccessError(blob_name(digest), f"cannot stat ({exc.strerror})") from None
+        if st is None:
+            info = self._infos[digest] = og.BlobInfo(0, None)
+            return info
         return self.note(digest, st)
 
     def __getitem__(self, digest: str) -> og.BlobInfo:
@@ -243,22 +393,18 @@ class BlobListing(Mapping[str, og.BlobInfo]):
         return self._infos.keys()
 
     def note(self, digest: str, st: os.stat_result) -> og.BlobInfo:
-        """Record what a stat of the blob said (the ``fstat`` of a read saves an ``lstat``
-        later); returns the blob's info."""
+        """Record what a stat of the blob said; returns the blob's info."""
         info = og.BlobInfo(st.st_size, st.st_mtime)
         if digest in self._infos:
             self._infos[digest] = info
-            if self._stamps is not None:
-                self._stamps[digest] = stamp_of(st)
         return info
 
-    def stamps(self) -> dict[str, Stamp]:
-        """:data:`Stamp` of every blob whose size and mtime have been asked for so far (the
-        listing's own dict: read it, do not change it; empty unless made with ``stamps``)."""
-        return {} if self._stamps is None else self._stamps
+    def examined(self) -> set[str]:
+        """The blobs whose size and mtime have been asked for (or read) so far."""
+        return {d for d, info in self._infos.items() if info is not None}
 
     def __repr__(self) -> str:
-        return f"<BlobListing of {len(self)} blobs in {self._root}>"
+        return f"<BlobListing of {len(self)} blobs in {self._dir.path}>"
 
 
 _HEX = "0123456789abcdef"
@@ -281,28 +427,6 @@ def _all_digest_names(names: list[str], width: int) -> bool:
         return False
 
 
-def _scan_one_by_one(path: str, rel: str) -> tuple[list[str], list[os.DirEntry[str]]]:
-    """Names of regular files, and the other entries (those whose type cannot even be asked
-    included), entry by entry."""
-    names: list[str] = []
-    others: list[os.DirEntry[str]] = []
-    try:
-        it = os.scandir(path)
-    except OSError as exc:
-        raise LayoutAccessError(rel, f"cannot list ({exc.strerror})") from None
-    with it:
-        for e in it:
-            try:
-                regular = e.is_file(follow_symlinks=False)
-            except OSError:
-                regular = False
-            if regular:
-                names.append(e.name)
-            else:
-                others.append(e)
-    return names, others
-
-
 def _junk_entry(e: os.DirEntry[str], rel: str, width: int) -> Junk:
     """Why an entry of ``blobs/<alg>/`` is not a blob ocigraph may sweep."""
     name = e.name
@@ -311,59 +435,58 @@ def _junk_entry(e: os.DirEntry[str], rel: str, width: int) -> Junk:
     try:
         if e.is_symlink():
             return Junk(f"{rel}/{name}", "symlink (never followed, never deleted)")
-        e.is_file(follow_symlinks=False)
     except OSError as exc:
         return Junk(f"{rel}/{name}", f"cannot stat ({exc.strerror})")
     return Junk(f"{rel}/{name}", "not a regular file")
 
 
-def scan_blobs(root: Path, *, stamps: bool = True) -> tuple[BlobListing, list[Junk]]:
-    """List ``blobs/<alg>/`` for every sweepable algorithm: present blobs, and junk.
+def _list_folder(fd: int, rel: str) -> tuple[list[str], list[os.DirEntry[str]]]:
+    """Names of the regular files of a blob folder, and its other entries.
 
-    Names only: the directory entry's file type tells a regular file from a symlink or
-    anything else without a ``stat`` (on file systems that do not fill it in, ``os.scandir``
-    stats for us).
-    """
-    blobs_dir = root / "blobs"
-    check_real_dir(blobs_dir, "blobs")
+    File types come from the directory entries (no stat where the file system gives them), in
+    one comprehension (a loop with appends costs a second more at a million entries); every
+    other entry is set aside by ``odd`` (it returns None, so the entry is not taken)."""
+    others: list[os.DirEntry[str]] = []
+    odd = others.append
+    try:
+        with os.scandir(fd) as it:
+            try:
+                return [e.name for e in it if e.is_file(follow_symlinks=False) or odd(e)], others
+            except OSError:
+                pass  # a type that needed a stat, and the stat failed: go entry by entry
+        names: list[str] = []
+        others = []
+        with os.scandir(fd) as it:
+            for e in it:
+                try:
+                    regular = e.is_file(follow_symlinks=False)
+                except OSError:
+                    regular = False
+                (names.append(e.name) if regular else others.append(e))  # type: ignore[func-returns-value]
+        return names, others
+    except OSError as exc:
+        raise LayoutAccessError(rel, f"cannot list ({exc.strerror})") from None
+
+
+def scan_blobs(layout_dir: LayoutDir) -> tuple[BlobListing, list[Junk]]:
+    """List ``blobs/<alg>/`` for every sweepable algorithm: present blobs, and junk."""
     present: list[str] = []
     junk: list[Junk] = []
     lengths = og.SWEEPABLE_ALGORITHMS
-    try:
-        top = sorted(os.scandir(blobs_dir), key=lambda e: e.name)
-    except OSError as exc:
-        raise LayoutAccessError("blobs", f"cannot list ({exc.strerror})") from None
-    for alg_entry in top:
-        rel = f"blobs/{printable(alg_entry.name)}"
-        if alg_entry.name not in lengths:
-            junk.append(Junk(rel, "unknown algorithm folder" if alg_entry.is_dir(follow_symlinks=False) else "not an algorithm folder"))
+    for name, is_dir in layout_dir._algorithm_folders():
+        rel = f"blobs/{printable(name)}"
+        if name not in lengths:
+            junk.append(Junk(rel, "unknown algorithm folder" if is_dir else "not an algorithm folder"))
             continue
-        check_real_dir(Path(alg_entry.path), rel)
-        width = lengths[alg_entry.name]
-        prefix = alg_entry.name + ":"
-        try:
-            it = os.scandir(alg_entry.path)
-        except OSError as exc:
-            raise LayoutAccessError(rel, f"cannot list ({exc.strerror})") from None
-        with it:
-            # Regular files by the entries' types (no stat where the file system gives them),
-            # in one comprehension (a loop with appends costs a second more at a million
-            # entries); everything else is set aside by ``odd`` (it returns None, so the
-            # entry is not taken) and reported below.
-            others: list[os.DirEntry[str]] = []
-            odd = others.append
-            try:
-                names = [e.name for e in it if e.is_file(follow_symlinks=False) or odd(e)]
-            except OSError:  # a type that needed a stat, and the stat failed: go slowly
-                names, others = _scan_one_by_one(alg_entry.path, rel)
+        width = lengths[name]
+        names, others = _list_folder(layout_dir.folder(rel), rel)  # type: ignore[arg-type]
         if not _all_digest_names(names, width):  # rare: sort the names out one by one
             bad = [n for n in names if len(n) != width or n.strip(_HEX)]
             junk.extend(Junk(f"{rel}/{printable(n)}", "not a valid digest name") for n in bad)
             names = [n for n in names if len(n) == width and not n.strip(_HEX)]
-        present.extend(map(prefix.__add__, names))
-        for e in others:
-            junk.append(_junk_entry(e, rel, width))
-    return BlobListing(root, present, stamps=stamps), junk
+        present.extend(map((name + ":").__add__, names))
+        junk.extend(_junk_entry(e, rel, width) for e in others)
+    return BlobListing(layout_dir, present), junk
 
 
 #: reads timed before choosing threads, and the seconds per read above which threads help
@@ -373,29 +496,31 @@ _SLOW_READ = 150e-6
 
 
 class DiskManifestSource:
-    """Reads manifests from ``blobs/``, verifies them, parses them; batches in parallel."""
+    """Reads manifests from ``blobs/`` through the layout's handle, verifies them, parses
+    them; batches in parallel when reads are slow.
 
-    def __init__(self, root: Path, present: Mapping[str, og.BlobInfo], workers: int = 4) -> None:
-        self.root = root
+    ``disk_errors`` counts reads that said something about the disk rather than the digest
+    (missing, unreadable, not matching the digest): a graph built from such reads is not
+    worth keeping."""
+
+    def __init__(self, layout_dir: LayoutDir, present: Mapping[str, og.BlobInfo],
+                 workers: int = 4) -> None:
+        self.dir = layout_dir
         self.present = present
         self.workers = workers
+        self.disk_errors = 0
         self._note = present.note if isinstance(present, BlobListing) else None
-
-    def _read_one(self, digest: str) -> og.Manifest:
-        data = self.read_bytes(digest)
-        return data if isinstance(data, og.Manifest) else og.parse_manifest(digest, data)
 
     def read_bytes(self, digest: str) -> bytes | og.Manifest:
         """The blob's bytes, or the :class:`ocigraph.Manifest` that says why there are none."""
         if digest not in self.present:
             return og.parse_manifest(digest, None)
-        path = blob_file(self.root, digest)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        except FileNotFoundError:
-            return og.parse_manifest(digest, None)
+            fd = self.dir.open_blob(digest)
         except OSError as exc:
             return og.Manifest(digest=digest, error=f"cannot read ({exc.strerror})")
+        if fd is None:
+            return og.parse_manifest(digest, None)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):  # replaced since the listing
@@ -403,8 +528,7 @@ class DiskManifestSource:
             if self._note is not None:
                 self._note(digest, st)
             # One read() for the whole file: asking for one byte more than fstat says and
-            # getting exactly the size means end of file, so the usual second, empty read()
-            # is not needed.  Anything else (a file that changed) is read to the end.
+            # getting exactly the size means end of file.
             data = os.read(fd, st.st_size + 1)
             if len(data) != st.st_size:
                 chunks = [data]
@@ -421,15 +545,9 @@ class DiskManifestSource:
         return [self.read_bytes(d) for d in digests]
 
     def read_blobs(self, digests: Sequence[str]) -> list[bytes | og.Manifest]:
-        """:meth:`read_bytes` of each digest, in order; large batches on ``workers`` threads.
-
-        Threads only read (the GIL is released in the system calls); parsing stays in the
-        caller's thread.  Work goes to the threads in chunks: one future per file would cost
-        more than reading a small file.  And threads only pay when reads wait for the disk:
-        from the page cache, four threads read small files several times slower than one
-        (they take turns at the GIL).  So a first chunk is read here, timed, and the pool is
-        used only if those reads were slow.
-        """
+        """:meth:`read_bytes` of each digest, in order; large batches on ``workers`` threads,
+        but only if a first, timed chunk shows reads wait for a disk (from the page cache,
+        threads only take turns at the GIL)."""
         if self.workers <= 1 or len(digests) < 256:
             return self._read_chunk(digests)
         started = time.perf_counter()
@@ -447,31 +565,61 @@ class DiskManifestSource:
 
     def read_manifests(self, digests: Sequence[str]) -> dict[str, og.Manifest]:
         parse = og.parse_manifest
-        return {d: data if isinstance(data, og.Manifest) else parse(d, data)
-                for d, data in zip(digests, self.read_blobs(digests), strict=True)}
+        out = {d: data if isinstance(data, og.Manifest) else parse(d, data)
+               for d, data in zip(digests, self.read_blobs(digests), strict=True)}
+        self.disk_errors += sum(map(is_disk_error, out.values()))
+        return out
 
 
-@pauses_gc  # listing a million blobs makes a million small objects
-def read_layout(root: Path | str, *, workers: int = 4, cache: bool | None = None,
-                cache_dir: Path | str | None = None) -> DiskLayout:
-    """Read ``root`` into a :class:`DiskLayout`.  Raises a one-line :class:`ocigraph.OcigraphError`
-    naming the file at fault for anything that makes the layout unusable.
+#: what the core answers for bytes that do not hash to their digest (asked of it, not copied)
+_MISMATCH = og.parse_manifest(og.digest_bytes(b"a"), b"b").error
 
-    ``cache``: answer manifests already verified by an earlier run from the cache of
-    :mod:`io_adapters.cache` (default: on unless ``OCIGRAPH_NO_CACHE`` is set); ``cache_dir``
-    overrides where it lives."""
-    root = Path(root)
+
+def is_disk_error(m: og.Manifest) -> bool:
+    """Whether a read said something about the disk rather than the digest: missing,
+    unreadable, not a regular file, or not matching its digest.  (Bytes that hash right but do
+    not parse are a fact about the digest.)"""
+    e = m.error
+    return e is not None and (m.missing or e == _MISMATCH or e == "not a regular file"
+                              or e.startswith("cannot read"))
+
+
+@dataclass(frozen=True, slots=True)
+class DiskLayout:
+    """A layout as read from disk: its handle, the core's value, the junk beside it, and the
+    stamps of its blob folders taken (through the handle) just before they were listed, with
+    the clock then (``listed_at``, nanoseconds)."""
+
+    dir: LayoutDir
+    layout: og.Layout
+    junk: tuple[Junk, ...]
+    folders: tuple[FolderStamp, ...] = ()
+    listed_at: int = 0
+
+    @property
+    def root(self) -> Path:
+        return self.dir.path
+
+
+def open_layout(root: Path | str | LayoutDir) -> LayoutDir:
+    """``root`` as a :class:`LayoutDir` (opened now, unless it is one)."""
+    return root if isinstance(root, LayoutDir) else LayoutDir(root)
+
+
+@pauses_collector  # listing a million blobs makes a million small objects
+def read_layout(root: Path | str | LayoutDir, *, workers: int = 4) -> DiskLayout:
+    """Read the layout at ``root`` (a path, or an open :class:`LayoutDir`) into a
+    :class:`DiskLayout`.  Raises a one-line :class:`ocigraph.OcigraphError` naming the file at
+    fault for anything that makes the layout unusable."""
+    layout_dir = open_layout(root)
     # The clock is read before anything is listed: a blob written after this instant is newer
     # than the plan's snapshot, and apply will not delete it.
     listed_at = time.time_ns()
-    now = listed_at / 1e9
-    check_real_dir(root, str(root))
-    read_oci_layout_file(root)
-    index = og.parse_index(read_regular_file(root / "index.json", "index.json"))
-    folders = folder_stamps(root) if cache_enabled(cache) else ()
-    present, junk = scan_blobs(root, stamps=cache_enabled(cache))
-    source: og.ManifestSource = DiskManifestSource(root, present, workers)
-    if cache_enabled(cache):
-        source = caching_source(source, root, cache_dir)
-    return DiskLayout(root=root, layout=og.Layout(index=index, blobs=present, manifests=source, now=now),
-                      junk=tuple(junk), folders=folders, listed_at=listed_at)
+    layout_dir.check_oci_layout()
+    index = layout_dir.read_index()
+    folders = layout_dir.folder_stamps()
+    present, junk = scan_blobs(layout_dir)
+    source = DiskManifestSource(layout_dir, present, workers)
+    return DiskLayout(layout_dir, og.Layout(index=index, blobs=present, manifests=source,
+                                            now=listed_at / 1e9),
+                      tuple(junk), folders, listed_at)

@@ -1,6 +1,8 @@
 """A cross-process lock on a layout, with no lock file.
 
-``flock`` on the layout directory itself: nothing is created inside the layout, the kernel
+``flock`` on the layout's directory handle (:class:`io_adapters.layout.LayoutDir`) itself --
+the same descriptor every read and write of the command goes through, so the lock is on the
+directory the command works on, wherever its path points meanwhile: nothing is created inside the layout, the kernel
 drops the lock when the holder dies (even by SIGKILL), and two processes -- or two opens in
 one process -- exclude each other.  Who holds it is read from ``/proc/locks`` where Linux
 offers it, for the "locked by pid N" message.
@@ -14,7 +16,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from .errors import LayoutAccessError, LayoutLockedError
+from .errors import LayoutLockedError
+from .layout import LayoutDir, open_layout
 
 __all__ = ["LayoutLock", "lock_holder"]
 
@@ -40,28 +43,31 @@ def lock_holder(path: Path) -> int | None:
 
 
 class LayoutLock:
-    """``with LayoutLock(root, timeout=10):`` -- exclusive, waits up to ``timeout`` seconds."""
+    """``with LayoutLock(root, timeout=10) as lock:`` -- exclusive, waits up to ``timeout``
+    seconds.  ``root``: a path (opened here) or an open :class:`LayoutDir` (``lock.dir``)."""
 
-    def __init__(self, root: Path | str, timeout: float = 10.0, poll: float = 0.05) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Path | str | LayoutDir, timeout: float = 10.0, poll: float = 0.05) -> None:
+        self.dir = open_layout(root)
+        self.root = self.dir.path
         self.timeout = timeout
         self.poll = poll
-        self._fd: int | None = None
+        self._held = False
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._held
 
     def acquire(self) -> None:
-        try:
-            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise LayoutAccessError(str(self.root), f"cannot open layout directory ({exc.strerror})") from None
+        # flock is per open file description: "." opened relative to the handle is the same
+        # directory (wherever its path points now) with a description of its own, so two
+        # locks in one process exclude each other too
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.dir.fd)
         start = time.monotonic()
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 self._fd = fd
+                self._held = True
                 return
             except BlockingIOError:
                 waited = time.monotonic() - start
@@ -72,9 +78,10 @@ class LayoutLock:
                 time.sleep(min(self.poll, max(self.timeout - waited, 0.001)))
 
     def release(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)  # closing the only descriptor releases the flock
+        if self._held:
+            self._held = False
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
 
     def __enter__(self) -> LayoutLock:
         self.acquire()

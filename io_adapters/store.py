@@ -1,56 +1,60 @@
-"""The graph of a layout kept on disk, so that a delete reads a few hundred rows, not a layout.
+"""The one store: what ocigraph keeps about a layout between runs, in one SQLite file.
 
 Planning a delete needs the neighbourhood of its targets and two facts about the whole graph
-(see :mod:`ocigraph._view`).  A full plan builds the whole graph anyway; when it has, it leaves
-it here -- every node with its attributes, edges and liveness under both root rules, the
-index.json entries, the facts -- and the next ``plan delete`` / ``delete`` on the unchanged
-layout answers from it: a million-blob layout then costs a few hundred rows, not a listing of
-a million names and the building of a million nodes.
+(see :mod:`ocigraph._view`); planning anything else on an unchanged layout gives the plan it
+gave before.  So when a command has built a layout's whole graph, it leaves here -- in a
+detached child, after its answer -- every node with its attributes, edges and liveness under
+both root rules, the index.json entries, the facts, and the plans it made; the next command on
+the unchanged layout answers from it: a ``delete`` reads a few hundred rows, a repeated ``gc``
+reads one plan, and neither lists a million blobs nor builds a million nodes.
 
-The store answers only for the layout it was made from, unchanged.  That is checked without
-listing a blob:
+**The rule.** Every fact in the store was derived from one *snapshot* of the layout: the
+layout directory's device and inode, index.json's digest, and the inode, mtime and ctime of
+``blobs/`` and each ``blobs/<alg>/``, all read through the one directory handle of
+:class:`io_adapters.layout.LayoutDir` just before the listing the graph was built from.  A
+snapshot is recorded only when those folders last changed (mtime or ctime -- a tool can set an
+mtime back, never a ctime) at least ``SETTLE_NS`` before the listing began, as git's index
+treats "racily clean" entries, so a change in the same clock tick cannot hide; and the store is
+trusted only while the same handle reads the same snapshot again.  Anything else -- another
+directory at the path, a blob created, removed or renamed, an index.json edited, other code --
+and the layout is read instead.
 
-* **which blobs exist**: the inode, mtime and ctime of ``blobs/`` and of each
-  ``blobs/<alg>/`` (:func:`io_adapters.layout.folder_stamps`) must be those taken just before
-  the listing the graph was built from.  Creating, removing or renaming a file in a folder
-  changes its mtime and ctime -- but only to the file system's clock, which may tick coarsely
-  (a few milliseconds), so a change in the same tick as the stamp could keep it.  As git does
-  with its index ("racily clean" entries), stamps are kept only when every folder was last
-  changed (mtime or ctime: a tool can set an mtime back, not a ctime) at least ``SETTLE_NS``
-  before the listing began; a layout changed just before it is simply not stored, and the next
-  full plan stores it.  This assumes the file system's clock is the machine's, give or take
-  well under ``SETTLE_NS`` (a network file system whose server's clock is off by more, or a
-  FUSE mount whose folder times never move, defeats it: set ``OCIGRAPH_NO_CACHE=1`` there).
-* **index.json**: its bytes are read and hashed, and must be those the graph was built from.
-* **what manifests say**: nothing to check -- a manifest is its digest's content, verified
-  when it was read.  A graph built from reads that said something about the disk rather than
-  the digest (a blob missing, unreadable or not matching its digest) is never stored, so no
-  repaired file can come back to a stale answer.
-* **the code**: the store names the code that built it (:func:`~io_adapters.cache.code_fingerprint`).
+Facts about a digest (a node's edges, from a manifest verified against its digest) cannot go
+stale; a graph built from reads that said something about the disk rather than a digest (a
+blob unreadable or not matching its digest) is never stored.  One thing the rule does not see
+is a blob file rewritten *in place* with other bytes (no tool does that to content-addressed
+files; ``fsck`` finds it): the store then answers what the digest says.  This assumes the file
+system's clock is the machine's within well under ``SETTLE_NS``; set ``OCIGRAPH_NO_CACHE=1``
+on a file system whose folder times never move.
 
-Every row carries a CRC-32 of its content, and a row that does not match it, a missing row or
-any SQLite error makes the store ignored, never trusted: planning falls back to reading the
-layout.  A store is written whole to a temporary file and renamed into place, so a reader sees
-the old one or the new one; the checksums guard against damage, not against someone who can
-write your cache folder.  ``OCIGRAPH_NO_CACHE=1`` turns it off with the cache.
+Every row carries a CRC-32 of its content; a row that does not match it, a missing row or any
+SQLite error makes the store ignored (and discarded), never trusted.  A store is written whole
+to a temporary file, synced and renamed into place, so a reader sees the old one or the new
+one; the checksums guard against damage, not against someone who can write your cache folder.
 
-Rows: ``meta`` (one: format, code, index.json fingerprint, folder stamps, entry count, the
-unusable live manifests per root rule, the junk under ``blobs/``); ``nodes`` (id = rank in
-digest order, digest, and a JSON body: the digest again, the attributes, ``[id, roles]`` per
-successor and per predecessor, live without and with ``keep_untagged``); ``entries``
-(index.json position, tag, and a JSON body: position, digest, tag, descriptor).  Because ids
-rank digests, the smallest predecessor outside a view's core -- the one a plan names as
-sharing a layer -- is found without reading the others.
+Where: ``$OCIGRAPH_CACHE_DIR``, else ``$XDG_CACHE_HOME/ocigraph``, else ``~/.cache/ocigraph``;
+one file per layout path, ``<hash of the real path>.store``.
+
+Rows: ``meta`` (one: format, code, the snapshot, entry and node counts, the unusable live
+manifests per root rule, the junk under ``blobs/``); ``nodes`` (id = rank in digest order,
+digest, and a JSON body: the digest again, the attributes, ``[id, roles]`` per successor and
+per predecessor, live without and with ``keep_untagged``); ``entries`` (index.json position,
+tag, and a JSON body: position, digest, tag, descriptor); ``plans`` (a key naming operation,
+targets and policy, and the plan's JSON).  Because ids rank digests, the smallest predecessor
+outside a view's core -- the one a plan names as sharing a layer -- is found without reading
+the others.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import sqlite3
 import tempfile
 import time
+import sys
 import zlib
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -60,15 +64,15 @@ import networkx as nx
 import orjson
 
 import ocigraph as og
-from .collector import pauses_collector as pauses_gc
 
-from .cache import cache_enabled, cache_file_for, code_fingerprint
-from .layout import DiskLayout, FolderStamp, Junk
+from .collector import pauses_collector
+from .layout import DiskLayout, FolderStamp, Junk, LayoutDir
 
-__all__ = ["STORE_FORMAT", "SETTLE_NS", "GraphStore", "StoreDamaged", "store_file_for", "last_change", "settles_in",
-           "claim", "save_store", "open_store", "is_settled", "wait_for_writer"]
+__all__ = ["STORE_FORMAT", "SETTLE_NS", "GraphStore", "StoreDamaged", "Snapshot", "store_file_for",
+           "cache_enabled", "default_cache_dir", "code_fingerprint", "last_change", "settles_in",
+           "claim", "save_store", "open_store", "is_settled", "wait_for_writer", "plan_key"]
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2
 #: how long before a listing its folders must have last changed for their stamps to be kept
 SETTLE_NS = 2_000_000_000
 #: ``IN (...)`` batches (SQLite allows 32766 variables; smaller batches keep statements cheap)
@@ -82,10 +86,61 @@ class StoreDamaged(Exception):
     """The store does not hold what it says it holds: a checksum, a row or SQLite failed."""
 
 
+def cache_enabled(explicit: bool | None = None) -> bool:
+    """``explicit`` if given, else on unless ``OCIGRAPH_NO_CACHE`` is set to a non-empty value
+    other than ``0``."""
+    if explicit is not None:
+        return explicit
+    return os.environ.get("OCIGRAPH_NO_CACHE", "") in ("", "0")
+
+
+def default_cache_dir() -> Path | None:
+    """``$OCIGRAPH_CACHE_DIR``, ``$XDG_CACHE_HOME/ocigraph`` or ``~/.cache/ocigraph``."""
+    explicit = os.environ.get("OCIGRAPH_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "ocigraph"
+    home = os.environ.get("HOME")
+    return Path(home) / ".cache" / "ocigraph" if home else None
+
+
+_CODE: list[str] = []
+
+
+def code_fingerprint() -> str:
+    """A digest of ocigraph's own source (the core and the shell): what is stored was computed
+    by code, and a store written by other code -- an upgrade, a fix, a checkout -- is
+    somebody else's."""
+    if not _CODE:
+        h = hashlib.sha256()
+        for package in (og, sys.modules[__package__ or "io_adapters"]):
+            folder = Path(package.__file__ or "").parent
+            for path in sorted(folder.glob("*.py")):
+                h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        _CODE.append(h.hexdigest())
+    return _CODE[0]
+
+
 def store_file_for(root: Path | str, cache_dir: Path | str | None = None) -> Path | None:
-    """Where the graph of the layout at ``root`` is stored (beside its manifest cache)."""
-    path = cache_file_for(root, cache_dir)
-    return None if path is None else path.with_suffix(".graph")
+    """Where the store of the layout at ``root`` lives (``None``: nowhere to put one)."""
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if base is None:
+        return None
+    real = os.path.realpath(root)
+    return base / f"{hashlib.sha256(os.fsencode(real)).hexdigest()[:32]}.store"
+
+
+#: what a snapshot of a layout is made of (see the module's docstring): the directory's
+#: ``"<device>:<inode>"``, index.json's digest, and the blob folders' stamps
+Snapshot = tuple[str, str, tuple[FolderStamp, ...]]
+
+
+def plan_key(operation: str, refs: Sequence[str], policy: og.Policy) -> str:
+    """The key a plan is kept under: its operation, the refs asked for, its policy."""
+    return hashlib.sha256(orjson.dumps([operation, list(refs), policy.to_dict()],
+                                       option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def last_change(folders: Sequence[FolderStamp]) -> int:
@@ -99,7 +154,7 @@ def settles_in(folders: Sequence[FolderStamp]) -> float:
     return max(0.0, (last_change(folders) + SETTLE_NS - time.time_ns()) / 1e9)
 
 
-def is_settled(disk: DiskLayout) -> bool:
+def is_settled(disk: DiskLayout) -> bool:  # noqa: D103
     """Whether ``disk``'s folder stamps can later prove nothing changed (see the module)."""
     return bool(disk.folders) and disk.listed_at - last_change(disk.folders) >= SETTLE_NS
 
@@ -146,18 +201,19 @@ def claim(path: Path) -> int | None:
     return fd
 
 
-@pauses_gc
+@pauses_collector
 def save_store(path: Path, disk: DiskLayout, graph: nx.DiGraph,
-               facts: Mapping[bool, og.Liveness]) -> None:
+               facts: Mapping[bool, og.Liveness], plans: Mapping[str, og.Plan]) -> None:
     """Store ``graph`` (built from ``disk``, whole) with its ``facts`` under both root rules
-    (``{False: ..., True: ...}``, with grace 0) at ``path``.  The caller holds the
-    :func:`claim`.  Failing to write only costs the next run its shortcut."""
+    (``{False: ..., True: ...}``, with grace 0) and the ``plans`` made on it (by
+    :func:`plan_key`) at ``path``.  The caller holds the :func:`claim`.  Failing to write only
+    costs the next run its shortcut."""
     with contextlib.suppress(OSError, sqlite3.Error):
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".graph")
         os.close(fd)
         try:
-            _write(tmp, disk, graph, facts)
+            _write(tmp, disk, graph, facts, plans)
             fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 os.fsync(fd)  # whole on disk before it has the name readers open
@@ -245,15 +301,16 @@ def _node_rows(graph: nx.DiGraph, facts: Mapping[bool, og.Liveness]) -> Iterator
                        strict=True)
 
 
-def _write(tmp: str, disk: DiskLayout, graph: nx.DiGraph, facts: Mapping[bool, og.Liveness]) -> None:
+def _write(tmp: str, disk: DiskLayout, graph: nx.DiGraph, facts: Mapping[bool, og.Liveness],
+           plans: Mapping[str, og.Plan]) -> None:
     def entry_rows() -> Iterator[tuple[int, str | None, bytes, int]]:
         for e in graph.graph["index"].entries:
             body = orjson.dumps([e.position, e.digest, e.tag, list(e.descriptor)])
             yield e.position, e.tag, body, zlib.crc32(body)
 
     meta = orjson.dumps({
-        "format": STORE_FORMAT, "code": code_fingerprint(), "fingerprint": graph.graph["fingerprint"],
-        "folders": disk.folders, "entry_count": len(graph.graph["index"].entries),
+        "format": STORE_FORMAT, "code": code_fingerprint(), "origin": disk.dir.origin,
+        "fingerprint": graph.graph["fingerprint"], "folders": disk.folders, "entry_count": len(graph.graph["index"].entries),
         "unusable": [facts[False].unusable, facts[True].unusable],
         "junk": [(j.path, j.why) for j in disk.junk], "nodes": graph.number_of_nodes(),
     })
@@ -268,7 +325,11 @@ def _write(tmp: str, disk: DiskLayout, graph: nx.DiGraph, facts: Mapping[bool, o
                     "body BLOB NOT NULL, crc INTEGER NOT NULL)")
         con.execute("CREATE TABLE entries(pos INTEGER PRIMARY KEY, tag TEXT, body BLOB NOT NULL, "
                     "crc INTEGER NOT NULL)")
+        con.execute("CREATE TABLE plans(key TEXT PRIMARY KEY, body BLOB NOT NULL, crc INTEGER NOT NULL)")
         con.execute("INSERT INTO meta VALUES (1, ?, ?)", (meta, zlib.crc32(meta)))
+        bodies = [(k, p.to_json(indent=False)) for k, p in plans.items()]
+        con.executemany("INSERT INTO plans VALUES (?, ?, ?)",
+                        [(k, b, zlib.crc32(b)) for k, b in bodies])
         con.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?)", _node_rows(graph, facts))
         con.executemany("INSERT INTO entries VALUES (?, ?, ?, ?)", entry_rows())
         con.execute("CREATE INDEX entries_tag ON entries(tag)")
@@ -347,6 +408,19 @@ class GraphStore:
             return {by_id[i][0]: _roles(m) for i, m in pairs}
         except KeyError as exc:
             raise StoreDamaged(f"node {exc} is missing") from None
+
+    def plan(self, key: str) -> og.Plan | None:
+        """The plan kept under ``key`` (:func:`plan_key`), if any."""
+        rows = self._query("SELECT body, crc FROM plans WHERE key = ?", (key,))
+        if not rows:
+            return None
+        body, crc = rows[0]
+        if zlib.crc32(body) != crc:
+            raise StoreDamaged("a plan does not match its checksum")
+        try:
+            return og.Plan.from_json(body)
+        except og.OcigraphError as exc:
+            raise StoreDamaged(str(exc)) from None
 
     # -- GraphSource -------------------------------------------------------------------------
 
@@ -443,19 +517,26 @@ def _descriptor_fields(desc: list[Any]) -> tuple[Any, ...]:
             None if platform is None else tuple(tuple(p) for p in platform))
 
 
-def open_store(root: Path, cache_dir: Path | str | None, index_fingerprint: str,
-               folders: tuple[FolderStamp, ...], cache: bool | None = None) -> GraphStore | None:
-    """The stored graph of the layout at ``root`` if it was made from this index.json (by
-    fingerprint), these folder stamps and this code; ``None`` otherwise, or if it is damaged."""
+def snapshot_of(layout_dir: LayoutDir) -> Snapshot:
+    """The layout's snapshot as its handle reads it now (see the module's docstring)."""
+    fingerprint = og.digest_bytes(layout_dir.read_file("index.json"))
+    return layout_dir.origin, fingerprint, layout_dir.folder_stamps()
+
+
+def open_store(layout_dir: LayoutDir, cache_dir: Path | str | None = None,
+               cache: bool | None = None, snapshot: Snapshot | None = None) -> GraphStore | None:
+    """The store of the layout if it was made from the snapshot its handle reads now (or
+    ``snapshot``) by this code; ``None`` otherwise, or if it is damaged."""
     if not cache_enabled(cache):
         return None
-    path = store_file_for(root, cache_dir)
+    path = store_file_for(layout_dir.path, cache_dir)
     if path is None:
         return None
     con = None
     try:
         if not path.is_file():
             return None
+        origin, fingerprint, folders = snapshot or snapshot_of(layout_dir)
         uri = Path(os.path.abspath(path)).as_uri() + "?mode=ro"
         con = sqlite3.connect(uri, uri=True, isolation_level=None)
         row = con.execute("SELECT body, crc FROM meta WHERE id = 1").fetchone()
@@ -463,8 +544,8 @@ def open_store(root: Path, cache_dir: Path | str | None, index_fingerprint: str,
             raise StoreDamaged("meta")
         meta = orjson.loads(row[0])
         stored_folders = tuple(tuple(f) for f in meta["folders"])
-        if (meta["format"], meta["code"], meta["fingerprint"], stored_folders) != (
-                STORE_FORMAT, code_fingerprint(), index_fingerprint, folders):
+        if (meta["format"], meta["code"], meta["origin"], meta["fingerprint"], stored_folders) != (
+                STORE_FORMAT, code_fingerprint(), origin, fingerprint, folders):
             con.close()
             return None
         # a row lost would go unseen by the checksums of the others: count the small table
@@ -473,12 +554,13 @@ def open_store(root: Path, cache_dir: Path | str | None, index_fingerprint: str,
         if entries != meta["entry_count"]:
             raise StoreDamaged("entries")
         with contextlib.suppress(OSError):
-            os.utime(path)  # in use: not one for the cache's clean-up of abandoned files
+            os.utime(path)  # in use: the last to be cleaned up
         return GraphStore(path, con, meta)
+    except og.OcigraphError:
+        if con is not None:
+            con.close()
+        raise  # index.json unreadable: the layout's problem, said by the layout
     except Exception:  # a cache: anything amiss and it is not believed
         if con is not None:
             con.close()
         return None
-
-
-

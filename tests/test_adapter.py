@@ -16,7 +16,8 @@ from builder import CONFIG, Builder
 
 import ocigraph as og
 from io_adapters import apply as apply_module
-from io_adapters.apply import TEMP_PREFIX, apply_plan
+from io_adapters.apply import apply_plan
+from io_adapters.layout import TEMP_PREFIX
 from io_adapters.errors import ApplyError, LayoutAccessError, LayoutLockedError
 from io_adapters.fsck import fsck
 from io_adapters.layout import blob_path, read_layout
@@ -479,12 +480,16 @@ def test_digest_names_are_checked_all_at_once_exactly_as_one_by_one(names: list[
 
 
 def test_the_one_by_one_listing_sets_aside_everything_but_regular_files(tmp_path: Path) -> None:
-    from io_adapters.layout import _junk_entry, _scan_one_by_one
+    from io_adapters.layout import _junk_entry, _list_folder
 
     (tmp_path / ("a" * 64)).write_bytes(b"x")
     (tmp_path / ("b" * 64)).symlink_to(tmp_path / ("a" * 64))
     (tmp_path / ("c" * 64)).mkdir()
-    names, others = _scan_one_by_one(str(tmp_path), "blobs/sha256")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        names, others = _list_folder(fd, "blobs/sha256")
+    finally:
+        os.close(fd)
     assert names == ["a" * 64]
     assert sorted(_junk_entry(e, "blobs/sha256", 64).why for e in others) == [
         "not a regular file", "symlink (never followed, never deleted)"]
@@ -499,10 +504,10 @@ def test_gc_stats_what_it_reads_or_deletes_and_no_layer_it_keeps(tmp_path: Path)
     b.entry(img, "app:1")
     junk = [b.blob(f"dangling {i}") for i in range(5)]
     root = write_layout(tmp_path / "layout", b)
-    disk = read_layout(root, cache=True, cache_dir=tmp_path / "cache")
-    assert disk.layout.blobs.stamps() == {}  # listed: nothing stat'ed yet
+    disk = read_layout(root)
+    assert disk.layout.blobs.examined() == set()  # listed: nothing stat'ed yet
     plan = og.plan_gc(og.build_graph(disk.layout))
-    examined = set(disk.layout.blobs.stamps())
+    examined = disk.layout.blobs.examined()
     assert {d.digest for d in plan.deletions} == {str(j["digest"]) for j in junk}
     assert str(img["digest"]) in examined
     assert examined >= {str(j["digest"]) for j in junk}
@@ -510,4 +515,4 @@ def test_gc_stats_what_it_reads_or_deletes_and_no_layer_it_keeps(tmp_path: Path)
     # what a report of disk use needs is there on request: the files' own sizes
     full = og.build_graph(disk.layout, file_sizes=True)
     assert all(full.nodes[str(layer["digest"])]["size"] == layer["size"] for layer in live_layers)
-    assert set(disk.layout.blobs.stamps()) >= {str(layer["digest"]) for layer in live_layers}
+    assert disk.layout.blobs.examined() >= {str(layer["digest"]) for layer in live_layers}

@@ -436,7 +436,7 @@ def test_one_shot_commands_read_the_layout_under_the_lock(
     real = planner_module.read_layout
 
     def spying_read_layout(path: Any, **kw: Any) -> Any:
-        seen.append(lock_holder(Path(path)))
+        seen.append(lock_holder(Path(getattr(path, "path", path))))
         return real(path, **kw)
 
     monkeypatch.setattr(planner_module, "read_layout", spying_read_layout)

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 import signal
 import subprocess
 import tempfile
@@ -34,7 +35,7 @@ from hostile.killpoints import (
 from hostile.layoutgen import present_blobs
 
 import ocigraph as og
-from io_adapters import apply as apply_module
+from io_adapters import layout as layout_module
 from io_adapters.apply import apply_plan
 from io_adapters.errors import ApplyError, LayoutAccessError
 from io_adapters.layout import read_layout
@@ -66,7 +67,7 @@ def unlink_points(total: int, count: int = 12) -> list[str]:
 
 
 def test_temp_prefix_matches_the_adapter() -> None:
-    assert TEMP_PREFIX == apply_module.TEMP_PREFIX
+    assert TEMP_PREFIX == layout_module.TEMP_PREFIX
 
 
 # --- SIGKILL -----------------------------------------------------------------------------------
@@ -208,8 +209,8 @@ def test_disk_full_while_writing_index_json_leaves_it_unchanged(
 
 @pytest.mark.parametrize(
     ("target", "code"),
-    [("fsync", errno.EIO), ("replace", errno.EXDEV), ("mkstemp", errno.EROFS),
-     ("mkstemp", errno.EDQUOT)],
+    [("fsync", errno.EIO), ("replace", errno.EXDEV), ("create", errno.EROFS),
+     ("create", errno.EDQUOT)],
 )
 def test_index_json_write_failures_are_clear_errors_with_nothing_changed(
     workload: Workload, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str, code: int
@@ -219,10 +220,20 @@ def test_index_json_write_failures_are_clear_errors_with_nothing_changed(
     def fail(*args: object, **kwargs: object) -> None:
         raise OSError(code, os.strerror(code))
 
-    owner = tempfile if target == "mkstemp" else os
-    monkeypatch.setattr(owner, target, fail)
+    real_open = os.open
+
+    def failing_create(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        if flags & os.O_CREAT:  # the temp file beside index.json
+            raise OSError(code, os.strerror(code))
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    plan = plan_gc(root)
+    if target == "create":
+        monkeypatch.setattr(os, "open", failing_create)
+    else:
+        monkeypatch.setattr(os, target, fail)
     with pytest.raises(LayoutAccessError) as info:
-        apply_plan(root, plan_gc(root))
+        apply_plan(root, plan)
     monkeypatch.undo()
     assert_one_line(str(info.value))
     assert os.strerror(code) in str(info.value)
@@ -238,12 +249,17 @@ def test_folder_fsync_failing_after_the_rename_deletes_no_blob(
     # would then break the layout, so apply stops before the first unlink.
     root = copy_of(workload, tmp_path)
 
-    def fail(path: Path) -> None:
-        raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+    real_fsync = os.fsync
 
-    monkeypatch.setattr(apply_module, "_fsync_dir", fail)
+    def fail_on_folders(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_fsync(fd)
+
+    plan = plan_gc(root)
+    monkeypatch.setattr(os, "fsync", fail_on_folders)
     with pytest.raises(LayoutAccessError) as info:
-        apply_plan(root, plan_gc(root))
+        apply_plan(root, plan)
     monkeypatch.undo()
     assert_one_line(str(info.value))
     assert "no blob was deleted" in str(info.value)

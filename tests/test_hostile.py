@@ -188,7 +188,7 @@ def unreadable_layout(tmp_path: Path) -> tuple[Path, Base]:
 UNREADABLE = [
     ("index.json", "index.json: cannot open (Permission denied)"),
     ("live-manifest", "cannot read (Permission denied)"),
-    ("blobs/sha256", "blobs/sha256: cannot list (Permission denied)"),
+    ("blobs/sha256", "blobs/sha256: cannot open (Permission denied)"),
 ]
 
 

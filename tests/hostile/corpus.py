@@ -171,7 +171,8 @@ def case(name: str, error: str | None, fsck: str | None, doc: str, **kw: Any
 
 # oci-layout ---------------------------------------------------------------------------------------
 
-@case("oci_layout_missing", "oci-layout: missing", "oci-layout: missing",
+@case("oci_layout_missing", "not an OCI image layout (it has an index.json but no oci-layout file)",
+      "not an OCI image layout",
       "Without oci-layout the folder is not known to be a layout: refuse.")
 def _(root: Path, outside: Path, base: Base) -> None:
     (root / "oci-layout").unlink()

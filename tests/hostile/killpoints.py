@@ -4,14 +4,17 @@ what it left.
 The child (``python -m hostile.killpoints ROOT --kill POINT``) runs a real GC -- through the
 CLI when ``--via cli``, else through the adapter (lock, read, plan, apply) -- and SIGKILLs itself
 at POINT.  With ``--fail POINT=ERRNO`` (e.g. ``unlink:5=EACCES``, ``temp-partial=ENOSPC``) the
-system call at POINT raises that ``OSError`` instead, as a full disk or a failing device would.  Points are found with a ``sys.addaudithook`` hook (``open``, ``os.rename``,
-``os.remove`` events), so production code carries no test hook at all:
+system call at POINT raises that ``OSError`` instead, as a full disk or a failing device would.
+Points are found with a ``sys.addaudithook`` hook (``open``, ``os.rename``, ``os.remove``
+events; the shell works relative to its directory handle, so their names are relative) and by
+wrapping ``os.write`` and ``os.fsync``, so production code carries no test hook at all:
 
 ``lock``           before the layout lock is taken
 ``temp-open``      before the temp index.json is created
 ``temp-partial``   half of the new index.json written to the temp file (``os.write`` wrapped)
 ``before-rename``  temp file complete and fsynced, not yet renamed over index.json
 ``after-rename``   index.json replaced, the folder not yet fsynced, no blob deleted
+                   (the fsync of the folder, after the rename, is the point)
 ``unlink:N``       just before the N-th blob unlink (N-1 blobs deleted)
 ``none``           run to completion
 
@@ -61,29 +64,27 @@ def install_kill_point(root: Path, point: str, fail_errno: int | None = None) ->
             path = args[0]
             if not isinstance(path, (str, bytes, os.PathLike)):
                 return
-            p = os.path.abspath(os.fsdecode(path))
+            name = os.fsdecode(path)
             flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
-            is_root_dir = p == root_s and flags & os.O_DIRECTORY
-            if point == "lock" and is_root_dir:
-                _die(p)
-            if os.path.basename(p).startswith(TEMP_PREFIX) and os.path.dirname(p) == root_s:
+            if point == "lock" and os.path.abspath(name) == root_s and flags & os.O_DIRECTORY:
+                _die(name)
+            if os.path.basename(name).startswith(TEMP_PREFIX):
                 state["temp"] = True
                 if point == "temp-open":
-                    _die(p)
-            if point == "after-rename" and state["renamed"] and is_root_dir:
-                _die(p)
+                    _die(name)
         elif event == "os.rename":
-            dst = os.path.abspath(os.fsdecode(args[1]))  # type: ignore[arg-type]
-            if dst == os.path.join(root_s, "index.json"):
+            dst = os.fsdecode(args[1])  # type: ignore[arg-type]
+            if os.path.basename(dst) == "index.json" and state["temp"]:
                 if point == "before-rename":
                     _die(dst)
                 state["renamed"] = True
         elif event == "os.remove" and nth is not None:
-            p = os.path.abspath(os.fsdecode(args[0]))  # type: ignore[arg-type]
-            if p.startswith(blobs_s):
+            name = os.fsdecode(args[0])  # type: ignore[arg-type]
+            relative = len(args) > 1 and args[1] is not None  # unlinked through a folder's fd
+            if relative or os.path.abspath(name).startswith(blobs_s):
                 state["unlinks"] += 1
                 if state["unlinks"] == nth:
-                    _die(p)
+                    _die(name)
 
     sys.addaudithook(hook)
     if point == "temp-partial":
@@ -97,6 +98,15 @@ def install_kill_point(root: Path, point: str, fail_errno: int | None = None) ->
             return real_write(fd, data)
 
         os.write = half_write  # type: ignore[assignment]
+    if point == "after-rename":
+        real_fsync = os.fsync
+
+        def fsync_after_rename(fd: int) -> None:  # type: ignore[override]
+            if state["renamed"]:
+                _die(None)
+            real_fsync(fd)
+
+        os.fsync = fsync_after_rename  # type: ignore[assignment]
 
 
 def run_gc_in_process(root: Path, *, preset: str = "default", grace: float = 0.0,
@@ -108,9 +118,10 @@ def run_gc_in_process(root: Path, *, preset: str = "default", grace: float = 0.0
     from io_adapters.lock import LayoutLock
 
     with LayoutLock(root, lock_timeout) as lock:
-        disk = read_layout(root)
-        plan = og.plan_gc(og.build_graph(disk.layout), og.Policy.preset(preset, grace=grace))
-        report = apply_plan(root, plan, lock=lock)
+        disk = read_layout(lock.dir)
+        plan = og.plan_gc(og.build_graph(disk.layout, mtimes=grace > 0),
+                          og.Policy.preset(preset, grace=grace))
+        report = apply_plan(lock.dir, plan, lock=lock)
     return report.to_dict()
 
 
