@@ -26,16 +26,16 @@ from __future__ import annotations
 
 import errno
 import math
-import os
 import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ocigraph as og
 
-from .errors import ApplyError, LayoutAccessError, PlanMismatchError, PlanOriginError
+from .errors import ApplyError, PlanMismatchError, PlanOriginError
 from .layout import LayoutDir, blob_name, blob_path, open_layout, printable
 from .lock import LayoutLock
 
@@ -56,6 +56,10 @@ class ApplyReport:
     bytes_freed: int
     index_written: bool
     seconds: float
+    #: the layout's snapshot (:mod:`io_adapters.store`) just before the plan changed it, and
+    #: index.json's digest after: what lets the store follow the change (not in the JSON)
+    before: tuple[Any, ...] | None = None
+    index_after: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -198,15 +202,19 @@ def apply_plan(
             verify_plan(layout_dir, plan)
         todo = [d.digest for d in plan.deletions if d.present]
         _check_blob_folders(layout_dir, todo)
+        before = (layout_dir.origin, current.fingerprint, layout_dir.folder_stamps())
         index_written = False
+        index_after = current.fingerprint
         if plan.index_changes:
             layout_dir.require_in_place()  # the last moment a swap could still fool us
-            layout_dir.replace_index(og.render_index(current, plan.index_changes))
+            data = og.render_index(current, plan.index_changes)
+            layout_dir.replace_index(data)
             index_written = True
+            index_after = og.digest_bytes(data)
         deleted, gone, skipped, freed = _delete_blobs(layout_dir, todo, plan.snapshot_time,
                                                       index_written, progress, unlink)
         return ApplyReport(tuple(deleted), tuple(gone), tuple(skipped), freed, index_written,
-                           time.monotonic() - started)
+                           time.monotonic() - started, before, index_after)
     finally:
         if lock is None:
             held.release()

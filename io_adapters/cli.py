@@ -633,7 +633,7 @@ def apply(layout: Path, plan_file: Path, fmt: str, lock_timeout: float) -> None:
         report = apply_plan(layout_dir, plan, lock_timeout=lock_timeout, progress=progress,
                             verify=True)
     _print_report(layout, plan, report, fmt)
-    restore_later(layout_dir, defer=background.defer)
+    restore_later(layout_dir, defer=background.defer, applied=(plan, report))
 
 
 def _print_report(root: Path, plan: og.Plan, report: ApplyReport, fmt: str) -> None:
@@ -680,7 +680,7 @@ def _run_one_shot(operation: str, layout: Path, refs: Sequence[str], policy: og.
             _echo_json(report_document(layout, plan, report))
         elif not plan.is_empty:
             click.echo(format_report_text(plan, report))
-        restore_later(layout_dir, defer=background.defer)
+        restore_later(layout_dir, defer=background.defer, applied=(plan, report))
     finally:
         if lock is not None:
             lock.release()

@@ -34,13 +34,16 @@ import networkx as nx
 
 import ocigraph as og
 
+from .apply import ApplyReport
 from .collector import collector_paused
-from .layout import DiskLayout, Junk, LayoutDir, open_layout, read_layout
+from .layout import DiskLayout, Junk, LayoutDir, open_layout, read_layout, scan_blobs
 from .store import (
     GraphStore,
     cache_enabled,
     claim,
+    follow_apply,
     is_settled,
+    names_checksum,
     open_store,
     plan_key,
     save_store,
@@ -214,8 +217,10 @@ def _storable(disk: DiskLayout, cache: bool | None) -> bool:
             and getattr(disk.layout.manifests, "disk_errors", 1) == 0)
 
 
-#: store files this process has a job on its way for (the job owns the writer's lock)
+#: store files this process has a job on its way for (the job owns the writer's lock), and
+#: what this process applied to their layouts since (the job follows it)
 _PENDING: set[Path] = set()
+_APPLIED: dict[Path, tuple[og.Plan, ApplyReport]] = {}
 
 
 def _store_path(layout_dir: LayoutDir, cache_dir: Path | str | None) -> Path | None:
@@ -239,10 +244,16 @@ def _store(disk: DiskLayout, graph: nx.DiGraph, whole: og.WholeGraph, plans: dic
     kept = [graph, whole]  # let go of before a rebuild: the job may be the graph's last holder
 
     def work() -> None:
-        if disk.dir.in_place() and disk.dir.folder_stamps() == disk.folders:
+        applied = _APPLIED.pop(path, None)
+        unchanged = disk.dir.in_place() and disk.dir.folder_stamps() == disk.folders
+        snapshot = (disk.dir.origin, kept[0].graph["fingerprint"], disk.folders)
+        if unchanged or (applied is not None and applied[1].before == snapshot):
             facts = {False: kept[1].facts(False), True: kept[1].facts(True)}
-            save_store(path, disk, kept[0], facts, plans)
-        else:  # changed since it was read (an apply, a push): store it as it is now
+            save_store(path, disk, kept[0], facts, plans if unchanged else {})
+            kept.clear()
+            if applied is not None and not unchanged:  # the graph as read; then what changed
+                _follow(disk.dir, path, cache, *applied)
+        else:  # changed by someone else since it was read: store it as it is now
             kept.clear()
             _rebuild(disk.dir, path, cache)
 
@@ -265,6 +276,7 @@ def _storing_job(path: Path, work: Callable[[], None], defer: Callable[..., None
             pass  # the layout went bad under us: only a shortcut is lost
         finally:
             _PENDING.discard(path)
+            _APPLIED.pop(path, None)
             os.close(claimed)
 
     _PENDING.add(path)
@@ -292,17 +304,45 @@ def _rebuild(layout_dir: LayoutDir, path: Path, cache: bool | None) -> None:
         save_store(path, disk, graph, {False: whole.facts(False), True: whole.facts(True)}, {})
 
 
+def _follow(layout_dir: LayoutDir, path: Path, cache: bool | None, plan: og.Plan,
+            report: ApplyReport) -> None:
+    """Bring the store to the layout as ``plan`` left it, changing the rows the plan touched
+    (:func:`io_adapters.store.follow_apply`), once the blob folders have settled -- a new
+    snapshot is taken only then, and a listing after it must show exactly what the plan
+    left; anything else (another writer, a change the store cannot follow exactly) and the
+    layout is stored anew (:func:`_rebuild`).  The caller holds the writer's lock."""
+    wait = settles_in(layout_dir.folder_stamps())
+    if wait > _MAX_SETTLE_WAIT or not layout_dir.in_place():
+        return
+    if wait > 0:
+        time.sleep(wait + 0.01)
+    after = snapshot_of(layout_dir)
+    listing, junk = scan_blobs(layout_dir)
+    done = (report.before is not None and not report.skipped and not report.already_gone
+            and after[1] == report.index_after
+            and follow_apply(path, report.before, plan, after, layout_dir.read_index(),
+                             names_checksum(listing), junk))
+    if not done:
+        _rebuild(layout_dir, path, cache)
+
+
 def restore_later(root: Path | str | LayoutDir, cache: bool | None = None,
                   cache_dir: Path | str | None = None,
-                  defer: Callable[..., None] | None = None) -> None:
-    """After an apply changed a layout that had a store: store it again, so that the next
-    command is quick too -- a rebuild (:func:`_rebuild`), meant for ``defer``, done while
-    nobody waits for it.  A layout that had no store, or whose store is current, is left
-    alone; so is one this process has a storing job on its way for (that job sees the change
-    and stores the layout as it is)."""
+                  defer: Callable[..., None] | None = None, *,
+                  applied: tuple[og.Plan, ApplyReport] | None = None) -> None:
+    """After an apply changed a layout that had a store: bring the store up to date, so that
+    the next command is quick too -- following the change row by row when the store was
+    current before it (``applied``: the plan and apply's report; :func:`_follow`), else a
+    rebuild (:func:`_rebuild`); meant for ``defer``, done while nobody waits for it.  A layout
+    that had no store, or whose store is current, is left alone; so is one this process has a
+    storing job on its way for (that job sees the change and stores the layout as it is)."""
     layout_dir = open_layout(root)
     path = _store_path(layout_dir, cache_dir)
-    if not cache_enabled(cache) or path is None or path in _PENDING or not path.exists():
+    if path is not None and path in _PENDING:
+        if applied is not None:
+            _APPLIED[path] = applied
+        return
+    if not cache_enabled(cache) or path is None or not path.exists():
         return
     try:
         held = open_store(layout_dir, cache_dir, cache)
@@ -311,7 +351,11 @@ def restore_later(root: Path | str | LayoutDir, cache: bool | None = None,
     if held is not None:  # unchanged after all (an empty plan)
         held.close()
         return
-    _storing_job(path, lambda: _rebuild(layout_dir, path, cache), defer)
+    if applied is not None and applied[1].before is not None:
+        plan, report = applied
+        _storing_job(path, lambda: _follow(layout_dir, path, cache, plan, report), defer)
+    else:
+        _storing_job(path, lambda: _rebuild(layout_dir, path, cache), defer)
 
 
 def plan_layout(root: Path | str | LayoutDir, operation: str, refs: Sequence[str],

@@ -52,11 +52,11 @@ import fcntl
 import hashlib
 import os
 import sqlite3
+import sys
 import tempfile
 import time
-import sys
 import zlib
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,8 @@ from .layout import DiskLayout, FolderStamp, Junk, LayoutDir
 
 __all__ = ["STORE_FORMAT", "SETTLE_NS", "GraphStore", "StoreDamaged", "Snapshot", "store_file_for",
            "cache_enabled", "default_cache_dir", "code_fingerprint", "last_change", "settles_in",
-           "claim", "save_store", "open_store", "is_settled", "wait_for_writer", "plan_key"]
+           "claim", "save_store", "open_store", "is_settled", "wait_for_writer", "plan_key",
+           "names_checksum", "snapshot_of", "follow_apply"]
 
 STORE_FORMAT = 2
 #: how long before a listing its folders must have last changed for their stamps to be kept
@@ -137,6 +138,17 @@ def store_file_for(root: Path | str, cache_dir: Path | str | None = None) -> Pat
 Snapshot = tuple[str, str, tuple[FolderStamp, ...]]
 
 
+def names_checksum(digests: Iterable[str]) -> list[int]:
+    """``[count, sum]`` of a set of blob names, the sum over each digest's first 64 bits (its
+    hex, which is already uniformly random) modulo 2**64: order-free, so the set after
+    removing some names is the old checksum minus theirs, with no need to keep the names."""
+    total = count = 0
+    for d in digests:
+        total += int(d[d.index(":") + 1:][:16], 16)
+        count += 1
+    return [count, total % (1 << 64)]
+
+
 def plan_key(operation: str, refs: Sequence[str], policy: og.Policy) -> str:
     """The key a plan is kept under: its operation, the refs asked for, its policy."""
     return hashlib.sha256(orjson.dumps([operation, list(refs), policy.to_dict()],
@@ -154,7 +166,7 @@ def settles_in(folders: Sequence[FolderStamp]) -> float:
     return max(0.0, (last_change(folders) + SETTLE_NS - time.time_ns()) / 1e9)
 
 
-def is_settled(disk: DiskLayout) -> bool:  # noqa: D103
+def is_settled(disk: DiskLayout) -> bool:
     """Whether ``disk``'s folder stamps can later prove nothing changed (see the module)."""
     return bool(disk.folders) and disk.listed_at - last_change(disk.folders) >= SETTLE_NS
 
@@ -313,6 +325,7 @@ def _write(tmp: str, disk: DiskLayout, graph: nx.DiGraph, facts: Mapping[bool, o
         "fingerprint": graph.graph["fingerprint"], "folders": disk.folders, "entry_count": len(graph.graph["index"].entries),
         "unusable": [facts[False].unusable, facts[True].unusable],
         "junk": [(j.path, j.why) for j in disk.junk], "nodes": graph.number_of_nodes(),
+        "names": names_checksum(disk.layout.blobs),
     })
     con = sqlite3.connect(tmp, isolation_level=None)
     try:
@@ -564,3 +577,216 @@ def open_store(layout_dir: LayoutDir, cache_dir: Path | str | None = None,
         if con is not None:
             con.close()
         return None
+
+
+# -- following an apply ------------------------------------------------------------------------
+#
+# After ocigraph applies a plan to a layout whose store was current, the store can be brought
+# to the layout's new snapshot by changing the few rows the plan touched, instead of reading
+# the layout and building its graph again (seconds to minutes, in the background).  This is
+# done only where the result is exactly what a rebuild would store; :func:`follow_apply`
+# answers False otherwise, and the caller rebuilds.
+
+
+class _Rows:
+    """Node rows loaded by digest or id from a writable store, changed in memory."""
+
+    def __init__(self, con: sqlite3.Connection) -> None:
+        self.con = con
+        self.by_digest: dict[str, list[Any]] = {}
+        self.digest_of: dict[int, str] = {}
+        self.id_of: dict[str, int] = {}
+        self.dirty: set[str] = set()
+
+    def load(self, column: str, keys: Iterable[Any]) -> None:
+        known = self.digest_of if column == "id" else self.by_digest
+        want = sorted({k for k in keys if k not in known})
+        for at in range(0, len(want), _BATCH):
+            part = want[at:at + _BATCH]
+            marks = ",".join("?" * len(part))
+            for i, d, body, crc in self.con.execute(
+                    f"SELECT id, digest, body, crc FROM nodes WHERE {column} IN ({marks})", part):
+                if zlib.crc32(body) != crc:
+                    raise StoreDamaged(f"node {i} does not match its checksum")
+                fields = orjson.loads(body)
+                if fields[_DIGEST] != d:
+                    raise StoreDamaged(f"node {i} is filed under another digest")
+                self.by_digest[d], self.digest_of[i], self.id_of[d] = fields, d, i
+
+    def get(self, digest: str) -> list[Any]:
+        self.load("digest", [digest])
+        try:
+            return self.by_digest[digest]
+        except KeyError:
+            raise StoreDamaged(f"{digest} has no node") from None
+
+    def named(self, pairs: Iterable[Sequence[int]]) -> list[tuple[str, int]]:
+        pairs = list(pairs)
+        self.load("id", [i for i, _ in pairs])
+        try:
+            return [(self.digest_of[i], m) for i, m in pairs]
+        except KeyError as exc:
+            raise StoreDamaged(f"node {exc} is missing") from None
+
+    def succ(self, digest: str) -> list[tuple[str, int]]:
+        return self.named(self.get(digest)[_SUCC])
+
+    def pred(self, digest: str) -> list[tuple[str, int]]:
+        return self.named(self.get(digest)[_PRED])
+
+
+def _walk_neighbours(rows: _Rows, n: str) -> Iterator[str]:
+    """The nodes liveness flows to from ``n``: its successors, and its referrers."""
+    for s, _ in rows.succ(n):
+        yield s
+    for p, m in rows.pred(n):
+        if m & _SUBJECT:
+            yield p
+
+
+def _shrink_liveness(rows: _Rows, gone: set[str], seeds: set[str], col: int,
+                     is_root: Callable[[str], bool]) -> set[str]:
+    """The nodes that stop being live under the root rule of column ``col`` when ``gone``
+    leave the graph and ``seeds`` lose an edge or their root status.
+
+    Only nodes reachable from the seeds over live edges can lose liveness (the region); one of
+    them stays live when it is a root or a live node outside the region reaches it, and so
+    does everything it reaches inside the region.  Subject cycles cannot loop: each node is
+    visited once."""
+    live = lambda n: bool(rows.get(n)[col])  # noqa: E731
+    region: set[str] = set()
+    stack = [n for n in seeds if n not in gone and live(n)]
+    while stack:
+        n = stack.pop()
+        if n in region:
+            continue
+        region.add(n)
+        stack.extend(x for x in _walk_neighbours(rows, n)
+                     if x not in gone and x not in region and live(x))
+    outside = lambda x: x not in region and x not in gone and live(x)  # noqa: E731
+
+    def held_from_outside(n: str) -> bool:
+        if is_root(n):
+            return True
+        if any(outside(p) for p, _ in rows.pred(n)):
+            return True
+        return any(m & _SUBJECT and outside(s) for s, m in rows.succ(n))
+
+    kept = {n for n in region if held_from_outside(n)}
+    stack = list(kept)
+    while stack:
+        n = stack.pop()
+        for x in _walk_neighbours(rows, n):
+            if x in region and x not in kept:
+                kept.add(x)
+                stack.append(x)
+    return region - kept
+
+
+def _entry_rows(index: og.Index) -> list[tuple[int, str | None, bytes, int]]:
+    out = []
+    for e in index.entries:
+        body = orjson.dumps([e.position, e.digest, e.tag, list(e.descriptor)])
+        out.append((e.position, e.tag, body, zlib.crc32(body)))
+    return out
+
+
+def follow_apply(path: Path, before: Snapshot, plan: og.Plan, after: Snapshot, index: og.Index,
+                 names: list[int], junk: Sequence[Junk]) -> bool:
+    """Bring the store at ``path``, made from snapshot ``before``, to ``after``: the layout
+    once ``plan`` was applied to it in full, with ``index`` its new index.json and ``names``
+    the :func:`names_checksum` and ``junk`` of a listing made after ``after`` was taken.
+    Returns False, changing nothing, when the store is not the one made from ``before``, when
+    the listing is not what the plan leaves, or when the plan touched something whose stored
+    attributes a rebuild could give otherwise (a node deleted while a kept node still
+    references it; a kept node whose media types, sizes, platform or artifact type could
+    have come from a deleted descriptor).  The caller holds the :func:`claim`."""
+    con = sqlite3.connect(path, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        row = con.execute("SELECT body, crc FROM meta WHERE id = 1").fetchone()
+        if row is None or zlib.crc32(row[0]) != row[1]:
+            raise StoreDamaged("meta")
+        meta = orjson.loads(row[0])
+        stored = (meta["origin"], meta["fingerprint"], tuple(tuple(f) for f in meta["folders"]))
+        if stored != before or meta["format"] != STORE_FORMAT or meta["code"] != code_fingerprint():
+            return False
+        gone = {d.digest for d in plan.deletions}
+        lost = names_checksum(d.digest for d in plan.deletions if d.present)
+        if [meta["names"][0] - lost[0], (meta["names"][1] - lost[1]) % (1 << 64)] != names:
+            return False  # another writer came or went meanwhile
+        if [(j.path, j.why) for j in junk] != [tuple(j) for j in meta["junk"]]:
+            return False
+        rows = _Rows(con)
+        rows.load("digest", gone)
+        if set(rows.by_digest) != gone:
+            return False
+        touched: set[str] = set()
+        for d in gone:
+            if any(p not in gone for p, _ in rows.pred(d)):
+                return False  # still referenced (a forced delete): its node stays, changed
+            touched.update(s for s, _ in rows.succ(d) if s not in gone)
+        for s in touched:
+            b = rows.get(s)
+            if len(b[1]) != 1 or len(b[3]) > 1 or b[8] is not None or b[11] is not None:
+                return False
+            b[_PRED] = [[i, m] for i, m in b[_PRED] if rows.digest_of.get(i) not in gone]
+            if not b[_PRED] and not b[6] and not any(e.digest == s for e in index.entries):
+                return False  # left without a holder: a rebuild would not see it the same
+            rows.dirty.add(s)
+        # index.json: every node with an entry, before or after, gets its entries and tags anew
+        positions: dict[str, list[int]] = {}
+        tags: dict[str, set[str]] = {}
+        for e in index.entries:
+            positions.setdefault(e.digest, []).append(e.position)
+            if e.tag is not None:
+                tags.setdefault(e.digest, set()).add(e.tag)
+        for c in plan.index_changes:  # an entry dropped whose node stays: its descriptor goes
+            if c.action == "drop" and c.digest not in gone:
+                b = rows.get(c.digest)
+                if (c.digest not in positions or len(b[1]) != 1 or len(b[3]) > 1
+                        or b[8] is not None or b[11] is not None):
+                    return False
+        old_entries = [orjson.loads(b)[1] for (b,) in con.execute("SELECT body FROM entries")]
+        rooted = set(old_entries) | set(positions)
+        rows.load("digest", rooted)
+        was_root: dict[str, tuple[bool, bool]] = {}
+        for d in rooted - gone:
+            b = rows.get(d)
+            was_root[d] = (bool(b[5]), bool(b[7]))
+            b[5], b[6], b[7] = sorted(tags.get(d, ())), positions.get(d, []), d in positions
+            rows.dirty.add(d)
+        # liveness, per root rule
+        for col, flag in ((_LIVE0, 5), (_LIVE1, 7)):
+            losing = {d for d, (t, i) in was_root.items() if (t, i)[flag == 7] and not rows.get(d)[flag]}
+            dead = _shrink_liveness(rows, gone, touched | losing, col,
+                                    lambda n, f=flag: bool(rows.get(n)[f]))  # type: ignore[misc]
+            for n in dead:
+                rows.get(n)[col] = False
+                rows.dirty.add(n)
+            rule = int(col == _LIVE1)
+            for n, _, holder in meta["unusable"][rule]:
+                if n in gone or n in dead or holder in gone or holder in dead:
+                    return False  # who holds a broken manifest changed: a rebuild says it
+        ids = [rows.id_of[d] for d in gone]
+        for at in range(0, len(ids), _BATCH):
+            part = ids[at:at + _BATCH]
+            con.execute(f"DELETE FROM nodes WHERE id IN ({','.join('?' * len(part))})", part)
+        bodies = [(orjson.dumps(rows.by_digest[d]), rows.id_of[d]) for d in rows.dirty - gone]
+        con.executemany("UPDATE nodes SET body = ?, crc = ? WHERE id = ?",
+                        [(b, zlib.crc32(b), i) for b, i in bodies])
+        con.execute("DELETE FROM entries")
+        con.executemany("INSERT INTO entries VALUES (?, ?, ?, ?)", _entry_rows(index))
+        con.execute("DELETE FROM plans")
+        meta.update(origin=after[0], fingerprint=after[1], folders=after[2], names=names,
+                    entry_count=len(index.entries), nodes=meta["nodes"] - len(gone))
+        body = orjson.dumps(meta)
+        con.execute("UPDATE meta SET body = ?, crc = ? WHERE id = 1", (body, zlib.crc32(body)))
+        con.execute("COMMIT")
+        return True
+    except (sqlite3.Error, StoreDamaged, KeyError, TypeError, ValueError):
+        return False
+    finally:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        con.close()

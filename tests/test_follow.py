@@ -1,0 +1,162 @@
+"""The store follows an apply row by row, and ends exactly where a rebuild would.
+
+After ocigraph applies a plan to a layout whose store was current, the background job changes
+only the rows the plan touched (:func:`io_adapters.store.follow_apply`) instead of reading the
+layout and building its graph again.  The property: on generated layouts, for any operation,
+policy and targets, the store after following is -- node by node, edge by edge, live flag by
+live flag, entry by entry -- the store a fresh read of the layout makes; and when following
+declines, it changed nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import orjson
+from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import strategies as st
+
+import ocigraph as og
+from io_adapters import planner, store
+from io_adapters.apply import apply_plan
+from io_adapters.layout import LayoutDir, read_layout, scan_blobs
+from ocigraph.testing import delete_targets, generated_layouts, policies
+
+
+def _write(root: Path, g: Any) -> None:
+    for digest, content in g.blobs.items():
+        alg, hexd = digest.split(":", 1)
+        (root / "blobs" / alg).mkdir(parents=True, exist_ok=True)
+        (root / "blobs" / alg / hexd).write_bytes(content)
+    (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    (root / "oci-layout").write_bytes(b'{"imageLayoutVersion":"1.0.0"}')
+    (root / "index.json").write_bytes(g.index_json)
+
+
+def _contents(path: Path) -> dict[str, Any]:
+    """Everything a store holds, by digest (ids are ranks, and differ between stores)."""
+    con = sqlite3.connect(path)
+    try:
+        bodies = {d: orjson.loads(b) for d, b in con.execute("SELECT digest, body FROM nodes")}
+        ids = {i: d for i, d in con.execute("SELECT id, digest FROM nodes")}
+        meta = orjson.loads(con.execute("SELECT body FROM meta").fetchone()[0])
+        entries = sorted(orjson.loads(b) for (b,) in con.execute("SELECT body FROM entries"))
+    finally:
+        con.close()
+    nodes = {}
+    for d, b in bodies.items():
+        attrs = b[1:12]
+        succ = sorted((ids[i], m) for i, m in b[12])
+        pred = sorted((ids[i], m) for i, m in b[13])
+        nodes[d] = (attrs, succ, pred, b[14], b[15])
+    keep = ("fingerprint", "folders", "origin", "entry_count", "unusable", "junk", "nodes", "names")
+    return {"nodes": nodes, "entries": entries, "meta": {k: meta[k] for k in keep}}
+
+
+@contextmanager
+def _small_layouts_stored() -> Iterator[None]:
+    with mock.patch.object(planner, "_MIN_BLOBS", 0), mock.patch.object(store, "SETTLE_NS", 0):
+        yield
+
+
+OPERATIONS = ("delete", "gc", "remove", "untag")
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(generated_layouts(absent_blobs=False), policies(), st.sampled_from(OPERATIONS), st.data())
+def test_a_store_that_follows_an_apply_is_the_store_a_rebuild_makes(tmp_path, g, policy, op, data):
+    policy = og.Policy.preset(policy.name, keep_untagged=policy.keep_untagged,
+                              cascade_referrers=policy.cascade_referrers, force=policy.force)
+    refs: list[str] = []
+    if op != "gc":
+        refs = data.draw(delete_targets(g, max_size=2), label="refs")
+        if op in ("remove", "untag"):
+            refs = [r for r in refs if r in g.tags] or list(g.unambiguous_tags[:1])
+    with tempfile.TemporaryDirectory(dir=tmp_path) as tmp, _small_layouts_stored():
+        root, cache = Path(tmp) / "layout", Path(tmp) / "cache"
+        _write(root, g)
+        path = store.store_file_for(root, cache)
+        planner.plan_layout(root, "untag", [], og.Policy(), cache_dir=cache)  # builds, stores
+        if not path.exists():
+            event("not stored")
+            return
+        try:
+            plan = planner.plan_layout(root, op, refs, policy, cache_dir=cache, store=False).plan
+        except og.OcigraphError:
+            event("refused")
+            return
+        note(f"{op} {refs} {policy}: {len(plan.deletions)} deletions")
+        before_contents = _contents(path)
+        handle = LayoutDir(root)
+        report = apply_plan(handle, plan)
+        after = store.snapshot_of(handle)
+        listing, junk = scan_blobs(handle)
+        followed = store.follow_apply(path, report.before, plan, after, handle.read_index(),
+                                      store.names_checksum(listing), junk)
+        event(f"{op}: followed" if followed else f"{op}: declined")
+        if not followed:
+            assert _contents(path) == before_contents  # declining changes nothing
+            return
+        fresh_path = Path(tmp) / "fresh.store"
+        disk = read_layout(LayoutDir(root))
+        graph = og.build_graph(disk.layout)
+        whole = og.WholeGraph(graph)
+        store.save_store(fresh_path, disk, graph, {False: whole.facts(False),
+                                                  True: whole.facts(True)}, {})
+        assert _contents(path) == _contents(fresh_path)
+        # and the store is current for the layout now: the next delete plans from it, and
+        # plans what reading the layout plans
+        assert store.open_store(LayoutDir(root), cache) is not None
+        targets = sorted(graph.nodes)[:1] + sorted(t for e in graph.graph["index"].entries
+                                                    if (t := e.tag) is not None)[:1]
+        for target in targets:
+            outcomes = []
+            for kw in ({"cache_dir": cache, "store": False}, {"cache": False}):
+                try:
+                    planned = planner.plan_layout(root, "delete", [target], policy, **kw)
+                    doc = planned.plan.to_dict()
+                    doc.pop("snapshotTime")
+                    outcomes.append((planned.how if kw.get("cache") is None else "read", doc))
+                except og.OcigraphError as exc:
+                    outcomes.append(("error", str(exc)))
+            assert outcomes[0][1] == outcomes[1][1]
+            event(f"then delete: {outcomes[0][0]}")
+
+
+def test_following_declines_when_another_writer_changed_the_listing(tmp_path):
+    """A blob added by another tool between the apply and the new snapshot: the names
+    checksum no longer matches what the plan left, so the store is rebuilt, not followed."""
+    from builder import Builder
+
+    b = Builder()
+    img = b.manifest(layers=[b.blob("a"), b.blob("b")])
+    old = b.manifest(layers=[b.blob("c")])
+    b.entry(img, "keep")
+    b.entry(old, "old")
+    root, cache = tmp_path / "layout", tmp_path / "cache"
+    (root / "blobs" / "sha256").mkdir(parents=True)
+    (root / "oci-layout").write_bytes(b'{"imageLayoutVersion":"1.0.0"}')
+    (root / "index.json").write_bytes(b.index_json())
+    for d, data in b.blobs.items():
+        (root / "blobs" / "sha256" / d.split(":")[1]).write_bytes(data)
+    with _small_layouts_stored():
+        planner.plan_layout(root, "untag", [], og.Policy(), cache_dir=cache)
+        path = store.store_file_for(root, cache)
+        assert path.exists()
+        plan = planner.plan_layout(root, "delete", ["old"], og.Policy(), cache_dir=cache).plan
+        before = _contents(path)
+        handle = LayoutDir(root)
+        report = apply_plan(handle, plan)
+        pushed = og.digest_bytes(b"pushed meanwhile")
+        (root / "blobs" / "sha256" / pushed.split(":")[1]).write_bytes(b"pushed meanwhile")
+        listing, junk = scan_blobs(handle)
+        assert not store.follow_apply(path, report.before, plan, store.snapshot_of(handle),
+                                      handle.read_index(), store.names_checksum(listing), junk)
+        assert _contents(path) == before
