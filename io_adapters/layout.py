@@ -342,6 +342,44 @@ class LayoutDir:
         except FileNotFoundError:
             return None
 
+    # -- folders beside blobs/, and blobs moved in and out (io_adapters.quarantine) ----------
+
+    def open_folder(self, rel: str, *, create: bool = False) -> int | None:
+        """A new descriptor (the caller closes it) of the folder ``rel`` (``a/b/c`` under the
+        root), each part opened relative to its parent without following a symlink; a missing
+        part is created (mode 0755, its parent then fsynced) when ``create``, else the answer is
+        ``None``.  Other failures raise ``OSError``."""
+        fd = os.dup(self.fd)
+        try:
+            for name in rel.split("/"):
+                try:
+                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        return None
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(name, 0o755, dir_fd=fd)
+                    os.fsync(fd)
+                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = child
+            found, fd = fd, -1
+            return found
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def move_blob_out(self, digest: str, to_fd: int) -> None:
+        """Rename the blob file into the folder ``to_fd``, same name: relative to both folders'
+        descriptors, on one file system, so no byte is copied."""
+        fd, name = self._blob_at(digest, missing_ok=False)
+        os.rename(name, name, src_dir_fd=fd, dst_dir_fd=to_fd)
+
+    def move_blob_in(self, digest: str, from_fd: int) -> None:
+        """Rename the file named like the blob in the folder ``from_fd`` back to ``blobs/<alg>/``."""
+        fd, name = self._blob_at(digest, missing_ok=False)
+        os.rename(name, name, src_dir_fd=from_fd, dst_dir_fd=fd)
+
 
 class BlobListing(Mapping[str, og.BlobInfo]):
     """The present blobs of a layout, as the core's ``Layout.blobs`` mapping.
@@ -576,12 +614,14 @@ _MISMATCH = og.parse_manifest(og.digest_bytes(b"a"), b"b").error
 
 
 def is_disk_error(m: og.Manifest) -> bool:
-    """Whether a read said something about the disk rather than the digest: missing,
-    unreadable, not a regular file, or not matching its digest.  (Bytes that hash right but do
-    not parse are a fact about the digest.)"""
+    """Whether a read said something about the file rather than the digest: unreadable, not a
+    regular file, or not matching its digest -- a file repaired in place (``cp -p``) could
+    come back with other bytes and the same folder stamps.  Bytes that hash right but do not
+    parse are a fact about the digest; a blob missing is a fact about the folder (it coming
+    back changes the folder's stamps)."""
     e = m.error
-    return e is not None and (m.missing or e == _MISMATCH or e == "not a regular file"
-                              or e.startswith("cannot read"))
+    return e is not None and not m.missing and (
+        e == _MISMATCH or e == "not a regular file" or e.startswith("cannot read"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,7 +172,8 @@ def _from_store(layout_dir: LayoutDir, operation: str, refs: Sequence[str], poli
         return None
     try:
         kept = store.plan(plan_key(operation, refs, policy))
-        if kept is not None and kept.operation == operation and kept.policy == policy:
+        if (kept is not None and kept.operation == operation and kept.policy == policy
+                and kept.index_fingerprint == store.fingerprint):
             plan = dataclasses.replace(kept, snapshot_time=now)
             return Planned(layout_dir, plan, plan_tags(store, plan), "remembered", None, None,
                            store.junk)
@@ -373,7 +374,7 @@ def plan_layout(root: Path | str | LayoutDir, operation: str, refs: Sequence[str
         return from_store
     with collector_paused():
         disk = read_layout(layout_dir)
-        graph = og.build_graph(disk.layout, reporter)
+        graph = og.build_graph(disk.layout, reporter, mtimes=policy.grace > 0)
         whole = og.WholeGraph(graph)
         plan = dataclasses.replace(plan_graph(graph, operation, refs, policy, whole),
                                    origin=layout_dir.origin)

@@ -138,6 +138,17 @@ def store_file_for(root: Path | str, cache_dir: Path | str | None = None) -> Pat
 Snapshot = tuple[str, str, tuple[FolderStamp, ...]]
 
 
+def node_crc(body: bytes, node_id: int) -> int:
+    """A node row's checksum: its body's CRC-32 seeded with its id, so that a row filed under
+    another id (one flipped bit in a rowid) fails it as a damaged body does."""
+    return zlib.crc32(body, node_id & 0xFFFFFFFF)
+
+
+def plan_crc(body: bytes, key: str) -> int:
+    """A plan row's checksum, bound to the key it is filed under."""
+    return zlib.crc32(body, zlib.crc32(key.encode()))
+
+
 def names_checksum(digests: Iterable[str]) -> list[int]:
     """``[count, sum]`` of a set of blob names, the sum over each digest's first 64 bits (its
     hex, which is already uniformly random) modulo 2**64: order-free, so the set after
@@ -309,7 +320,8 @@ def _node_rows(graph: nx.DiGraph, facts: Mapping[bool, og.Liveness]) -> Iterator
         part = digests[start:start + _CHUNK]
         bodies = list(map(orjson.dumps, zip(*_columns(graph, part, ids, facts, masks, as_list),
                                             strict=True)))
-        yield from zip(range(start, start + len(part)), part, bodies, map(zlib.crc32, bodies),
+        ids_here = range(start, start + len(part))
+        yield from zip(ids_here, part, bodies, map(node_crc, bodies, ids_here),
                        strict=True)
 
 
@@ -322,6 +334,8 @@ def _write(tmp: str, disk: DiskLayout, graph: nx.DiGraph, facts: Mapping[bool, o
 
     meta = orjson.dumps({
         "format": STORE_FORMAT, "code": code_fingerprint(), "origin": disk.dir.origin,
+        "path": os.path.realpath(disk.dir.path).encode("utf-8", "surrogateescape").decode(
+            "utf-8", "backslashreplace"),  # the layout's, for `ocigraph cache` (JSON: printable)
         "fingerprint": graph.graph["fingerprint"], "folders": disk.folders, "entry_count": len(graph.graph["index"].entries),
         "unusable": [facts[False].unusable, facts[True].unusable],
         "junk": [(j.path, j.why) for j in disk.junk], "nodes": graph.number_of_nodes(),
@@ -342,7 +356,7 @@ def _write(tmp: str, disk: DiskLayout, graph: nx.DiGraph, facts: Mapping[bool, o
         con.execute("INSERT INTO meta VALUES (1, ?, ?)", (meta, zlib.crc32(meta)))
         bodies = [(k, p.to_json(indent=False)) for k, p in plans.items()]
         con.executemany("INSERT INTO plans VALUES (?, ?, ?)",
-                        [(k, b, zlib.crc32(b)) for k, b in bodies])
+                        [(k, b, plan_crc(b, k)) for k, b in bodies])
         con.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?)", _node_rows(graph, facts))
         con.executemany("INSERT INTO entries VALUES (?, ?, ?, ?)", entry_rows())
         con.execute("CREATE INDEX entries_tag ON entries(tag)")
@@ -393,7 +407,7 @@ class GraphStore:
 
     def _take(self, rows: Iterable[Any]) -> None:
         for i, d, body, crc in rows:
-            if zlib.crc32(body) != crc:
+            if node_crc(body, i) != crc:
                 raise StoreDamaged(f"node {i} does not match its checksum")
             fields = orjson.loads(body)
             if fields[_DIGEST] != d:
@@ -428,7 +442,7 @@ class GraphStore:
         if not rows:
             return None
         body, crc = rows[0]
-        if zlib.crc32(body) != crc:
+        if plan_crc(body, key) != crc:
             raise StoreDamaged("a plan does not match its checksum")
         try:
             return og.Plan.from_json(body)
@@ -452,12 +466,28 @@ class GraphStore:
             raise StoreDamaged(f"{digest} has no node")
         pairs = body[_PRED]
         if not whole:
-            # a core node is loaded already; ids rank digests, so the smallest id outside the
-            # core is the smallest digest outside it
+            # a core node is loaded already; ids rank digests, so walking the ids outside the
+            # core in order meets the smallest digest first: the smallest holder, the smallest
+            # tagged one and the smallest live one under each root rule are found by reading
+            # holders a batch at a time until each is met (one batch, as a rule)
             by_id = self._by_id
             inside = [(i, m) for i, m in pairs if i in by_id and by_id[i][0] in core]
-            outside = [(i, m) for i, m in pairs if not (i in by_id and by_id[i][0] in core)]
-            pairs = [*inside, min(outside)] if outside else inside
+            outside = sorted((i, m) for i, m in pairs if not (i in by_id and by_id[i][0] in core))
+            chosen: dict[int, int] = {}
+            wanted = [lambda b: True, lambda b: bool(b[5]), lambda b: bool(b[_LIVE0]),
+                      lambda b: bool(b[_LIVE1])]
+            for at in range(0, len(outside), _BATCH):
+                part = outside[at:at + _BATCH]
+                self._load("id", [i for i, _ in part])
+                for i, m in part:
+                    fields = self._by_id[i][1]
+                    hits = [w for w in wanted if w(fields)]
+                    if hits:
+                        chosen[i] = m
+                        wanted = [w for w in wanted if w not in hits]
+                if not wanted:
+                    break
+            pairs = [*inside, *sorted(chosen.items())]
         return self._named(pairs)
 
     def attributes(self, digests: Collection[str]) -> dict[str, Mapping[str, Any]]:
@@ -606,7 +636,7 @@ class _Rows:
             marks = ",".join("?" * len(part))
             for i, d, body, crc in self.con.execute(
                     f"SELECT id, digest, body, crc FROM nodes WHERE {column} IN ({marks})", part):
-                if zlib.crc32(body) != crc:
+                if node_crc(body, i) != crc:
                     raise StoreDamaged(f"node {i} does not match its checksum")
                 fields = orjson.loads(body)
                 if fields[_DIGEST] != d:
@@ -774,7 +804,7 @@ def follow_apply(path: Path, before: Snapshot, plan: og.Plan, after: Snapshot, i
             con.execute(f"DELETE FROM nodes WHERE id IN ({','.join('?' * len(part))})", part)
         bodies = [(orjson.dumps(rows.by_digest[d]), rows.id_of[d]) for d in rows.dirty - gone]
         con.executemany("UPDATE nodes SET body = ?, crc = ? WHERE id = ?",
-                        [(b, zlib.crc32(b), i) for b, i in bodies])
+                        [(b, node_crc(b, i), i) for b, i in bodies])
         con.execute("DELETE FROM entries")
         con.executemany("INSERT INTO entries VALUES (?, ?, ?, ?)", _entry_rows(index))
         con.execute("DELETE FROM plans")

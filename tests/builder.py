@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -62,7 +64,8 @@ class Builder:
         return og.layout_from_bytes(self.index_json(), self.blobs, mtimes, now)
 
     def graph(self, **kw: Any) -> og.LayoutGraph:
-        return og.build_graph(self.layout(**kw))
+        """The layout's graph, with the blobs' modification times (``grace`` needs them)."""
+        return og.build_graph(self.layout(**kw), mtimes=True)
 
 
 def two_images_and_a_signature() -> tuple[Builder, dict[str, dict[str, Any]]]:
@@ -77,3 +80,31 @@ def two_images_and_a_signature() -> tuple[Builder, dict[str, dict[str, Any]]]:
     sig = b.manifest(layers=[b.blob("sig")], subject=img, artifact_type="application/x-sig")
     b.blob("dangling")
     return b, {"img": img, "old": old, "sig": sig}
+
+
+def write_layout(root: Path, index_json: bytes, blobs: Mapping[str, bytes]) -> Path:
+    """Write a layout at ``root`` (which must not exist): ``oci-layout``, ``index.json`` and
+    ``blobs/<alg>/<encoded>`` for every blob (``blobs/sha256/`` always)."""
+    (root / "blobs" / "sha256").mkdir(parents=True)
+    (root / "oci-layout").write_bytes(b'{"imageLayoutVersion":"1.0.0"}')
+    (root / "index.json").write_bytes(index_json)
+    for digest, data in blobs.items():
+        alg, encoded = digest.split(":", 1)
+        (root / "blobs" / alg).mkdir(exist_ok=True)
+        (root / "blobs" / alg / encoded).write_bytes(data)
+    return root
+
+
+def many_images(count: int = 420) -> tuple[Builder, list[str]]:
+    """``count`` tagged images of a config and four layers, one layer shared by all: with the
+    default 420, 2,101 blobs -- just above the size a layout must have to be stored
+    (``io_adapters.planner._MIN_BLOBS``), written in a fraction of a second.  Its tags."""
+    b = Builder()
+    base = b.blob("base")
+    tags = []
+    for i in range(count):
+        img = b.manifest(config=b.blob(f'{{"n":{i}}}', CONFIG),
+                         layers=[base, *(b.blob(f"{i}-{k}") for k in range(3))])
+        tags.append(f"img:{i}")
+        b.entry(img, tags[-1])
+    return b, tags
