@@ -4,8 +4,11 @@ every shape its docstring promises, so the notebooks' stories stay true."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -35,7 +38,7 @@ def files(root: Path) -> dict[str, bytes]:
 def test_written_layout_reads_back_as_the_content_and_fsck_finds_nothing(tmp_path: Path) -> None:
     root = write_demo_layout(tmp_path / "demo", scale=SMALL)
     content = demo_content(scale=SMALL)
-    disk = read_layout(root, cache=False)
+    disk = read_layout(root)
     assert disk.junk == ()
     assert set(disk.layout.blobs) == set(content.blobs)
     assert {d: b.size for d, b in disk.layout.blobs.items()} == {d: len(b) for d, b in content.blobs.items()}
@@ -168,11 +171,52 @@ def test_umoci_lists_the_demo_tags(tmp_path: Path) -> None:
     assert set(out.split()) == set(demo_content(scale=SMALL).tags)
 
 
-NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+REPO = Path(__file__).parent.parent
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
 
-def test_there_are_four_notebooks() -> None:
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04"]
+def notebooks_named_in(text: str) -> set[str]:
+    """Notebook names the text shows in backticks: `01-explore-a-layout`, with or without
+    .ipynb."""
+    return set(re.findall(r"`(\d\d-[a-z0-9-]+?)(?:\.ipynb)?`", text))
+
+
+def test_every_notebook_is_listed_in_the_readme_and_jupyter_docs_and_none_is_missing() -> None:
+    on_disk = {p.stem for p in NOTEBOOKS}
+    assert on_disk, "notebooks/ holds no notebook"
+    readme = (REPO / "README.md").read_text()
+    jupyter = (REPO / "docs" / "jupyter.md").read_text()
+    assert notebooks_named_in(readme) == on_disk, "README's notebook list is out of date"
+    assert notebooks_named_in(jupyter) == on_disk, "docs/jupyter.md's notebook table is out of date"
+    for doc in sorted((REPO / "docs").glob("*.md")):
+        assert notebooks_named_in(doc.read_text()) <= on_disk, f"{doc.name} names a missing notebook"
+    # "the four notebooks", "holds four worked examples": the counts in prose agree too
+    counts = re.findall(rf"\b({'|'.join(NUMBER_WORDS)})\s+(?:notebooks|worked examples)\b",
+                        readme + jupyter)
+    assert counts, "the docs no longer say how many notebooks there are; update this test"
+    assert {NUMBER_WORDS.index(word) + 1 for word in counts} == {len(NOTEBOOKS)}
+
+
+def test_notebooks_are_numbered_in_reading_order_without_gaps() -> None:
+    numbers = [p.name[:3] for p in NOTEBOOKS]
+    assert numbers == [f"{i:02d}-" for i in range(1, len(NOTEBOOKS) + 1)]
+
+
+def test_pytest_runs_every_notebook() -> None:
+    """The README's one test command (`pytest`) runs the notebooks through nbmake: they are
+    under a test path, nbmake is on, and pytest collects each of them."""
+    options = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert "--nbmake" in options["addopts"].split()
+    paths = [REPO / p for p in options["testpaths"]]
+    for notebook in NOTEBOOKS:
+        assert any(notebook.is_relative_to(p) for p in paths), f"{notebook.name} is not a test path"
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "notebooks"], cwd=REPO,
+        capture_output=True, text=True, timeout=300)
+    assert collected.returncode == 0, collected.stdout + collected.stderr
+    items = {line.split("::")[0] for line in collected.stdout.splitlines() if "::" in line}
+    assert items == {f"notebooks/{p.name}" for p in NOTEBOOKS}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
