@@ -9,7 +9,23 @@ The core is I/O-free: bytes and values in, a frozen networkx graph and immutable
 True
 """
 
-from ._digest import SWEEPABLE_ALGORITHMS, digest_bytes, is_sweepable, parse_digest
+from ._build import (
+    NODE_ATTRIBUTES,
+    NODE_SCHEMA,
+    NodeAttribute,
+    build_graph,
+    decode_node_attrs,
+    encode_node_attrs,
+)
+from ._digest import SWEEPABLE_ALGORITHMS, digest_bytes, is_sweepable, parse_digest, short_digest
+from ._ecr import (
+    LifecycleImage,
+    LifecyclePolicy,
+    LifecycleRule,
+    LifecycleVerdict,
+    evaluate_lifecycle,
+    parse_lifecycle_policy,
+)
 from ._errors import (
     AmbiguousRefError,
     BrokenManifestError,
@@ -25,20 +41,21 @@ from ._errors import (
 )
 from ._graph import (
     LayoutGraph,
-    build_graph,
+    NeighbourhoodView,
     is_young,
     live_set,
     referrers_of,
-    resolve_ref,
     roots,
     successors_of,
     tags_of,
     why_live,
+    young_nodes,
 )
 from ._mediatypes import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
     MANIFEST_MEDIA_TYPES,
+    MEDIA_KINDS,
     OCI_ARTIFACT,
     OCI_INDEX,
     OCI_MANIFEST,
@@ -46,6 +63,7 @@ from ._mediatypes import (
     ROLE_OF_FIELD,
     SUCCESSOR_FIELDS,
     is_manifest_type,
+    media_kind,
 )
 from ._model import (
     BlobInfo,
@@ -66,7 +84,20 @@ from ._parse import (
     parse_manifest,
     render_index,
 )
-from ._plan import REASON_KINDS, Deletion, IndexChange, Kept, Plan, Reason, format_bytes
+from ._plan import (
+    KEPT_KINDS,
+    OPERATIONS,
+    REASON_KINDS,
+    Deletion,
+    IndexChange,
+    Kept,
+    KeptKind,
+    Operation,
+    Plan,
+    Reason,
+    ReasonKind,
+    format_bytes,
+)
 from ._planning import (
     Liveness,
     deletion_closure,
@@ -79,7 +110,32 @@ from ._planning import (
     simulate,
 )
 from ._policy import PRESETS, Policy
-from ._view import GraphSource, NodeRecord, WholeGraph, neighbourhood, resolve_in
+from ._refs import resolve_in, resolve_ref, resolve_refs
+from ._retention import (
+    EXPIRED_RULES,
+    KEPT_RULES,
+    PruneReporter,
+    Retention,
+    RetentionDecision,
+    RetentionRules,
+    plan_prune,
+    retention_rules,
+)
+from ._rules import (
+    LifecyclePolicyError,
+    RefName,
+    RetentionRuleError,
+    age_key,
+    config_created,
+    image_time,
+    manifest_created,
+    parse_duration,
+    parse_ref_name,
+    parse_size,
+    parse_time,
+    repository_of,
+)
+from ._view import GraphSource, NodeRecord, WholeGraph, neighbourhood
 from .render import graph_html, graph_mimebundle, plan_html, to_dot, to_mermaid
 from .space import LayoutSpace, SpaceReport, TagSpace, format_space_text, space_by_tag
 
@@ -89,22 +145,24 @@ __all__ = [
     # values
     "Descriptor", "IndexEntry", "Index", "BlobInfo", "Manifest", "ManifestSource", "Layout",
     "Reporter", "Policy", "PRESETS", "Plan", "Deletion", "Reason", "IndexChange", "Kept",
-    "REASON_KINDS",
+    "REASON_KINDS", "KEPT_KINDS", "OPERATIONS", "ReasonKind", "KeptKind", "Operation",
     # digests and media types
-    "SWEEPABLE_ALGORITHMS", "parse_digest", "is_sweepable", "digest_bytes",
+    "SWEEPABLE_ALGORITHMS", "parse_digest", "is_sweepable", "digest_bytes", "short_digest",
     "OCI_MANIFEST", "OCI_INDEX", "OCI_ARTIFACT", "DOCKER_MANIFEST", "DOCKER_LIST",
     "MANIFEST_MEDIA_TYPES", "SUCCESSOR_FIELDS", "ROLE_OF_FIELD", "REF_NAME", "is_manifest_type",
+    "MEDIA_KINDS", "media_kind",
     # parsing
     "parse_descriptor", "parse_index", "parse_manifest", "manifest_from_document",
     "render_index", "BytesManifestSource", "layout_from_bytes",
     # graph
     "LayoutGraph", "build_graph", "referrers_of", "successors_of", "tags_of", "roots", "live_set", "why_live",
-    "resolve_ref", "is_young",
+    "resolve_ref", "resolve_refs", "is_young", "young_nodes",
+    "NODE_ATTRIBUTES", "NODE_SCHEMA", "NodeAttribute", "encode_node_attrs", "decode_node_attrs",
     # planning
     "Liveness", "liveness", "deletion_closure", "describe_index_drift", "plan_delete", "plan_gc", "plan_untag", "plan_remove", "simulate",
     "format_bytes",
     # neighbourhood views (a delete planned from the targets' surroundings)
-    "GraphSource", "NodeRecord", "WholeGraph", "neighbourhood", "resolve_in",
+    "GraphSource", "NodeRecord", "WholeGraph", "NeighbourhoodView", "neighbourhood", "resolve_in",
     # pictures and space (ocigraph.draw.draw needs matplotlib)
     "to_mermaid", "to_dot", "plan_html", "graph_html", "graph_mimebundle",
     "space_by_tag", "SpaceReport", "TagSpace", "LayoutSpace", "format_space_text",
@@ -112,4 +170,11 @@ __all__ = [
     "OcigraphError", "LayoutError", "InvalidDigestError", "InvalidIndexError",
     "BrokenManifestError", "RequestError", "UnknownRefError", "AmbiguousRefError", "GuardError",
     "StalePlanError", "PlanFormatError",
+    # retention (ocigraph prune)
+    "plan_prune", "RetentionRules", "retention_rules", "Retention", "RetentionDecision",
+    "PruneReporter", "KEPT_RULES", "EXPIRED_RULES", "RetentionRuleError", "LifecyclePolicyError",
+    "LifecyclePolicy", "LifecycleRule", "LifecycleImage", "LifecycleVerdict",
+    "parse_lifecycle_policy", "evaluate_lifecycle", "RefName", "parse_ref_name", "repository_of",
+    "parse_duration", "parse_size", "parse_time", "image_time", "manifest_created",
+    "config_created", "age_key",
 ]

@@ -20,11 +20,23 @@ import re
 
 from ._errors import InvalidDigestError
 
-__all__ = ["SWEEPABLE_ALGORITHMS", "parse_digest", "is_sweepable", "digest_bytes", "verify"]
+__all__ = [
+    "SWEEPABLE_ALGORITHMS",
+    "SHORT_DIGEST_LENGTH",
+    "parse_digest",
+    "is_sweepable",
+    "digest_bytes",
+    "verify",
+    "short_digest",
+]
 
 #: algorithm -> length of its lowercase-hex encoding.  Also the set of ``blobs/<alg>`` folders
 #: the adapter lists.
 SWEEPABLE_ALGORITHMS: dict[str, int] = {"sha256": 64, "sha384": 96, "sha512": 128}
+
+#: hex characters :func:`short_digest` keeps: enough to recognise a blob among millions, and
+#: what people may type back (a digest prefix names the one blob it starts).
+SHORT_DIGEST_LENGTH = 12
 
 _GRAMMAR = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 _HEX = {alg: re.compile(rf"[a-f0-9]{{{n}}}") for alg, n in SWEEPABLE_ALGORITHMS.items()}
@@ -81,3 +93,20 @@ def verify(digest: str, data: bytes) -> bool:
     """True when ``data`` hashes to ``digest`` (a sweepable digest)."""
     alg = digest.split(":", 1)[0]
     return digest_bytes(data, alg) == digest
+
+
+def short_digest(digest: str | None, length: int = SHORT_DIGEST_LENGTH) -> str:
+    """``digest`` cut to its algorithm and first ``length`` characters, the one short form the
+    core prints (texts, tables, pictures); ``-`` for ``None``.  Whole digests stay in JSON.
+
+    >>> short_digest("sha256:" + "0123456789abcdef" * 4)
+    'sha256:0123456789ab'
+    >>> short_digest("sha512:" + "c" * 128, 8), short_digest(None)
+    ('sha512:cccccccc', '-')
+    """
+    if digest is None:
+        return "-"
+    alg, sep, encoded = digest.partition(":")
+    if not sep:
+        return digest[:length]
+    return f"{alg}:{encoded[:length]}"

@@ -12,6 +12,9 @@ The CLI prints ``str(error)`` as one line and exits 1; nothing here ever needs a
 
 from __future__ import annotations
 
+import re
+from itertools import pairwise
+
 __all__ = [
     "OcigraphError",
     "LayoutError",
@@ -25,6 +28,10 @@ __all__ = [
     "StalePlanError",
     "PlanFormatError",
 ]
+
+
+# the digest grammar (see ``_digest``), to word an error: a ``name:tag`` is not a digest
+_DIGEST_SHAPE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 
 
 class OcigraphError(Exception):
@@ -86,36 +93,83 @@ class RequestError(OcigraphError):
 
 
 class UnknownRefError(RequestError):
-    """A tag or digest names nothing in the layout."""
+    """A tag, digest or digest prefix names nothing in the layout (``message`` says more when
+    the core knows more, e.g. a prefix too short to name a blob)."""
 
-    def __init__(self, ref: str) -> None:
+    def __init__(self, ref: str, message: str | None = None) -> None:
         self.ref = ref
-        kind = "digest" if ":" in ref else "tag"
-        super().__init__(f"unknown {kind} {ref!r}: not in index.json nor referenced by any manifest")
+        if message is None:
+            kind = "digest" if _DIGEST_SHAPE.fullmatch(ref) else "tag"
+            message = f"unknown {kind} {ref!r}: not in index.json nor referenced by any manifest"
+        super().__init__(message)
+
+
+#: How many candidates an ambiguous prefix lists before "and N more".
+AMBIGUOUS_SHOWN = 5
 
 
 class AmbiguousRefError(RequestError):
-    """One tag names two or more digests; the caller must name a digest instead."""
+    """A tag names two or more digests, or a digest prefix starts two or more digests (then
+    ``prefix`` is true); the caller must name a digest, or more of it, instead."""
 
-    def __init__(self, ref: str, digests: tuple[str, ...]) -> None:
+    def __init__(self, ref: str, digests: tuple[str, ...], *, prefix: bool = False) -> None:
         self.ref = ref
         self.digests = digests
-        super().__init__(
-            f"tag {ref!r} is ambiguous: it names {', '.join(digests)}; name a digest instead"
-        )
+        self.prefix = prefix
+        if not prefix:
+            super().__init__(
+                f"tag {ref!r} is ambiguous: it names {', '.join(digests)}; name a digest instead"
+            )
+            return
+        from ._digest import short_digest  # _digest raises this module's errors
+
+        shown = digests[:AMBIGUOUS_SHOWN]
+        # as many characters as tell the shown candidates apart, at least the usual twelve
+        length = max([12] + [_common_length(a, b) - a.index(":")
+                             for a, b in pairwise(shown)])
+        listed = ", ".join(short_digest(d, length) for d in shown)
+        if len(digests) > len(shown):
+            listed += f" and {len(digests) - len(shown)} more"
+        super().__init__(f"digest prefix {ref!r} is ambiguous: {listed} (name more characters)")
+
+
+def _common_length(a: str, b: str) -> int:
+    """Length of the longest common prefix of ``a`` and ``b``."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+#: How many live holders a guard refusal names before "and N more".
+HOLDERS_SHOWN = 3
 
 
 class GuardError(RequestError):
-    """A delete would leave a live manifest or index pointing at a missing blob."""
+    """A delete would leave a live manifest or index pointing at a missing blob.
 
-    def __init__(self, digest: str, holder: str, roles: tuple[str, ...]) -> None:
+    ``holder`` is the first of ``holders`` (every live node that still references ``digest``
+    other than as a referrer: tagged ones first, then by digest), ``roles`` how it references
+    it, ``tags`` its tags.  The message names the count and the first three.
+    """
+
+    def __init__(self, digest: str, holder: str, roles: tuple[str, ...],
+                 holders: tuple[str, ...] = (), tags: tuple[str, ...] = ()) -> None:
         self.digest = digest
         self.holder = holder
         self.roles = roles
-        super().__init__(
-            f"refusing to delete {digest}: live {holder} still references it "
-            f"(as {'/'.join(roles)}); delete {holder} too, or pass force"
-        )
+        self.holders = holders or (holder,)
+        self.tags = tags
+        tagged = f" (tagged {', '.join(tags)})" if tags else ""
+        n = len(self.holders)
+        if n == 1:
+            super().__init__(f"refusing to delete {digest}: live {holder}{tagged} still references "
+                             f"it (as {'/'.join(roles)}); delete {holder} too, or pass --force")
+            return
+        named = [f"{holder}{tagged} (as {'/'.join(roles)})", *self.holders[1:HOLDERS_SHOWN]]
+        more = f" and {n - HOLDERS_SHOWN} more" if n > HOLDERS_SHOWN else ""
+        super().__init__(f"refusing to delete {digest}: {n} live manifests or indexes still "
+                         f"reference it: {', '.join(named)}{more}; delete them too, or pass --force")
 
 
 class StalePlanError(RequestError):

@@ -7,9 +7,11 @@ lenient about everything else (unknown fields are kept in ``raw`` and survive a 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -153,6 +155,37 @@ def _well_formed_descriptor(obj: object) -> Descriptor | None:
     return _new(Descriptor, (media_type, digest, size, pairs, artifact_type, plat))
 
 
+_INT64_MIN, _UINT64_END = -(2**63), 2**64
+
+
+def _int_as_orjson_reads_it(text: str) -> int | float:
+    if len(text) > 21:  # beyond 64 bits (and maybe beyond int()'s digit limit)
+        return float(text)
+    value = int(text)
+    return value if _INT64_MIN <= value < _UINT64_END else float(text)
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads_beyond_double(data: bytes, refused: orjson.JSONDecodeError) -> Any:
+    """Read JSON that orjson refused, if only a number was out of its reach.
+
+    orjson refuses a number beyond a double's range (``1e400``), which JSON allows: one in a
+    field ocigraph does not own must not make the layout unreadable (render_index keeps its
+    text).  The standard library reads it (as an infinity); integers are read as orjson reads
+    them, and whatever else orjson refused (``NaN``, a lone surrogate) stays refused.
+    """
+    try:
+        doc = json.loads(data.decode("utf-8"), parse_int=_int_as_orjson_reads_it,
+                         parse_constant=_no_constant)
+        orjson.dumps(doc)  # refuses strings orjson would not have read: lone surrogates
+    except (ValueError, RecursionError, orjson.JSONEncodeError):
+        raise InvalidIndexError(f"not valid JSON ({refused})") from None
+    return doc
+
+
 def parse_index(data: bytes) -> Index:
     """Parse index.json bytes.  Raises :class:`InvalidIndexError` naming the entry at fault.
 
@@ -167,7 +200,7 @@ def parse_index(data: bytes) -> Index:
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise InvalidIndexError(f"not valid JSON ({exc})") from None
+        doc = _loads_beyond_double(data, exc)
     if not isinstance(doc, dict):
         raise InvalidIndexError("not a JSON object")
     if doc.get("schemaVersion") != 2:
@@ -247,33 +280,209 @@ def manifest_from_document(digest: str, doc: Any, size: int | None) -> Manifest:
     )
 
 
+# -- rewriting index.json ---------------------------------------------------------------------
+#
+# index.json carries what ocigraph does not own: vendor fields, annotations, numbers no double
+# holds (123456789012345678901234567890, 1.5e-400, 18446744073709551616).  Decoding it and
+# encoding it again would round those through floats, so a rewrite never re-encodes anything:
+# it finds the spans of the ``manifests`` elements (and, to untag, of the ref.name members of an
+# entry's annotations) in the text and splices them out.  Everything else is copied as written,
+# whitespace included.
+#
+# Only the containers being edited are walked here: the top-level object, the manifests array,
+# an untagged entry and its annotations.  Every other value is stepped over by the standard
+# library's C scanner, which decodes keys as orjson does (escapes included: "m\u0061nifests" is
+# "manifests"); of duplicate keys the last counts, as in parse_index.
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+# (value, end) of the JSON value at an index; raises StopIteration if there is none there
+_scan_value: Callable[[str, int], tuple[Any, int]] = (
+    json.JSONDecoder().scan_once)  # type: ignore[attr-defined]
+
+
+class _Items(NamedTuple):
+    """The items of one array or object in the text: ``text[open_at]`` is its ``[`` or ``{``."""
+
+    items: list[_Item]
+    open_at: int
+    close_at: int
+
+
+class _Item(NamedTuple):
+    """One array element or object member: ``text[start:end]``, from a member's key."""
+
+    start: int
+    end: int
+    key: str | None  # decoded; None for an array element
+    value_at: int
+    inner: _Items | None = None  # the items of a value the walk descended into
+
+
+class _NotJSON(ValueError):
+    pass
+
+
+_SPACE_CHARS = frozenset(" \t\n\r")
+
+
+def _after_space(text: str, i: int) -> int:
+    if text[i:i + 1] not in _SPACE_CHARS:  # most often: no regex call
+        return i
+    m = _SPACE.match(text, i)
+    return m.end() if m else i
+
+
+def _items_at(text: str, open_at: int, descend: str | None = None) -> _Items:
+    """Walk the array or object opening at ``text[open_at]``.  The array value of a member
+    named ``descend`` is walked too (``inner``) instead of being stepped over."""
+    is_object = text[open_at] == "{"
+    close = "}" if is_object else "]"
+    items: list[_Item] = []
+    i = _after_space(text, open_at + 1)
+    if text[i:i + 1] == close:
+        return _Items(items, open_at, i)
+    while True:
+        start = i
+        key = None
+        if is_object:
+            if text[i:i + 1] != '"':
+                raise _NotJSON(f"expected a key at character {i}")
+            key, i = _scan_value(text, i)
+            i = _after_space(text, i)
+            if text[i:i + 1] != ":":
+                raise _NotJSON(f"expected ':' at character {i}")
+            i = _after_space(text, i + 1)
+        value_at = i
+        inner = None
+        if descend is not None and key == descend and text[i:i + 1] == "[":
+            inner = _items_at(text, i)
+            i = inner.close_at + 1
+        else:
+            try:  # decoded and dropped: holding 100k entries would cost more than a rescan
+                _, i = _scan_value(text, i)
+            except StopIteration:
+                raise _NotJSON(f"expected a value at character {i}") from None
+        items.append(_Item(start, i, key, value_at, inner))
+        i = _after_space(text, i)
+        c = text[i:i + 1]
+        if c == ",":
+            i = _after_space(text, i + 1)
+        elif c == close:
+            return _Items(items, open_at, i)
+        else:
+            raise _NotJSON(f"expected ',' or {close!r} at character {i}")
+
+
+def _spliced(text: str, box: _Items, edits: Mapping[int, str | None]) -> str:
+    """The text of ``box`` with item ``k`` replaced by ``edits[k]``, or left out if that is
+    ``None``.  Each item kept keeps the separator written before it, except the first one
+    written, which takes the space after the opening bracket: no comma is left dangling."""
+    items = box.items
+    out = [text[box.open_at]]
+    written = False
+    k = 0
+    for edited in [*sorted(edits), len(items)]:
+        if k < edited:  # items k .. edited-1 unchanged: one slice
+            if written:
+                out.append(text[items[k - 1].end:items[edited - 1].end])
+            else:
+                out.append(text[box.open_at + 1:items[0].start])
+                out.append(text[items[k].start:items[edited - 1].end])
+            written = True
+        if edited < len(items) and (new := edits[edited]) is not None:
+            out.append(text[items[edited - 1].end:items[edited].start] if written
+                       else text[box.open_at + 1:items[0].start])
+            out.append(new)
+            written = True
+        k = edited + 1
+    if written:
+        out.append(text[items[-1].end:box.close_at])
+    out.append(text[box.close_at])
+    return "".join(out)
+
+
+def _untagged_entry(text: str, entry: _Item) -> str:
+    """The text of ``entry`` without ``org.opencontainers.image.ref.name`` in its annotations.
+
+    Every ``annotations`` member loses it (a duplicate key read by another tool must not keep
+    the tag); one left empty goes, as ocigraph always wrote an untagged entry."""
+    if text[entry.value_at] != "{":
+        return text[entry.start:entry.end]
+    members = _items_at(text, entry.value_at)
+    edits: dict[int, str | None] = {}
+    for k, member in enumerate(members.items):
+        if member.key != "annotations" or text[member.value_at] != "{":
+            continue
+        annotations = _items_at(text, member.value_at)
+        tags = {j: None for j, a in enumerate(annotations.items) if a.key == REF_NAME}
+        if len(tags) == len(annotations.items):
+            if tags:
+                edits[k] = None
+        else:
+            edits[k] = (text[member.start:member.value_at]
+                        + _spliced(text, annotations, tags))
+    if not edits:
+        return text[entry.start:entry.end]
+    return text[entry.start:entry.value_at] + _spliced(text, members, edits)
+
+
+def _digest_at(text: str, entry: _Item) -> object:
+    value = _scan_value(text, entry.value_at)[0]
+    return value.get("digest") if isinstance(value, dict) else None
+
+
 def render_index(index: Index, changes: Iterable[Any]) -> bytes:
     """New index.json bytes: ``index.raw`` with entries dropped or untagged.
 
-    ``changes`` are :class:`ocigraph.IndexChange` values.  Every other field, annotation and the
-    order of the remaining entries are kept.  Raises :class:`LayoutError` if a change does not
-    match the entry at its position (the plan belongs to another index.json).
+    ``changes`` are :class:`ocigraph.IndexChange` values.  The text is edited in place: every
+    other field, annotation, entry, number and string is kept exactly as written, and so are
+    the order and the whitespace; untagging removes the ref.name annotation (and
+    ``annotations`` if nothing else is left in it).  Raises :class:`LayoutError` if a change does
+    not match the entry at its position (the plan belongs to another index.json).
+
+    >>> from ocigraph import IndexChange
+    >>> d = "sha256:" + "a" * 64
+    >>> raw = ('{"schemaVersion": 2, "x": 123456789012345678901234567890, "manifests": ['
+    ...        '{"mediaType": "t", "digest": "%s", "size": 1, "n": 1.5e-400, '
+    ...        '"annotations": {"org.opencontainers.image.ref.name": "v1", "k": "é"}}]}' % d)
+    >>> new = render_index(parse_index(raw.encode()), [IndexChange(0, d, "v1", "untag")])
+    >>> new.decode() == raw.replace('"org.opencontainers.image.ref.name": "v1", ', "")
+    True
+    >>> render_index(parse_index(new), [IndexChange(0, d, None, "drop")]).decode()
+    '{"schemaVersion": 2, "x": 123456789012345678901234567890, "manifests": []}'
     """
-    doc = orjson.loads(index.raw)
-    manifests = doc["manifests"]
-    drop: set[int] = set()
-    for ch in changes:
-        pos = ch.position
-        if not (0 <= pos < len(manifests)) or manifests[pos].get("digest") != ch.digest:
-            raise LayoutError(f"index.json entry {pos} is not {ch.digest}; the plan does not fit")
-        if ch.action == "drop":
-            drop.add(pos)
-        else:
-            ann = dict(manifests[pos].get("annotations") or {})
-            ann.pop(REF_NAME, None)
-            entry = dict(manifests[pos])
-            if ann:
-                entry["annotations"] = ann
+    wanted = list(changes)
+    if not wanted:
+        return index.raw
+    try:
+        text = index.raw.decode("utf-8")
+        top_at = _after_space(text, 0)
+        if text[top_at:top_at + 1] != "{":
+            raise _NotJSON("not a JSON object")
+        top = _items_at(text, top_at, descend="manifests")
+        listed = [m.inner for m in top.items if m.key == "manifests" and m.inner is not None]
+        manifests = listed[-1] if listed else None
+        entries = manifests.items if manifests is not None else []
+        edits: dict[int, str | None] = {}
+        for ch in wanted:
+            pos = ch.position
+            if not (0 <= pos < len(entries)) or _digest_at(text, entries[pos]) != ch.digest:
+                raise LayoutError(
+                    f"index.json entry {pos} is not {ch.digest}; the plan does not fit")
+            if ch.action == "drop":
+                edits[pos] = None
+            elif ch.action == "untag":
+                if pos not in edits:
+                    edits[pos] = _untagged_entry(text, entries[pos])
             else:
-                entry.pop("annotations", None)
-            manifests[pos] = entry
-    doc["manifests"] = [m for i, m in enumerate(manifests) if i not in drop]
-    return orjson.dumps(doc)
+                raise ValueError(f"unknown index.json change {ch.action!r}")
+    except (_NotJSON, UnicodeDecodeError, json.JSONDecodeError, StopIteration,
+            RecursionError) as exc:
+        # parse_index read these bytes, so only an Index made by hand can get here
+        raise InvalidIndexError(f"cannot be rewritten, not valid JSON ({exc})") from None
+    assert manifests is not None  # a change matched an entry
+    new = _spliced(text, manifests, edits)
+    return (text[:manifests.open_at] + new + text[manifests.close_at + 1:]).encode("utf-8")
 
 
 class BytesManifestSource:

@@ -8,7 +8,7 @@ refuses it if index.json has changed since (``index_fingerprint``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import orjson
 
@@ -16,15 +16,35 @@ from ._digest import parse_digest
 from ._errors import InvalidDigestError, PlanFormatError
 from ._policy import Policy
 
-__all__ = ["Reason", "Deletion", "IndexChange", "Kept", "Plan", "PLAN_FORMAT_VERSION", "REASON_KINDS"]
+if TYPE_CHECKING:  # _retention builds plans, so it imports this module, not the reverse
+    from ._retention import Retention
+
+__all__ = [
+    "Reason",
+    "Deletion",
+    "IndexChange",
+    "Kept",
+    "Plan",
+    "PLAN_FORMAT_VERSION",
+    "REASON_KINDS",
+    "KEPT_KINDS",
+    "OPERATIONS",
+    "ReasonKind",
+    "KeptKind",
+    "Operation",
+]
 
 PLAN_FORMAT_VERSION = 1
 
 #: Why a node goes.  ``via`` names the node that pulled it in (none for ``target``/``unreachable``).
-REASON_KINDS = ("target", "referrer-of", "orphaned-by", "unreachable")
 ReasonKind = Literal["target", "referrer-of", "orphaned-by", "unreachable"]
-KEPT_KINDS = ("shared", "root", "young", "referrer")
-OPERATIONS = ("delete", "gc", "untag", "remove")
+REASON_KINDS: tuple[ReasonKind, ...] = get_args(ReasonKind)
+#: Why a successor of a deleted node stays (see :class:`Kept`).
+KeptKind = Literal["root", "young", "shared", "referrer", "held-by-garbage"]
+KEPT_KINDS: tuple[KeptKind, ...] = get_args(KeptKind)
+#: What a plan does.
+Operation = Literal["delete", "gc", "untag", "remove", "prune"]
+OPERATIONS: tuple[Operation, ...] = get_args(Operation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +55,7 @@ class Reason:
     'referrer-of sha256:aaa'
     """
 
-    kind: str
+    kind: ReasonKind
     via: str | None = None
 
     def __str__(self) -> str:
@@ -66,12 +86,20 @@ class IndexChange:
 
 @dataclass(frozen=True, slots=True)
 class Kept:
-    """A successor of a deleted node that stays, and why: ``shared`` (``via`` a predecessor that
-    is not deleted), ``root`` (tagged, or indexed under keep_untagged), ``young`` (grace) or
-    ``referrer`` (``via`` its subject, which stays)."""
+    """A successor of a deleted node that stays, and why, in this order of precedence:
+
+    ``root``             tagged (or listed in index.json under keep_untagged), whoever else
+                         points at it;
+    ``young``            younger than the policy's grace;
+    ``shared``           a live node outside the plan references it (``via`` one: a tagged one
+                         if any, else the smallest);
+    ``referrer``         its subject stays and is live (``via`` the subject);
+    ``held-by-garbage``  only nodes that are not live keep it (``via`` one of them, or its
+                         subject): it is garbage, and the next gc removes it with them.
+    """
 
     digest: str
-    kind: str
+    kind: KeptKind
     via: str | None = None
 
 
@@ -84,7 +112,7 @@ class Plan:
     (True, 0, True)
     """
 
-    operation: str
+    operation: Operation
     targets: tuple[str, ...]
     policy: Policy
     index_fingerprint: str
@@ -96,6 +124,9 @@ class Plan:
     #: disk, the device and inode of its root directory); apply refuses a plan whose origin is
     #: not what it is about to change.  ``None`` for a plan made from values in memory.
     origin: str | None = None
+    #: a ``prune`` plan's retention decisions (the rules, every tag's verdict and why, the
+    #: space budget); ``None`` for every other operation
+    retention: Retention | None = None
 
     @property
     def bytes_freed(self) -> int:
@@ -139,7 +170,7 @@ class Plan:
                 for c in self.index_changes
             ],
             "kept": [{"digest": k.digest, "kind": k.kind, "via": k.via} for k in self.kept],
-        }
+        } | ({} if self.retention is None else {"retention": self.retention.to_dict()})
 
     def to_json(self, *, indent: bool = True) -> bytes:
         """Stable JSON: same plan, same bytes."""
@@ -193,9 +224,11 @@ class Plan:
         kept = []
         for i, k in enumerate(_list(doc, "kept")):
             via = k.get("via")
+            if k["kind"] not in KEPT_KINDS:
+                raise PlanFormatError(f"kept[{i}]: unknown kind {k['kind']!r}")
             kept.append(Kept(
                 digest=parse_digest(k["digest"], f"kept[{i}]"),
-                kind=_str(k["kind"], f"kept[{i}].kind"),
+                kind=k["kind"],
                 via=None if via is None else parse_digest(via, f"kept[{i}].via"),
             ))
         snap = doc.get("snapshotTime")
@@ -204,6 +237,13 @@ class Plan:
         origin = doc.get("origin")
         if origin is not None:
             origin = _str(origin, "origin")
+        retention = None
+        if doc.get("retention") is not None:
+            from ._retention import Retention  # (see the import at the top)
+
+            if op != "prune":
+                raise PlanFormatError(f"a {op} plan has no retention decisions")
+            retention = Retention.from_dict(doc["retention"])
         plan = cls(
             operation=op,
             targets=tuple(_str(t, "targets") for t in _list(doc, "targets")),
@@ -214,6 +254,7 @@ class Plan:
             kept=tuple(kept),
             snapshot_time=snap,
             origin=origin,
+            retention=retention,
         )
         if "bytesFreed" in doc and doc["bytesFreed"] != plan.bytes_freed:
             raise PlanFormatError(
@@ -233,14 +274,10 @@ class Plan:
         )
 
     def __str__(self) -> str:
-        lines = [self.summary()]
-        for d in self.deletions:
-            state = format_bytes(d.size) if d.present else "absent"
-            lines.append(f"  delete {d.digest}  {state:>10}  {d.reason}")
-        for c in self.index_changes:
-            tag = f" (tag {c.tag})" if c.tag is not None else " (untagged)"
-            lines.append(f"  index.json: {c.action} entry {c.position} {c.digest}{tag}")
-        return "\n".join(lines)
+        """What the command line prints for this plan (:func:`ocigraph.present.format_plan_text`)."""
+        from .present import format_plan_text
+
+        return format_plan_text(self)
 
     def _repr_html_(self) -> str:
         from .render import plan_html

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any
 
 import networkx as nx
 
 from ._errors import BrokenManifestError, GuardError, StalePlanError, UnknownRefError
-from ._graph import is_view, is_young, live_set, pauses_gc, resolve_ref, roots
+from ._graph import Liveness, NeighbourhoodView, live_set, roots, young_nodes
 from ._model import Index, Layout, Manifest, Reporter
 from ._parse import parse_index, render_index
-from ._plan import Deletion, IndexChange, Kept, Plan, Reason
+from ._plan import Deletion, IndexChange, Kept, Operation, Plan, Reason
 from ._policy import Policy
+from ._refs import named, resolve_refs
 
 __all__ = [
     "Liveness",
@@ -37,12 +38,6 @@ __all__ = [
 _NULL_REPORTER = Reporter()
 _UNUSABLE = ("missing", "broken")
 _SUBJECT_ONLY = frozenset({"subject"})
-
-
-def _young_set(graph: nx.DiGraph, policy: Policy) -> frozenset[str]:
-    if policy.grace <= 0:
-        return frozenset()
-    return frozenset(n for n in graph if is_young(graph, n, policy))
 
 
 def _kept_subject(succ: Any, s: str, planned: Collection[str]) -> str | None:
@@ -63,12 +58,15 @@ def deletion_closure(
     targets: Sequence[str],
     policy: Policy,
     protected: Collection[str] | None = None,
+    *,
+    live: Collection[str] | None = None,
 ) -> tuple[dict[str, Reason], tuple[Kept, ...]]:
     """SEMANTICS §3 steps 1-2: the targets, their referrers (recursively, unless
     ``cascade_referrers`` is off) and every successor they orphan, to a fixpoint.
 
-    ``protected`` are nodes never orphaned (default: the policy's roots).  Returns
-    ``{digest: reason}`` in discovery order, and the successors that were kept with why.
+    ``protected`` are nodes never orphaned (default: the policy's roots); ``live``, what is
+    live with those roots (default: computed).  Returns ``{digest: reason}`` in discovery
+    order, and the successors that were kept with why (see :class:`~ocigraph.Kept`).
 
     A successor is orphaned when every one of its predecessors is in the set and its subject (if
     it is a referrer) is too; a counter per successor makes the first check O(1) per edge
@@ -76,7 +74,7 @@ def deletion_closure(
     """
     succ, pred = graph._succ, graph._pred
     root_set = roots(graph, policy) if protected is None else protected
-    young = _young_set(graph, policy)
+    young = young_nodes(graph, policy)
     reasons: dict[str, Reason] = {}
     outside: dict[str, int] = {}  # successor -> predecessors not yet in the set
     queue: deque[str] = deque()
@@ -100,43 +98,83 @@ def deletion_closure(
             if left == 0 and s not in root_set and _kept_subject(succ, s, reasons) is None:
                 reasons[s] = Reason("orphaned-by", n)
                 queue.append(s)
-    kept = []
-    for s in sorted(outside):
-        if s in reasons:
-            continue
-        if s in young:
-            kept.append(Kept(s, "young"))
-        elif s in root_set and outside[s] == 0:
-            kept.append(Kept(s, "root"))
-        elif outside[s] == 0:
-            kept.append(Kept(s, "referrer", _kept_subject(succ, s, reasons)))
-        else:
-            via = min((p for p in pred[s] if p not in reasons), default=None)
-            kept.append(Kept(s, "shared", via))
-    return reasons, tuple(kept)
+    kept = [s for s in sorted(outside) if s not in reasons]
+    if not kept:
+        return reasons, ()
+    if live is None:
+        live = liveness(graph, policy, None if protected is None else root_set).live
+    alive = _alive_after(graph, reasons, root_set, live)
+    return reasons, tuple(_why_kept(graph, s, reasons, root_set, young, alive) for s in kept)
 
 
-class Liveness(NamedTuple):
-    """The two global facts a plan needs about a whole graph under one root rule (grace 0).
+def _alive_after(graph: nx.DiGraph, planned: Collection[str], root_set: Collection[str],
+                 live: Collection[str]) -> Callable[[str], bool]:
+    """Whether a node outside ``planned`` is live once the plan is applied.
 
-    ``live``: the live nodes (SEMANTICS §2) -- of a neighbourhood view, those of its own nodes.
-    ``unusable``: every live manifest that cannot be read or parsed, as sorted
-    ``(digest, error, live holder or None)`` -- what stops a plan (SEMANTICS §5) unless the plan
-    deletes it.
-
-    Everything else :func:`plan_delete` asks is local to the targets, so a graph that carries
-    these (see :func:`ocigraph.neighbourhood`) needs only the targets' surroundings.
+    Only what the planned nodes reach over liveness edges (successors, and referrers of what
+    is reached) can lose its liveness: this *region* is walked again from its own roots and
+    from the nodes live outside it that reference it.  Everything else keeps the liveness it
+    has.  A neighbourhood view answers exactly as the whole graph: the region lies in its core,
+    and of the predecessors outside the core it holds the smallest live one.
     """
+    succ, pred = graph._succ, graph._pred
+    region: set[str] = set()
+    stack = list(planned)
+    while stack:
+        n = stack.pop()
+        for x in succ[n]:
+            if x not in region and x not in planned:
+                region.add(x)
+                stack.append(x)
+        for x, attrs in pred[n].items():
+            if x not in region and x not in planned and "subject" in attrs["roles"]:
+                region.add(x)
+                stack.append(x)
+    reached = {x for x in region if x in root_set or any(
+        p in live for p in pred[x] if p not in region and p not in planned)}
+    stack = list(reached)
+    while stack:
+        n = stack.pop()
+        for x in succ[n]:
+            if x in region and x not in reached:
+                reached.add(x)
+                stack.append(x)
+        for x, attrs in pred[n].items():
+            if x in region and x not in reached and "subject" in attrs["roles"]:
+                reached.add(x)
+                stack.append(x)
 
-    keep_untagged: bool
-    live: frozenset[str]
-    unusable: tuple[tuple[str, str, str | None], ...]
+    def alive(n: str) -> bool:
+        return n in reached if n in region else n in live and n not in planned
+
+    return alive
+
+
+def _why_kept(graph: nx.DiGraph, s: str, planned: Collection[str], root_set: Collection[str],
+              young: Collection[str], alive: Callable[[str], bool]) -> Kept:
+    """Why successor ``s`` of a planned node stays (the kinds of :class:`~ocigraph.Kept`, in
+    their order of precedence).  A holder named is a tagged one if any, else the smallest."""
+    if s in root_set and s not in young:
+        return Kept(s, "root")
+    if s in young:
+        return Kept(s, "young")
+    holders = sorted(p for p in graph._pred[s] if p not in planned and p != s)
+    nodes = graph._node
+    live_holders = [p for p in holders if alive(p)]
+    if live_holders:
+        tagged = [p for p in live_holders if nodes[p]["tags"]]
+        return Kept(s, "shared", (tagged or live_holders)[0])
+    subject = _kept_subject(graph._succ, s, planned)
+    if subject is not None and alive(subject):
+        return Kept(s, "referrer", subject)
+    return Kept(s, "held-by-garbage", holders[0] if holders else subject)
 
 
 def liveness(graph: nx.DiGraph, policy: Policy | None = None,
              root_set: Collection[str] | None = None) -> Liveness:
     """The :class:`Liveness` of a whole graph: its live set, and the live manifests that
-    cannot be used.
+    cannot be used, each with why it is live (a live node referencing it, tagged ones first;
+    for a referrer, its live subject; ``None`` for a root).
 
     One exception makes a manifest usable though unreadable: a *missing* manifest that live
     nodes reach only as a ``subject`` (a signature whose image was deleted, or pushed before
@@ -144,25 +182,32 @@ def liveness(graph: nx.DiGraph, policy: Policy | None = None,
     whose successors matter.
     """
     policy = policy or Policy()
-    if is_view(graph):  # its facts came with it
-        own = graph.graph["liveness"]
+    if isinstance(graph, NeighbourhoodView):  # its facts came with it
+        own = graph.liveness
         if own.keep_untagged != policy.keep_untagged or policy.grace > 0 or root_set is not None:
             raise ValueError("a neighbourhood view knows liveness only for the root rule it "
                              "was made for, without grace")
-        return own  # type: ignore[no-any-return]
-    live = live_set(graph, policy, root_set)
-    nodes, pred = graph._node, graph._pred  # the dicts behind graph.nodes: no view per lookup
+        return own
+    start = roots(graph, policy) if root_set is None else root_set
+    live = live_set(graph, policy, start)
+    nodes, succ, pred = graph._node, graph._succ, graph._pred  # no view per lookup
     bad = []
     for n in live:
         attrs = nodes[n]
         if attrs["status"] not in _UNUSABLE:
             continue
-        holders = [p for p in pred[n] if p in live]
+        holders = sorted(p for p in pred[n] if p in live and p != n)
         if attrs["status"] == "missing" and not attrs["indexed"] and all(
             pred[n][p]["roles"] == _SUBJECT_ONLY for p in holders
         ):
             continue
-        bad.append((n, attrs["error"], min(holders, default=None)))
+        why: str | None = None
+        if n not in start:
+            tagged = [p for p in holders if nodes[p]["tags"]]
+            subjects = sorted(x for x, a in succ[n].items()
+                              if x in live and x != n and "subject" in a["roles"])
+            why = next(iter(tagged or holders or subjects), None)
+        bad.append((n, attrs["error"], why))
     return Liveness(policy.keep_untagged, live, tuple(sorted(bad)))
 
 
@@ -175,23 +220,26 @@ def _check_usable(facts: Liveness, exclude: Collection[str]) -> None:
 
 
 def _whole(graph: nx.DiGraph, operation: str) -> None:
-    if is_view(graph):
+    if isinstance(graph, NeighbourhoodView):
         raise ValueError(f"{operation} needs the whole graph; a neighbourhood view plans "
                          "deletes only")
 
 
 def _guard(graph: nx.DiGraph, doomed: Mapping[str, Reason], live: Collection[str]) -> None:
     """SEMANTICS §3.4, applied to every planned node (targets and cascaded referrers alike):
-    no live node outside the plan may keep a non-``subject`` reference to a planned node."""
-    pred = graph._pred
+    no live node outside the plan may keep a non-``subject`` reference to a planned node.  The
+    refusal names every such holder of the first planned node that has one, tagged ones first."""
+    pred, nodes = graph._pred, graph._node
     for n in doomed:
-        for p in sorted(pred[n]):
-            if p in doomed or p not in live:
-                continue
-            strong = pred[n][p]["roles"] - {"subject"}
-            if strong:
-                raise GuardError(n, p, tuple(sorted(strong)))
-
+        holders = {}
+        for p, attrs in pred[n].items():
+            if p not in doomed and p in live and (strong := attrs["roles"] - _SUBJECT_ONLY):
+                holders[p] = strong
+        if holders:
+            order = sorted(holders, key=lambda p: (not nodes[p]["tags"], p))
+            first = order[0]
+            raise GuardError(n, first, tuple(sorted(holders[first])), tuple(order),
+                             tuple(sorted(nodes[first]["tags"])))
 
 def _order(graph: nx.DiGraph, reasons: Mapping[str, Reason]) -> list[str]:
     """Predecessors first (a manifest before its children), ties by discovery rank.
@@ -238,7 +286,7 @@ def _drops(graph: nx.DiGraph, nodes: Iterable[str]) -> list[IndexChange]:
 
 def _plan(
     graph: nx.DiGraph,
-    operation: str,
+    operation: Operation,
     targets: Sequence[str],
     policy: Policy,
     reasons: Mapping[str, Reason],
@@ -263,16 +311,6 @@ def _plan(
     )
 
 
-def _resolve_all(graph: nx.DiGraph, refs: Iterable[str]) -> list[str]:
-    out: list[str] = []
-    for ref in refs:
-        d = resolve_ref(graph, ref)
-        if d not in out:
-            out.append(d)
-    return out
-
-
-@pauses_gc
 def plan_delete(
     graph: nx.DiGraph,
     targets: Iterable[str],
@@ -281,9 +319,10 @@ def plan_delete(
     *,
     given: Liveness | None = None,
 ) -> Plan:
-    """Delete ``targets`` (tags or digests) with their referrers and orphans (SEMANTICS §3).
+    """Delete ``targets`` with their referrers and orphans (SEMANTICS §3).
 
-    Raises :class:`GuardError` when a live index or manifest outside the plan still references a
+    ``targets`` are tags, digests or digest prefixes (:func:`~ocigraph.resolve_refs`).  Raises
+    :class:`GuardError` when a live index or manifest outside the plan still references a
     planned node (unless the policy has no guard, or ``force``), and
     :class:`BrokenManifestError` when a live manifest outside the plan cannot be read.
 
@@ -293,12 +332,11 @@ def plan_delete(
     """
     policy = policy or Policy()
     rep = reporter or _NULL_REPORTER
-    refs = list(targets)
-    digests = _resolve_all(graph, refs)
+    digests = resolve_refs(graph, targets)
     rep.phase_started("close")
-    root_set = roots(graph, policy)
-    reasons, kept = deletion_closure(graph, digests, policy, root_set)
     facts = liveness(graph, policy) if given is None else given
+    reasons, kept = deletion_closure(graph, digests, policy, roots(graph, policy),
+                                     live=facts.live)
     rep.phase_finished("close")
     rep.phase_started("plan")
     _check_usable(facts, reasons)
@@ -309,7 +347,6 @@ def plan_delete(
     return plan
 
 
-@pauses_gc
 def plan_gc(graph: nx.DiGraph, policy: Policy | None = None,
             reporter: Reporter | None = None, *, given: Liveness | None = None) -> Plan:
     """Sweep everything not live (SEMANTICS §2): present blobs and index.json entries alike.
@@ -335,22 +372,25 @@ def plan_gc(graph: nx.DiGraph, policy: Policy | None = None,
     return plan
 
 
-def _tag_positions(graph: nx.DiGraph, refs: Iterable[str], *, digests_allowed: bool) -> list[int]:
-    """index.json positions of the tagged entries named by ``refs`` (a tag, or a digest meaning
-    all its tags).  Unknown tags and ambiguous tags are errors."""
+def _tag_positions(graph: nx.DiGraph, refs: Iterable[str]) -> tuple[list[int], list[str], list[str]]:
+    """What ``refs`` name for untag and remove: the index.json positions of the tagged entries
+    named (a tag; or a digest or digest prefix, meaning all its tags), the refs as a plan
+    records them (a tag as is, a digest whole), and the digests named by digest.  Unknown
+    tags and ambiguous refs are errors."""
     entries = graph.graph["index"].entries
     positions: list[int] = []
-    for ref in refs:
-        d = resolve_ref(graph, ref)
-        by_digest = d == ref
-        if by_digest and not digests_allowed:
-            raise UnknownRefError(ref)
-        mine = [p for p in graph.nodes[d]["entries"]
-                if entries[p].tag is not None and (by_digest or entries[p].tag == ref)]
-        if not mine and not by_digest:
+    spelled: list[str] = []
+    by_digest: list[str] = []
+    for ref, d, is_digest in named(graph, refs):
+        mine = [p for p in graph._node[d]["entries"]
+                if entries[p].tag is not None and (is_digest or entries[p].tag == ref)]
+        if not mine and not is_digest:
             raise UnknownRefError(ref)
         positions.extend(p for p in mine if p not in positions)
-    return positions
+        spelled.append(d if is_digest else ref)
+        if is_digest:
+            by_digest.append(d)
+    return positions, spelled, by_digest
 
 
 def _untag_changes(graph: nx.DiGraph, positions: Collection[int]) -> list[IndexChange]:
@@ -369,14 +409,13 @@ def _untag_changes(graph: nx.DiGraph, positions: Collection[int]) -> list[IndexC
 
 
 def plan_untag(graph: nx.DiGraph, refs: Iterable[str]) -> Plan:
-    """Remove tags; delete nothing.  ``refs`` are tags, or digests meaning all their tags."""
+    """Remove tags; delete nothing.  ``refs`` are tags, or digests (or digest prefixes)
+    meaning all their tags."""
     _whole(graph, "untag")
-    refs = list(refs)
-    positions = set(_tag_positions(graph, refs, digests_allowed=True))
-    return _plan(graph, "untag", refs, Policy(), {}, _untag_changes(graph, positions))
+    positions, spelled, _ = _tag_positions(graph, refs)
+    return _plan(graph, "untag", spelled, Policy(), {}, _untag_changes(graph, set(positions)))
 
 
-@pauses_gc
 def plan_remove(graph: nx.DiGraph, refs: Iterable[str], policy: Policy | None = None) -> Plan:
     """``docker rmi``: untag each ref; a digest left with no tag and not live is deleted as by
     :func:`plan_delete` (with its referrers and orphans); one still live is only untagged,
@@ -387,12 +426,12 @@ def plan_remove(graph: nx.DiGraph, refs: Iterable[str], policy: Policy | None = 
     """
     policy = policy or Policy()
     _whole(graph, "remove")
-    refs = list(refs)
-    removed = set(_tag_positions(graph, refs, digests_allowed=True))
+    positions, spelled, by_digest = _tag_positions(graph, refs)
+    removed = set(positions)
     entries = graph.graph["index"].entries
     remaining = [e for e in entries if e.position not in removed]
     root_set = {e.digest for e in remaining if e.tag is not None or policy.keep_untagged}
-    root_set |= _young_set(graph, policy)
+    root_set |= young_nodes(graph, policy)
     facts = liveness(graph, policy, root_set)
     live = facts.live
     affected = []
@@ -400,18 +439,17 @@ def plan_remove(graph: nx.DiGraph, refs: Iterable[str], policy: Policy | None = 
         d = entries[p].digest
         if d not in affected:
             affected.append(d)
-    for ref in refs:  # an untagged digest named directly is a delete target too
-        d = resolve_ref(graph, ref)
-        if d == ref and d not in affected:
-            affected.append(d)
+    # an untagged digest named directly is a delete target too
+    affected += [d for d in dict.fromkeys(by_digest) if d not in affected]
     doomed = [d for d in affected if d not in live]
-    reasons, kept = deletion_closure(graph, doomed, policy, root_set) if doomed else ({}, ())
+    reasons, kept = (deletion_closure(graph, doomed, policy, root_set, live=live) if doomed
+                     else ({}, ()))
     _check_usable(facts, reasons)
     if policy.guarded:
         _guard(graph, reasons, live)
     changes = _drops(graph, reasons)
     changes += _untag_changes(graph, [p for p in removed if entries[p].digest not in reasons])
-    return _plan(graph, "remove", refs, policy, reasons, changes, kept)
+    return _plan(graph, "remove", spelled, policy, reasons, changes, kept)
 
 
 class _WithoutDeleted:

@@ -16,20 +16,28 @@ What a view holds, for targets ``T``:
 * the core's predecessors, as nodes with their attributes (the *rim*: their own edges are not
   the view's business) and edges into the core: *all* predecessors of the targets and of the
   core's referrers (nodes with a ``subject``) -- they can be planned whoever holds them, so
-  the guard asks about every holder -- and of any other core node, those in the core and the
-  smallest other one.  Such a node can only be planned as an orphan, which it is only when
-  every predecessor is planned, and every planned node is in the core: one predecessor outside
-  says "shared" as well as thousands would, and the smallest is the one the plan names
-  (``via``).  A base layer under forty thousand images costs one predecessor, not forty
-  thousand;
-* graph attributes ``core`` (the core's digests), ``liveness`` (the whole graph's facts, its
-  ``live`` cut down to the view's nodes), ``fingerprint`` and ``now`` as :func:`~ocigraph.build_graph` gives them, and
-  ``index``: an :class:`~ocigraph.Index` whose ``entries`` hold the view's own index.json
-  entries at their positions and ``None`` at every other, with no ``raw`` bytes.
+  the guard asks about every holder -- and of any other core node, those in the core and, of
+  the others, the *named holders*: the smallest, the smallest tagged one, and the smallest
+  live one under each root rule.  Such a node can only be planned as an orphan, which it is
+  only when every predecessor is planned, and every planned node is in the core: one
+  predecessor outside says "kept" as well as thousands would, and the named holders are the
+  ones a plan may name when it says why (:class:`~ocigraph.Kept`: a tagged holder first, else a
+  live one, else the garbage that holds it).  A base layer under forty thousand images costs
+  at most four predecessors, not forty thousand;
+* the whole graph's :class:`~ocigraph.Liveness` (its ``live`` cut down to the view's nodes) and
+  the core's digests, as the view's :attr:`~ocigraph.NeighbourhoodView.liveness` and
+  :attr:`~ocigraph.NeighbourhoodView.core`; graph attributes ``fingerprint`` and ``now`` as
+  :func:`~ocigraph.build_graph` gives them, and ``index``: an :class:`~ocigraph.Index` whose
+  ``entries`` hold the view's own index.json entries at their positions and ``None`` at every
+  other, with no ``raw`` bytes.
 
-A view plans deletes only: gc, remove and untag refuse one.  :class:`WholeGraph` is the
-reference source (a built graph); ``io_adapters.store`` answers the same questions from a
-database on disk, so that a delete in a million-blob layout reads a few hundred rows.
+So a view has at most as many nodes as its core plus, for each core node, its predecessors
+outside the core -- all of them for a target or a referrer, at most four for any other node.
+
+A view is a :class:`~ocigraph.NeighbourhoodView`; it plans deletes only: gc, remove and untag
+refuse one.  :class:`WholeGraph` is the reference source (a built graph); ``io_adapters.store``
+answers the same questions from a database on disk, so that a delete in a million-blob layout
+reads a few hundred rows.
 """
 
 from __future__ import annotations
@@ -40,10 +48,11 @@ from typing import Any, NamedTuple, Protocol
 import networkx as nx
 
 from ._errors import UnknownRefError
-from ._graph import LayoutGraph, pauses_gc, resolve_with, tagged_digests
+from ._graph import Liveness, NeighbourhoodView
 from ._model import Index, IndexEntry
-from ._planning import Liveness, liveness
+from ._planning import liveness
 from ._policy import Policy
+from ._refs import resolve_in, tagged_digests
 
 __all__ = ["NodeRecord", "GraphSource", "WholeGraph", "neighbourhood", "resolve_in"]
 
@@ -73,7 +82,9 @@ class GraphSource(Protocol):
     def predecessors(self, digest: str, core: Collection[str],
                      whole: bool) -> Mapping[str, frozenset[str]]:
         """``{predecessor: roles}`` of ``digest``: all of them when ``whole``; otherwise those
-        in ``core`` and the smallest (by digest) of the others, if any."""
+        in ``core`` and, of the others (by digest, when there are any): the smallest, the
+        smallest tagged one, the smallest live one with ``keep_untagged`` false and the
+        smallest live one with it true -- the holders a plan may name."""
         ...
 
     def attributes(self, digests: Collection[str]) -> Mapping[str, Mapping[str, Any]]: ...
@@ -122,9 +133,17 @@ class WholeGraph:
         if whole:
             return {p: a["roles"] for p, a in pred.items()}
         out = {p: a["roles"] for p, a in pred.items() if p in core}
-        first = min((p for p in pred if p not in core), default=None)
-        if first is not None:
-            out[first] = pred[first]["roles"]
+        others = [p for p in pred if p not in core]
+        if others:
+            nodes = self.graph._node
+            live, live_untagged = self.facts(False).live, self.facts(True).live
+            for named in (others,
+                          [p for p in others if nodes[p]["tags"]],
+                          [p for p in others if p in live],
+                          [p for p in others if p in live_untagged]):
+                if named:
+                    first = min(named)
+                    out[first] = pred[first]["roles"]
         return out
 
     def attributes(self, digests: Collection[str]) -> dict[str, Mapping[str, Any]]:
@@ -152,15 +171,8 @@ class WholeGraph:
         return sorted(n for n in self.graph._node if n.startswith(prefix))
 
 
-def resolve_in(source: GraphSource, ref: str) -> str:
-    """The digest a tag or digest names in ``source``, exactly as
-    :func:`~ocigraph.resolve_ref` finds it in a graph."""
-    return resolve_with(ref, source.has, source.tagged)
-
-
-@pauses_gc
 def neighbourhood(source: GraphSource, targets: Sequence[str], policy: Policy,
-                  now: float | None = None) -> LayoutGraph:
+                  now: float | None = None) -> NeighbourhoodView:
     """The view of ``source`` that :func:`~ocigraph.plan_delete` needs to delete ``targets``
     (digests of nodes) under ``policy`` -- see the module's docstring.  ``now``: the snapshot
     time the plan will carry.
@@ -200,10 +212,10 @@ def neighbourhood(source: GraphSource, targets: Sequence[str], policy: Policy,
     facts = Liveness(policy.keep_untagged,
                      frozenset(source.live(everyone, policy.keep_untagged)),
                      source.unusable(policy.keep_untagged))
-    g = LayoutGraph(index=Index(entries=tuple(entries), raw=b"",  # type: ignore[arg-type]
-                                fingerprint=source.fingerprint),
-                    fingerprint=source.fingerprint, now=now, blobs={}, liveness=facts,
-                    core=frozenset(core))
+    g = NeighbourhoodView(liveness=facts, core=frozenset(core),
+                          index=Index(entries=tuple(entries), raw=b"",  # type: ignore[arg-type]
+                                      fingerprint=source.fingerprint),
+                          fingerprint=source.fingerprint, now=now)
     for d in everyone:
         g.add_node(d, **(core[d].attrs if d in core else rim_attrs[d]))
     for d, rec in core.items():

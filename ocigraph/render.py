@@ -30,7 +30,8 @@ from typing import Any
 
 import networkx as nx
 
-from ._mediatypes import DOCKER_LIST, MANIFEST_MEDIA_TYPES, OCI_ARTIFACT, OCI_INDEX
+from ._digest import short_digest
+from ._mediatypes import DOCKER_LIST, MANIFEST_MEDIA_TYPES, OCI_ARTIFACT, OCI_INDEX, media_kind
 from ._plan import Plan, format_bytes
 
 __all__ = [
@@ -125,12 +126,20 @@ _DOT_SHAPES: dict[str, str] = {
     "blob": "ellipse",
 }
 
-# Media-type hints for nodes no edge types (an unreferenced blob, a tagged blob).
-_MEDIA_TYPE_HINTS: tuple[tuple[str, str], ...] = (
-    ("config", "config"),
-    ("layer", "layer"),
-    ("tar", "layer"),
-)
+# :func:`ocigraph.media_kind`'s words -> the kinds pictures draw, most telling first (a node
+# described both as an index and as a blob is drawn as an index).
+_KIND_OF_MEDIA_KIND: dict[str, str] = {
+    "index": "index",
+    "docker-list": "index",
+    "artifact": "artifact",
+    "manifest": "manifest",
+    "docker-manifest": "manifest",
+    "config": "config",
+    "layer": "layer",
+    "empty": "blob",
+    "blob": "blob",
+}
+_KIND_PRECEDENCE = ("index", "artifact", "manifest", "config", "layer", "blob")
 
 
 def _css_class(name: str) -> str:
@@ -141,39 +150,17 @@ def _css_class(name: str) -> str:
 # -- what a node is -----------------------------------------------------------------------------
 
 
-def short_digest(digest: str, length: int = 12) -> str:
-    """The first ``length`` characters of the encoded part; other algorithms than sha256 keep
-    their name so that two short forms never look alike across algorithms.
-
-    >>> short_digest("sha256:" + "ab" * 32), short_digest("sha512:" + "c" * 128)
-    ('abababababab', 'sha512:cccccccccccc')
-    """
-    alg, _, encoded = digest.partition(":")
-    if not encoded:
-        return digest[:length]
-    return encoded[:length] if alg == "sha256" else f"{alg}:{encoded[:length]}"
-
-
 def kind_of_media_types(media_types: Iterable[str]) -> str:
-    """The kind that media types alone tell (no edges known): what a plan's deletion says.
+    """The kind (:data:`KINDS`) that media types alone tell (no edges known): what a plan's
+    deletion says.  The words are :func:`ocigraph.media_kind`'s, drawn coarser.
 
     >>> kind_of_media_types(["application/vnd.oci.image.index.v1+json"])
     'index'
     >>> kind_of_media_types(["application/vnd.oci.image.layer.v1.tar+gzip"])
     'layer'
     """
-    mts = frozenset(media_types)
-    if mts & _INDEX_TYPES:
-        return "index"
-    if OCI_ARTIFACT in mts:
-        return "artifact"
-    if mts & MANIFEST_MEDIA_TYPES:
-        return "manifest"
-    for mt in sorted(mts):
-        for needle, kind in _MEDIA_TYPE_HINTS:
-            if needle in mt:
-                return kind
-    return "blob"
+    found = {_KIND_OF_MEDIA_KIND[k] for k in media_kind(media_types).split("/")}
+    return next(k for k in _KIND_PRECEDENCE if k in found)
 
 
 def node_kind(graph: nx.DiGraph, digest: str) -> str:

@@ -7,7 +7,8 @@ Definitions (sizes are those of *present* blobs; an absent blob occupies nothing
     successor closure of the tag's digest plus, to a fixpoint, the referrers of what it reaches.
 ``unique``
     bytes of the blobs that the tag reaches and no other root reaches -- what removing the tag
-    frees (``plan_remove``, then a ``plan_gc`` for anything a garbage blob still pointed at).
+    frees (``plan_remove``, then a ``plan_gc`` for what only garbage still held: the plan's
+    ``held-by-garbage`` successors).
 ``shared``
     ``total - unique``.
 
@@ -37,7 +38,7 @@ import networkx as nx
 import orjson
 
 from ._errors import UnknownRefError
-from ._graph import is_young
+from ._graph import young_nodes
 from ._plan import format_bytes
 from ._policy import Policy
 
@@ -191,10 +192,8 @@ def _owners(graph: nx.DiGraph, policy: Policy, referrers: dict[str, list[str]],
         for e in graph.graph["index"].entries:
             if e.tag is None:
                 offer(e.digest, _ANON)
-    if policy.grace > 0:
-        for n in graph:
-            if is_young(graph, n, policy):
-                offer(n, _ANON)
+    for n in sorted(young_nodes(graph, policy)):
+        offer(n, _ANON)
     while work:
         n = work.pop()
         owner = label[n]
@@ -257,7 +256,7 @@ def space_by_tag(graph: nx.DiGraph, policy: Policy | None = None) -> SpaceReport
     equals ``plan_gc(graph, policy).bytes_freed``.  ``unique_bytes`` is larger than what
     ``plan_remove`` alone frees when removing the tag leaves blobs that only garbage still
     references (a blob both the tag and an unreachable manifest use is kept by ``remove`` as
-    shared, then freed by the next GC), or with ``cascade_referrers=False`` (the tag's untagged
+    ``held-by-garbage``, then freed by the next GC), or with ``cascade_referrers=False`` (the tag's untagged
     referrers then wait for GC too): it counts what the tag alone keeps alive.  Unlike the
     planners this never raises: a broken manifest simply has no successors here.
 

@@ -53,6 +53,7 @@ from hypothesis import event, note
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+from ._digest import short_digest
 from ._mediatypes import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -284,11 +285,6 @@ def _events(features: frozenset[str]) -> None:
             event(f"layout has {f}")
 
 
-def _short(digest: str) -> str:
-    alg, enc = digest.split(":", 1)
-    return f"{alg}:{enc[:12]}"
-
-
 @dataclass(frozen=True, slots=True)
 class Options:
     """What :func:`generated_layouts` may generate (see its docstring)."""
@@ -340,123 +336,133 @@ def recipes(options: Options) -> st.SearchStrategy[Recipe]:
     )
 
 
-def build_layout(recipe: Recipe, options: Options | None = None) -> GeneratedLayout:
-    """The layout a recipe describes: a pure, deterministic function of its arguments."""
-    opts = options or Options()
-    b = _Builder()
-    shape, flags = _Choices(recipe.shape), _Choices(recipe.flags)
-    placing, ordering = _Choices(recipe.entries), _Choices(recipe.order)
+class _Making:
+    """What the steps of :func:`build_layout` share: the options, the blobs made so far and the
+    choices still to read (each step reads them in the order it always has, so a recipe keeps
+    giving the same bytes)."""
 
-    def alg() -> str:
-        return "sha512" if opts.sha512 and flags.rare(5) else "sha256"
+    def __init__(self, recipe: Recipe, opts: Options) -> None:
+        self.opts = opts
+        self.b = _Builder()
+        self.shape, self.flags = _Choices(recipe.shape), _Choices(recipe.flags)
+        self.placing, self.ordering = _Choices(recipe.entries), _Choices(recipe.order)
+        self.pool: list[_Blob] = []
+        self.manifests: list[_Blob] = []
+        self.configs: list[_Blob] = []
+        self.referrer_digests: set[str] = set()
+        self.empty: _Blob | None = None
 
-    # -- the layer pool: shared between images; some absent (always leaves) ----------------------
-    pool = [
-        b.add(f"L{i}", b"layer %d\n" % i, OCI_LAYER_TYPES[0], alg(), "layer",
-              present=not (opts.absent_blobs and flags.rare(6)))
-        for i in range(min(recipe.layers, opts.max_layers))
-    ]
+    def alg(self) -> str:
+        return "sha512" if self.opts.sha512 and self.flags.rare(5) else "sha256"
 
-    # -- manifests, in a chosen order, so indexes and referrers may point at anything earlier ----
+
+def _make_image(m: _Making, n: int) -> None:
+    b, shape, opts, pool = m.b, m.shape, m.opts, m.pool
+    is_docker = opts.docker and shape.rare(3)
+    mt = DOCKER_MANIFEST if is_docker else OCI_MANIFEST
+    if m.configs and shape.rare(6):  # the same config blob in another image
+        cfg = m.configs[shape.below(len(m.configs))]
+    else:
+        cfg_doc = {"architecture": ARCHES[n % len(ARCHES)], "os": "linux",
+                   "config": {"Labels": {"org.example.image": f"img{n}"}},
+                   "rootfs": {"type": "layers", "diff_ids": []}}
+        cfg = b.add(f"cfg{n}", orjson.dumps(cfg_doc),
+                    DOCKER_CONFIG if is_docker else OCI_CONFIG, m.alg(), "config")
+        m.configs.append(cfg)
+    layers = [pool[shape.below(len(pool))] for _ in range(shape.below(4))] if pool else []
+    if is_docker:
+        cfg_desc = b.descriptor(cfg, DOCKER_CONFIG)
+        layer_descs = [b.descriptor(x, DOCKER_LAYER) for x in layers]
+    else:
+        cfg_desc = b.descriptor(cfg, OCI_CONFIG)
+        layer_descs = [b.descriptor(x, OCI_LAYER_TYPES[shape.below(2)]) for x in layers]
+    doc = {"schemaVersion": 2, "mediaType": mt, "config": cfg_desc, "layers": layer_descs}
+    what = (f"{'docker' if is_docker else 'oci'} image: config {cfg.label}, layers "
+            f"[{' '.join(x.label for x in layers)}]")
+    m.manifests.append(b.manifest(f"img{n}", doc, mt, m.alg(), what))
+    b.features.add("docker-image" if is_docker else "oci-image")
+
+
+def _make_index(m: _Making, n: int) -> None:
+    b, shape, manifests = m.b, m.shape, m.manifests
+    is_docker = m.opts.docker and shape.rare(3)
+    mt = DOCKER_LIST if is_docker else OCI_INDEX
+    children = [manifests[i] for i in shape.distinct(len(manifests), 1 + shape.below(3))]
+    descs = [b.descriptor(c, platform={"architecture": ARCHES[j % len(ARCHES)], "os": "linux"})
+             for j, c in enumerate(children)]
+    if any(c.media_type in (OCI_INDEX, DOCKER_LIST) for c in children):
+        b.features.add("nested-index")
+    doc = {"schemaVersion": 2, "mediaType": mt, "manifests": descs}
+    what = f"{'docker list' if is_docker else 'oci index'}: [{' '.join(c.label for c in children)}]"
+    manifests.append(b.manifest(f"idx{n}", doc, mt, m.alg(), what))
+    b.features.add("docker-list" if is_docker else "oci-index")
+
+
+def _make_referrer(m: _Making, n: int) -> None:
+    b, shape, manifests = m.b, m.shape, m.manifests
+    subject = manifests[-1 - shape.below(len(manifests))]  # shrinks to the latest
+    b.features.add("referrer")
+    if subject.digest in m.referrer_digests:
+        b.features.add("referrer-chain")
+    if subject.media_type in (OCI_INDEX, DOCKER_LIST):
+        b.features.add("referrer-of-index")
+    form = shape.below(6)  # 0-3: image manifest, 4: artifact manifest, 5: index
+    if form == 4 and not m.opts.artifact_manifests:
+        form = 0
+    art = ARTIFACT_NAMES[shape.below(len(ARTIFACT_NAMES))]
+    artifact_type, payload_type = ARTIFACT_KINDS[art]
+    label = f"ref{n}"
+    subj = b.descriptor(subject)
+    if form == 5:
+        children = [manifests[i] for i in shape.distinct(len(manifests), shape.below(3))]
+        doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "artifactType": artifact_type,
+               "manifests": [b.descriptor(c) for c in children], "subject": subj}
+        what = f"oci index {art} of {subject.label}: [{' '.join(c.label for c in children)}]"
+        blob = b.manifest(label, doc, OCI_INDEX, m.alg(), what)
+        b.features.add("index-referrer")
+    else:
+        payload = b.add(f"{label}.payload", f"{label}: {art} of {subject.label}\n".encode(),
+                        payload_type, m.alg(), f"{art} payload")
+        if form == 4:
+            doc = {"mediaType": OCI_ARTIFACT, "artifactType": artifact_type,
+                   "blobs": [b.descriptor(payload)], "subject": subj}
+            blob = b.manifest(label, doc, OCI_ARTIFACT, m.alg(),
+                              f"artifact manifest {art} of {subject.label}")
+            b.features.add("artifact-manifest")
+        else:
+            if m.empty is None:
+                m.empty = b.add("empty", b"{}", EMPTY_TYPE, "sha256", "empty config")
+            doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
+                   "config": b.descriptor(m.empty), "layers": [b.descriptor(payload)],
+                   "subject": subj}
+            blob = b.manifest(label, doc, OCI_MANIFEST, m.alg(),
+                              f"oci manifest {art} of {subject.label}")
+    m.referrer_digests.add(blob.digest)
+    manifests.append(blob)
+
+
+def _make_manifests(m: _Making, steps: int) -> None:
+    """Manifests, in a chosen order, so indexes and referrers may point at anything earlier."""
+    opts = m.opts
     kinds = ["image"] + (["index"] if opts.max_indexes else []) + (["referrer"] if opts.referrers else [])
     budget = {"image": opts.max_images, "index": opts.max_indexes, "referrer": opts.max_referrers}
     count = {"image": 0, "index": 0, "referrer": 0}
-    manifests: list[_Blob] = []
-    configs: list[_Blob] = []
-    referrer_digests: set[str] = set()
-    empty: _Blob | None = None
-    for _ in range(min(recipe.steps, opts.max_steps)):
-        kind = kinds[shape.below(len(kinds))]
-        if count[kind] >= budget[kind] or (kind != "image" and not manifests):
+    make = {"image": _make_image, "index": _make_index, "referrer": _make_referrer}
+    for _ in range(min(steps, opts.max_steps)):
+        kind = kinds[m.shape.below(len(kinds))]
+        if count[kind] >= budget[kind] or (kind != "image" and not m.manifests):
             kind = "image"
             if count[kind] >= budget[kind]:
                 continue
         n = count[kind]
         count[kind] += 1
-        if kind == "image":
-            is_docker = opts.docker and shape.rare(3)
-            mt = DOCKER_MANIFEST if is_docker else OCI_MANIFEST
-            if configs and shape.rare(6):  # the same config blob in another image
-                cfg = configs[shape.below(len(configs))]
-            else:
-                cfg_doc = {"architecture": ARCHES[n % len(ARCHES)], "os": "linux",
-                           "config": {"Labels": {"org.example.image": f"img{n}"}},
-                           "rootfs": {"type": "layers", "diff_ids": []}}
-                cfg = b.add(f"cfg{n}", orjson.dumps(cfg_doc),
-                            DOCKER_CONFIG if is_docker else OCI_CONFIG, alg(), "config")
-                configs.append(cfg)
-            layers = [pool[shape.below(len(pool))] for _ in range(shape.below(4))] if pool else []
-            if is_docker:
-                cfg_desc = b.descriptor(cfg, DOCKER_CONFIG)
-                layer_descs = [b.descriptor(x, DOCKER_LAYER) for x in layers]
-            else:
-                cfg_desc = b.descriptor(cfg, OCI_CONFIG)
-                layer_descs = [b.descriptor(x, OCI_LAYER_TYPES[shape.below(2)]) for x in layers]
-            doc = {"schemaVersion": 2, "mediaType": mt, "config": cfg_desc, "layers": layer_descs}
-            what = (f"{'docker' if is_docker else 'oci'} image: config {cfg.label}, layers "
-                    f"[{' '.join(x.label for x in layers)}]")
-            manifests.append(b.manifest(f"img{n}", doc, mt, alg(), what))
-            b.features.add("docker-image" if is_docker else "oci-image")
-        elif kind == "index":
-            is_docker = opts.docker and shape.rare(3)
-            mt = DOCKER_LIST if is_docker else OCI_INDEX
-            children = [manifests[i] for i in shape.distinct(len(manifests), 1 + shape.below(3))]
-            descs = [b.descriptor(c, platform={"architecture": ARCHES[j % len(ARCHES)], "os": "linux"})
-                     for j, c in enumerate(children)]
-            if any(c.media_type in (OCI_INDEX, DOCKER_LIST) for c in children):
-                b.features.add("nested-index")
-            doc = {"schemaVersion": 2, "mediaType": mt, "manifests": descs}
-            what = f"{'docker list' if is_docker else 'oci index'}: [{' '.join(c.label for c in children)}]"
-            manifests.append(b.manifest(f"idx{n}", doc, mt, alg(), what))
-            b.features.add("docker-list" if is_docker else "oci-index")
-        else:
-            subject = manifests[-1 - shape.below(len(manifests))]  # shrinks to the latest
-            b.features.add("referrer")
-            if subject.digest in referrer_digests:
-                b.features.add("referrer-chain")
-            if subject.media_type in (OCI_INDEX, DOCKER_LIST):
-                b.features.add("referrer-of-index")
-            form = shape.below(6)  # 0-3: image manifest, 4: artifact manifest, 5: index
-            if form == 4 and not opts.artifact_manifests:
-                form = 0
-            art = ARTIFACT_NAMES[shape.below(len(ARTIFACT_NAMES))]
-            artifact_type, payload_type = ARTIFACT_KINDS[art]
-            label = f"ref{n}"
-            subj = b.descriptor(subject)
-            if form == 5:
-                children = [manifests[i] for i in shape.distinct(len(manifests), shape.below(3))]
-                doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "artifactType": artifact_type,
-                       "manifests": [b.descriptor(c) for c in children], "subject": subj}
-                what = f"oci index {art} of {subject.label}: [{' '.join(c.label for c in children)}]"
-                blob = b.manifest(label, doc, OCI_INDEX, alg(), what)
-                b.features.add("index-referrer")
-            else:
-                payload = b.add(f"{label}.payload", f"{label}: {art} of {subject.label}\n".encode(),
-                                payload_type, alg(), f"{art} payload")
-                if form == 4:
-                    doc = {"mediaType": OCI_ARTIFACT, "artifactType": artifact_type,
-                           "blobs": [b.descriptor(payload)], "subject": subj}
-                    blob = b.manifest(label, doc, OCI_ARTIFACT, alg(),
-                                      f"artifact manifest {art} of {subject.label}")
-                    b.features.add("artifact-manifest")
-                else:
-                    if empty is None:
-                        empty = b.add("empty", b"{}", EMPTY_TYPE, "sha256", "empty config")
-                    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
-                           "config": b.descriptor(empty), "layers": [b.descriptor(payload)],
-                           "subject": subj}
-                    blob = b.manifest(label, doc, OCI_MANIFEST, alg(),
-                                      f"oci manifest {art} of {subject.label}")
-            referrer_digests.add(blob.digest)
-            manifests.append(blob)
+        make[kind](m, n)
 
-    # -- dangling blobs: present, referenced by no manifest; maybe listed in index.json ----------
-    dangling = [
-        b.add(f"blob{i}", b"dangling %d\n" % i, PLAIN_BLOB, alg(), "dangling blob")
-        for i in range(min(recipe.dangling, opts.max_dangling))
-    ]
 
-    # -- index.json entries ----------------------------------------------------------------------
+def _make_entries(m: _Making, dangling: list[_Blob]
+                  ) -> tuple[list[tuple[_Blob, str | None]], dict[str, list[str]]]:
+    """index.json's entries, in a chosen order, and the digests each tag names."""
+    opts, placing = m.opts, m.placing
     entries: list[tuple[_Blob, str | None]] = []
     tags: dict[str, list[str]] = {}
     placements = _PLACEMENTS if opts.unlisted else tuple(p for p in _PLACEMENTS if p != "none")
@@ -470,7 +476,7 @@ def build_layout(recipe: Recipe, options: Options | None = None) -> GeneratedLay
             tags[name].append(blob.digest)
         return name
 
-    for blob in manifests:
+    for blob in m.manifests:
         where = placements[placing.below(len(placements))]
         if where in ("tag", "two-tags", "tag+untagged"):
             entries.append((blob, new_tag(blob)))
@@ -482,39 +488,27 @@ def build_layout(recipe: Recipe, options: Options | None = None) -> GeneratedLay
         where = ("none", "tag", "untagged")[placing.below(3)]
         if where != "none":
             entries.append((blob, new_tag(blob) if where == "tag" else None))
-    entries = ordering.shuffled(entries)
+    return m.ordering.shuffled(entries), tags
 
-    index_doc = {
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [
-            b.descriptor(blob, annotations={REF_NAME: tag}) if tag is not None else b.descriptor(blob)
-            for blob, tag in entries
-        ],
-    }
-    index_json = orjson.dumps(index_doc)
 
-    # -- what the graph will know: present blobs, index.json entries, and everything a manifest
-    # references (every manifest is present, so the core reads it: listed, referenced, or found
-    # as an unexplained blob)
-    listed = {blob.digest for blob, _ in entries}
-    known = listed | b.blobs.keys() | b.holders.keys()
-
-    # -- features --------------------------------------------------------------------------------
+def _features(m: _Making, entries: Sequence[tuple[_Blob, str | None]],
+              tags: Mapping[str, list[str]], dangling: list[_Blob], listed: set[str]) -> None:
+    """Add to the builder's features what only the whole layout shows."""
+    b = m.b
     f = b.features
     if any(len(h) > 1 for h in b.holders.values()):
         f.add("shared-blob")
-    if any(len(m) > 1 for m in b.media_of.values()):
+    if any(len(mt) > 1 for mt in b.media_of.values()):
         f.add("two-media-types")
     if any(tag is None for _, tag in entries):
         f.add("untagged-entry")
-    if any(m.digest not in listed and m.digest not in b.holders for m in manifests):
+    if any(x.digest not in listed and x.digest not in b.holders for x in m.manifests):
         f.add("unlisted-manifest")
     if any(tag is not None and blob.what == "dangling blob" for blob, tag in entries):
         f.add("tagged-blob")
     if dangling:
         f.add("dangling-blob")
-    if any(not x.present for x in pool if x.digest in b.holders):
+    if any(not x.present for x in m.pool if x.digest in b.holders):
         f.add("absent-blob")
     tag_count: dict[str, int] = {}
     for blob, tag in entries:
@@ -525,8 +519,10 @@ def build_layout(recipe: Recipe, options: Options | None = None) -> GeneratedLay
     if any(len(ds) > 1 for ds in tags.values()):
         f.add("ambiguous-tag")
 
-    # -- description -----------------------------------------------------------------------------
-    nodes = [x for x in b.nodes if x.digest in known]
+
+def _description(b: _Builder, nodes: Sequence[_Blob], entries: Sequence[tuple[_Blob, str | None]],
+                 listed: set[str]) -> str:
+    """One line per blob and per index.json entry."""
     width = max((len(x.label) for x in nodes), default=4)
     n_absent = sum(1 for x in nodes if not x.present)
     lines = [f"{len(b.blobs)} present blob(s), {n_absent} absent, {len(entries)} index.json "
@@ -535,20 +531,55 @@ def build_layout(recipe: Recipe, options: Options | None = None) -> GeneratedLay
         state = "" if x.present else " (absent)"
         if x.digest not in b.holders and x.digest not in listed and x.what != "dangling blob":
             state += " (referenced by nothing)"
-        lines.append(f"  {x.label:<{width}}  {_short(x.digest)}  {x.what}{state}")
+        lines.append(f"  {x.label:<{width}}  {short_digest(x.digest)}  {x.what}{state}")
     lines.append("index.json:")
     for i, (blob, tag) in enumerate(entries):
         lines.append(f"  [{i}] {blob.label}" + (f"  tag {tag}" if tag is not None else "  untagged"))
+    return "\n".join(lines)
 
+
+def build_layout(recipe: Recipe, options: Options | None = None) -> GeneratedLayout:
+    """The layout a recipe describes: a pure, deterministic function of its arguments."""
+    opts = options or Options()
+    m = _Making(recipe, opts)
+    b = m.b
+    # the layer pool: shared between images; some absent (always leaves)
+    m.pool = [
+        b.add(f"L{i}", b"layer %d\n" % i, OCI_LAYER_TYPES[0], m.alg(), "layer",
+              present=not (opts.absent_blobs and m.flags.rare(6)))
+        for i in range(min(recipe.layers, opts.max_layers))
+    ]
+    _make_manifests(m, recipe.steps)
+    # dangling blobs: present, referenced by no manifest; maybe listed in index.json
+    dangling = [
+        b.add(f"blob{i}", b"dangling %d\n" % i, PLAIN_BLOB, m.alg(), "dangling blob")
+        for i in range(min(recipe.dangling, opts.max_dangling))
+    ]
+    entries, tags = _make_entries(m, dangling)
+    index_doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            b.descriptor(blob, annotations={REF_NAME: tag}) if tag is not None else b.descriptor(blob)
+            for blob, tag in entries
+        ],
+    }
+    # what the graph will know: present blobs, index.json entries, and everything a manifest
+    # references (every manifest is present, so the core reads it: listed, referenced, or found
+    # as an unexplained blob)
+    listed = {blob.digest for blob, _ in entries}
+    known = listed | b.blobs.keys() | b.holders.keys()
+    _features(m, entries, tags, dangling, listed)
+    nodes = [x for x in b.nodes if x.digest in known]
     return GeneratedLayout(
-        index_json=index_json,
+        index_json=orjson.dumps(index_doc),
         blobs=MappingProxyType(dict(b.blobs)),
         labels=MappingProxyType({x.label: x.digest for x in nodes}),
         tags=MappingProxyType({t: tuple(ds) for t, ds in tags.items()}),
         absent=frozenset(x.digest for x in nodes if not x.present),
         known=tuple(sorted(known)),
-        features=frozenset(f),
-        description="\n".join(lines),
+        features=frozenset(b.features),
+        description=_description(b, nodes, entries, listed),
     )
 
 

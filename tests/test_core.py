@@ -139,6 +139,32 @@ def test_referrer_chain_of_live_image_is_live_and_why_live_explains():
     assert og.plan_gc(g).is_empty
 
 
+class CraftedSource:
+    """Manifests given as parsed values, for graphs whose bytes cannot exist: a ``subject``
+    cycle would need a manifest to contain its own digest.  Other blobs parse as usual."""
+
+    def __init__(self, crafted: dict, blobs: dict) -> None:
+        self.crafted, self.blobs = crafted, blobs
+
+    def read_manifests(self, digests):
+        return {d: self.crafted.get(d) or og.parse_manifest(d, self.blobs.get(d)) for d in digests}
+
+
+def subject_ring(b: Builder, size: int, first: int) -> tuple[list[str], list[str], dict]:
+    """``size`` crafted manifests, each with its own layer and the next one as ``subject``;
+    the last one's subject is the first (a ring; two of them: A subject B, B subject A)."""
+    ring = [f"sha256:{first + i:064x}" for i in range(size)]
+    layers = [b.blob(f"layer of ring {first} member {i}") for i in range(size)]
+    crafted = {
+        d: og.Manifest(digest=d, media_type=og.OCI_MANIFEST, size=10, refs=(
+            ("subject", og.Descriptor(og.OCI_MANIFEST, ring[(i + 1) % size], 10)),
+            ("layers", og.Descriptor(layers[i]["mediaType"], layers[i]["digest"], layers[i]["size"])),
+        ))
+        for i, d in enumerate(ring)
+    }
+    return ring, [layer["digest"] for layer in layers], crafted
+
+
 def test_long_referrer_chain_and_subject_cycle_terminate():
     b = Builder()
     prev = image(b, "base")
@@ -146,10 +172,43 @@ def test_long_referrer_chain_and_subject_cycle_terminate():
     for i in range(3000):
         prev = b.manifest(layers=[b.blob(f"r{i}")], subject=prev)
     g = b.graph()
-    assert len(og.live_set(g)) == g.number_of_nodes() - 0  # everything hangs off the tag
+    assert len(og.live_set(g)) == g.number_of_nodes()  # everything hangs off the tag
     plan = og.plan_delete(g, ["base"])
     assert len(plan.deletions) == g.number_of_nodes()
     assert len(set(plan.deleted_digests())) == len(plan.deletions)
+
+    # real subject cycles: A subject B and B subject A; and a ring of 500
+    b = Builder()
+    pair, pair_layers, crafted = subject_ring(b, 2, 1)
+    ring, ring_layers, more = subject_ring(b, 500, 1000)
+    crafted |= more
+    entries = [{"mediaType": og.OCI_MANIFEST, "digest": pair[0], "size": 10,
+                "annotations": {og.REF_NAME: "a"}},
+               {"mediaType": og.OCI_MANIFEST, "digest": ring[0], "size": 10}]  # untagged
+    index = og.parse_index(orjson.dumps({"schemaVersion": 2, "manifests": entries}))
+    blobs = {d: og.BlobInfo(10) for d in crafted} | {d: og.BlobInfo(len(data))
+                                                    for d, data in b.blobs.items()}
+    g = og.build_graph(og.Layout(index, blobs, CraftedSource(crafted, b.blobs)))
+    assert g.has_edge(pair[0], pair[1]) and g.has_edge(pair[1], pair[0])
+    assert g.has_edge(ring[-1], ring[0]) and og.referrers_of(g, ring[0]) == (ring[-1],)
+    live = og.live_set(g)
+    assert set(pair) | set(pair_layers) <= live  # B is A's subject, so live; A is tagged
+    assert not live & (set(ring) | set(ring_layers))  # the ring is untagged: garbage
+    assert og.why_live(g, pair[1]) == (pair[0], pair[1])
+    assert og.why_live(g, ring[7]) is None
+    ring_nodes = set(ring) | set(ring_layers)
+    assert og.plan_gc(g).deleted_digests() == ring_nodes
+    assert og.plan_gc(g, SPEC).is_empty  # an untagged entry is a root: the whole ring lives
+    plan = og.plan_delete(g, [ring[250]])
+    assert plan.deleted_digests() == ring_nodes and len(plan.deletions) == len(ring_nodes)
+    order = [d.digest for d in plan.deletions]
+    assert order.index(ring[0]) < order.index(ring_layers[0])  # a manifest before its layer
+    plan = og.plan_delete(g, ["a"])
+    assert plan.deleted_digests() == set(pair) | set(pair_layers)
+    assert {d.reason.kind for d in plan.deletions} == {"target", "referrer-of", "orphaned-by"}
+    plan = og.plan_remove(g, ["a"])
+    assert plan.deleted_digests() == set(pair) | set(pair_layers)
+    assert og.plan_untag(g, ["a"]).deletions == ()
 
 
 def test_referrer_not_listed_anywhere_is_found_and_kept_alive_by_its_subject():
@@ -357,9 +416,23 @@ def test_young_blobs_are_roots_for_gc_and_never_orphaned():
     m = image(b, "young")
     b.entry(image(b, "kept"), "kept")
     lay = b.layout(mtimes={d: 1000.0 for d in b.blobs} | {m["digest"]: 1990.0}, now=2000.0)
-    g = og.build_graph(lay)
+    g = og.build_graph(lay, mtimes=True)
+    assert "blobs" not in g.graph  # times are copied out; no adapter object stays in the graph
+    assert dict(g.graph["mtimes"]) == {d: 1000.0 for d in b.blobs} | {m["digest"]: 1990.0}
     assert og.plan_gc(g, dataclasses.replace(DEFAULT, grace=60)).is_empty
     assert m["digest"] in og.plan_gc(g, DEFAULT).deleted_digests()
+
+
+def test_grace_on_a_graph_built_without_mtimes_is_refused_with_the_fix():
+    b = Builder()
+    b.entry(image(b, "kept"), "kept")
+    g = og.build_graph(b.layout(mtimes={d: 1000.0 for d in b.blobs}, now=2000.0))
+    assert "mtimes" not in g.graph and "blobs" not in g.graph
+    for plan in (lambda p: og.plan_gc(g, p), lambda p: og.plan_delete(g, ["kept"], p),
+                 lambda p: og.plan_remove(g, ["kept"], p), lambda p: og.roots(g, p)):
+        with pytest.raises(ValueError, match=r"build_graph\(layout, mtimes=True\)"):
+            plan(dataclasses.replace(DEFAULT, grace=60))
+    assert og.plan_gc(g, DEFAULT).is_empty  # without grace, times are not needed
 
 
 # -- §6 plans ------------------------------------------------------------------------------------
@@ -384,6 +457,9 @@ def test_plan_json_is_deterministic_and_round_trips():
         {"position": 0, "digest": d["deletions"][0]["digest"], "tag": None, "action": "rm -rf"}),
      "unknown action"),
     (lambda d: d["policy"].update(force="yes"), "boolean"),
+    (lambda d: d["kept"][0].update(kind="because"), "unknown kind 'because'"),
+    (lambda d: d["kept"][0].update(kind=["shared"]), "unknown kind"),
+    (lambda d: d.update(operation="purge"), "unknown operation 'purge'"),
 ])
 def test_bad_plan_json_is_a_plan_format_error(mutate, message):
     b, n = worked_example()

@@ -106,9 +106,9 @@ def test_node_kind_from_media_types_and_edge_roles(example: tuple[nx.DiGraph, di
     }
 
 
-def test_short_digest_is_twelve_hex_characters() -> None:
+def test_short_digest_is_the_algorithm_and_twelve_hex_characters() -> None:
     d = og.digest_bytes(b"x")
-    assert short_digest(d) == d[7:19]
+    assert short_digest(d) == d[:19] == og.short_digest(d)
 
 
 # -- Mermaid --------------------------------------------------------------------------------------
