@@ -18,11 +18,13 @@ Rules that keep this module honest (docs/cli.md is the reference for users):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import gc as _gc  # the name gc is the command
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,13 +35,25 @@ import networkx as nx
 import orjson
 
 import ocigraph as og
+from ocigraph import present
 
 from . import background
 from .apply import ApplyReport, apply_plan
+from .cachedir import cache_document, cache_info, clear_cache, format_cache_text
+from .collector import collector_paused
+from .completion import complete_refs
 from .fsck import format_fsck_text, fsck
-from .layout import DiskLayout, Junk, LayoutDir, printable, read_layout
+from .layout import Junk, LayoutDir, printable, read_layout
 from .lock import LayoutLock
-from .planner import Planned, plan_layout, restore_later
+from .planner import (
+    Planned,
+    plan_graph,
+    plan_layout,
+    plan_prune_layout,
+    plan_tags,
+    restore_later,
+)
+from .store import default_cache_dir
 
 __all__ = ["cli", "main", "parse_duration", "REPORT_FORMAT_VERSION", "SHOW_FORMAT_VERSION"]
 
@@ -49,7 +63,7 @@ REPORT_FORMAT_VERSION = 1
 SHOW_FORMAT_VERSION = 1
 
 DEBUG_ENV = "OCIGRAPH_DEBUG"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -83,6 +97,9 @@ class OcigraphGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return self._invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo(f"ocigraph: {_interrupted_line()}", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
         finally:  # what the command left for after its answer (io_adapters.background)
             background.finish()
 
@@ -151,11 +168,51 @@ class DurationType(click.ParamType):  # type: ignore[type-arg]  # (generic in ne
             self.fail(str(exc), param, ctx)
 
 
+class LayoutType(click.ParamType):  # type: ignore[type-arg]
+    """LAYOUT: a folder; ``oci:FOLDER[:REF]`` as skopeo and umoci users type it (the REF joins
+    the command's refs); or a registry repository ``docker://HOST[:PORT]/REPO[:TAG|@DIGEST]``
+    (kept as text, prefix included)."""
+
+    name = "LAYOUT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        text = os.fspath(value)
+        if text.startswith("oci:") and not os.path.lexists(text):
+            rest = text[4:]
+            # the folder is the shortest prefix before a colon that exists (a ref such as
+            # app:1 has colons of its own); as skopeo, the whole text when none does
+            folder, ref = rest, ""
+            for at in (i for i, c in enumerate(rest) if c == ":"):
+                if os.path.isdir(rest[:at]):
+                    folder, ref = rest[:at], rest[at + 1:]
+                    break
+            if ctx is not None and ref:
+                ctx.meta["ocigraph.ref"] = ref
+            return Path(folder)
+        if text.startswith("docker://") and ctx is not None:
+            ctx.meta["ocigraph.registry"] = text
+        return Path(text)
+
+
 def _layout_argument(f: F) -> F:
-    return click.argument("layout", metavar="LAYOUT", type=click.Path(path_type=Path))(f)
+    return click.argument("layout", metavar="LAYOUT", type=LayoutType())(f)
 
 
-def _policy_options(*, force: bool) -> Callable[[F], F]:
+def _refs_with_layout_ref(refs: Sequence[str]) -> tuple[str, ...]:
+    """The refs typed, after the one an ``oci:FOLDER:REF`` LAYOUT named."""
+    ctx = click.get_current_context()
+    named = ctx.meta.get("ocigraph.ref")
+    return (named, *refs) if named else tuple(refs)
+
+
+def _required_refs(refs: Sequence[str]) -> tuple[str, ...]:
+    out = _refs_with_layout_ref(refs)
+    if not out:
+        raise click.UsageError("name at least one REF (a tag or a digest), or use oci:LAYOUT:REF")
+    return out
+
+
+def _policy_options(*, force: bool, referrers: bool = True) -> Callable[[F], F]:
     def decorate(f: F) -> F:
         opts = [
             click.option("--policy", "preset", type=click.Choice(sorted(og.PRESETS)),
@@ -163,7 +220,7 @@ def _policy_options(*, force: bool) -> Callable[[F], F]:
                          help="Policy preset (see docs/cli.md)."),
             click.option("--keep-untagged", is_flag=True,
                          help="Every index.json entry is a root, tagged or not."),
-            click.option("--keep-referrers", is_flag=True,
+            click.option("--keep-referrers", is_flag=True, hidden=not referrers,
                          help="Do not cascade a delete to the target's referrers."),
             click.option("--grace", type=DurationType(), default=None,
                          help="Keep blobs younger than this (30s, 10m, 1h, 2d, or seconds)."),
@@ -176,6 +233,84 @@ def _policy_options(*, force: bool) -> Callable[[F], F]:
             f = opt(f)
         return f
     return decorate
+
+
+def _policy_and_registry(kw: dict[str, Any]) -> tuple[og.Policy, dict[str, Any]]:
+    """The policy from the policy options in ``kw``; what is left are registry options."""
+    if kw.get("keep_referrers") and "force" not in kw:
+        raise click.UsageError("--keep-referrers applies to delete and remove: a gc or prune "
+                               "deletes what is not live, and a referrer of a live image is live")
+    policy = _make_policy(kw.pop("preset"), kw.pop("keep_untagged"), kw.pop("keep_referrers"),
+                          kw.pop("grace"), kw.pop("force", False))
+    return policy, kw
+
+
+def _verbosity_options(f: F) -> F:
+    f = click.option("-q", "--quiet", "verbosity", flag_value=-1,
+                     help="Print only errors and the one-line result.")(f)
+    return click.option("-v", "--verbose", "verbosity", flag_value=1, default=0,
+                        help="List every deletion (text lists 50 per reason).")(f)
+
+
+def _registry_options(f: F) -> F:
+    opts = [
+        click.option("--tls-verify", type=click.BOOL, default=True, show_default=True,
+                     help="For docker:// targets: verify TLS (false also allows plain HTTP)."),
+        click.option("--creds", metavar="USER:PASS", default=None,
+                     help="For docker:// targets: credentials."),
+        click.option("--authfile", type=click.Path(path_type=Path), default=None,
+                     help="For docker:// targets: an auth.json (else $REGISTRY_AUTH_FILE, ...)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _prune_options(f: F) -> F:
+    opts = [
+        click.option("--keep-last", type=click.IntRange(min=0), default=None, metavar="N",
+                     help="Keep the tags of the N most recently pushed images per repository."),
+        click.option("--keep-within", default=None, metavar="DURATION",
+                     help="Keep tags whose image was pushed within DURATION (30d, 12h, 2w)."),
+        click.option("--keep-tag", "keep_tags", multiple=True, metavar="GLOB",
+                     help="Keep tags whose tag part matches GLOB (repeatable)."),
+        click.option("--only", multiple=True, metavar="GLOB",
+                     help="Judge only ref names matching GLOB; keep every other (repeatable)."),
+        click.option("--max-size", default=None, metavar="SIZE",
+                     help="Then expire the oldest images until live blobs fit (500M, 10G)."),
+        click.option("--policy-file", type=click.Path(path_type=Path, dir_okay=False),
+                     default=None, help="An ECR lifecycle policy document (JSON)."),
+        click.option("--age-from", type=click.Choice(["push", "created"]), default="push",
+                     show_default=True, help="Push time: the manifest blob's mtime, or the "
+                                              "image's own created date."),
+        click.option("--now", "now_text", default=None, metavar="RFC3339",
+                     help="Judge as of this time (reproducible plans)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _prune_rules(kw: dict[str, Any]) -> tuple[og.RetentionRules, float]:
+    """The retention rules and ``now`` from the prune options in ``kw`` (popped); exit 2 with
+    one line for invalid rules."""
+    policy_file = kw.pop("policy_file")
+    now_text = kw.pop("now_text")
+    flags = {k: kw.pop(k) for k in ("keep_last", "keep_within", "keep_tags", "only", "max_size",
+                                    "age_from")}
+    try:
+        if policy_file is not None and any(flags[k] not in (None, ()) for k in
+                                           ("keep_last", "keep_within", "keep_tags")):
+            raise og.RetentionRuleError("--policy-file cannot be mixed with --keep-last, "
+                                        "--keep-within or --keep-tag")
+        document = policy_file.read_bytes() if policy_file is not None else None
+        rules = og.retention_rules(policy=document, **flags)
+        now = og.parse_time(now_text) if now_text is not None else time.time()
+    except og.RetentionRuleError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except OSError as exc:
+        _fail(_describe_os_error(exc), EXIT_USAGE)
+    return rules, now
 
 
 def _format_option(*choices: str) -> Callable[[F], F]:
@@ -270,17 +405,26 @@ def _deletion_progress(total: int) -> Iterator[Callable[[int], None] | None]:
 # --- reading and planning -------------------------------------------------------------------------
 
 
-def _read(root: Path, fmt: str) -> tuple[DiskLayout, nx.DiGraph]:
-    """The layout and its graph, for ``show`` and ``du``: reports of disk use, so every
-    blob's size is its file's (planning commands go through :func:`_planned`)."""
-    disk = read_layout(LayoutDir(root))
+def _graph_for_show(layout: Path, fmt: str, registry: dict[str, Any], *,
+                    mtimes: bool = False) -> tuple[nx.DiGraph, Sequence[Junk], list[og.IndexEntry]]:
+    """The graph of a layout (or registry repository) for ``show`` and ``du``: reports of disk
+    use, so every blob's size is its file's."""
+    if _is_registry(layout):
+        from . import registry as reg
+
+        snapshot = reg.read_repository(reg.parse_reference(str(layout)),
+                                       **_client_options(registry))
+        graph = og.build_graph(snapshot.layout)
+        return graph, (), list(snapshot.layout.index.entries)
+    disk = read_layout(LayoutDir(layout))
     reporter = ProgressReporter()
     try:
-        graph = og.build_graph(disk.layout, reporter, file_sizes=True)
+        with collector_paused():
+            graph = og.build_graph(disk.layout, reporter, file_sizes=True, mtimes=mtimes)
     finally:
         reporter.close()
     _warn_junk(disk.junk, fmt)
-    return disk, graph
+    return graph, disk.junk, list(disk.layout.index.entries)
 
 
 def _warn_junk(junk: Sequence[Junk], fmt: str) -> None:
@@ -291,95 +435,144 @@ def _warn_junk(junk: Sequence[Junk], fmt: str) -> None:
 
 
 def _planned(layout: Path | LayoutDir, operation: str, refs: Sequence[str], policy: og.Policy,
-             fmt: str) -> Planned:
-    """Read and plan (or recall the same plan made before on the unchanged layout)."""
+             fmt: str, prune: tuple[og.RetentionRules, float] | None = None) -> Planned:
+    """Plan on a layout: from its store when it describes it, else by reading it."""
     reporter = ProgressReporter()
     try:
-        planned = plan_layout(layout, operation, refs, policy, reporter=reporter,
-                              defer=background.defer)
+        if prune is not None:
+            planned = plan_prune_layout(layout, prune[0], policy, prune[1], reporter=reporter)
+        else:
+            planned = plan_layout(layout, operation, refs, policy, reporter=reporter,
+                                  defer=background.defer)
     finally:
         reporter.close()
     _warn_junk(planned.junk, fmt)
     return planned
 
 
-# --- rendering ------------------------------------------------------------------------------------
-
-_KIND_OF_MEDIA_TYPE = {
-    og.OCI_MANIFEST: "manifest",
-    og.OCI_INDEX: "index",
-    og.OCI_ARTIFACT: "artifact",
-    og.DOCKER_MANIFEST: "docker-manifest",
-    og.DOCKER_LIST: "docker-list",
-    "application/vnd.oci.image.config.v1+json": "config",
-    "application/vnd.docker.container.image.v1+json": "config",
-    "application/vnd.oci.empty.v1+json": "empty",
-}
+# --- registries (docker://) -----------------------------------------------------------------------
 
 
-def short(digest: str | None) -> str:
-    """``sha256:0123456789ab`` -- enough to recognise a digest; JSON output has them whole.
-
-    >>> short("sha256:" + "0123456789abcdef" * 4)
-    'sha256:0123456789ab'
-    """
-    if digest is None:
-        return "-"
-    alg, _, encoded = digest.partition(":")
-    return f"{alg}:{encoded[:12]}"
+def _is_registry(layout: Path | str) -> bool:
+    return str(click.get_current_context().meta.get("ocigraph.registry", "")).startswith(
+        "docker://") and str(layout).startswith("docker:/")
 
 
-def _kind(media_types: Sequence[str] | frozenset[str]) -> str:
-    kinds = sorted({_KIND_OF_MEDIA_TYPE.get(m, "layer" if ".layer." in m or "tar" in m else "blob")
-                    for m in media_types})
-    return "/".join(kinds) if kinds else "blob"
+def _client_options(registry: dict[str, Any]) -> dict[str, Any]:
+    return {"tls_verify": registry.get("tls_verify", True), "credentials": registry.get("creds"),
+            "auth_file": registry.get("authfile")}
 
 
-def _tags_by_digest(plan: og.Plan) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for c in plan.index_changes:
-        if c.tag is not None:
-            out.setdefault(c.digest, []).append(c.tag)
-    return out
+def _registry_plan(layout: Path, operation: str, refs: Sequence[str], policy: og.Policy,
+                   registry: dict[str, Any]) -> tuple[Any, Any, og.Plan, nx.DiGraph]:
+    """Read a registry repository and plan on it: (reference, client, plan, graph)."""
+    from . import registry as reg
+
+    text = click.get_current_context().meta["ocigraph.registry"]
+    ref = reg.parse_reference(text)
+    client = reg.RegistryClient(ref.host, **_client_options(registry))
+    snapshot = reg.read_repository(ref, client=client)
+    graph = og.build_graph(snapshot.layout)
+    named = [*refs, *([ref.digest or ref.tag] if (ref.digest or ref.tag) and operation != "gc"
+                      else [])]
+    plan = plan_graph(graph, operation, named, policy, og.WholeGraph(graph))
+    return ref, client, dataclasses.replace(plan, origin=ref.origin), graph
 
 
-def _with_tags(digest: str | None, tags: dict[str, list[str]]) -> str:
-    text = short(digest)
-    if digest is not None and tags.get(digest):
-        text += f" ({', '.join(tags[digest])})"
-    return text
+def _registry_report(result: Any, fmt: str) -> None:
+    if fmt == "json":
+        _echo_json({"ocigraphRegistryReport": 1, "deleted": list(result.deleted),
+                    "untagged": list(result.untagged),
+                    "skipped": [{"what": k.what, "why": k.reason} for k in result.skipped],
+                    "bytesUnreferenced": result.bytes_unreferenced, "gcHint": result.gc_hint})
+        return
+    click.echo(f"deleted {len(result.deleted)} manifest(s), untagged {len(result.untagged)}; "
+               f"{og.format_bytes(result.bytes_unreferenced)} of blobs now unreferenced")
+    for k in result.skipped:
+        click.echo(f"skipped {k.what}: {k.reason}")
+    click.echo(result.gc_hint)
 
 
-def format_plan_text(plan: og.Plan, graph_tags: dict[str, list[str]] | None = None) -> str:
-    """The plan for people: what goes, why, how many bytes, and the index.json edits."""
-    tags = dict(graph_tags or {})
-    for digest, names in _tags_by_digest(plan).items():
-        tags.setdefault(digest, names)
-    lines = [plan.summary()]
-    if plan.deletions:
-        lines.append("")
-        lines.append("delete:")
-        for d in plan.deletions:
-            size = og.format_bytes(d.size) if d.present else "absent"
-            why = d.reason.kind if d.reason.via is None else f"{d.reason.kind} {_with_tags(d.reason.via, tags)}"
-            lines.append(f"  {_with_tags(d.digest, tags):<40} {_kind(d.media_types):<10} {size:>10}  {why}")
-    if plan.index_changes:
-        lines.append("")
-        lines.append("index.json:")
-        for c in plan.index_changes:
-            what = f"tag {c.tag}" if c.tag is not None else "untagged entry"
-            verb = "untag" if c.action == "untag" else "drop"
-            lines.append(f"  {verb:<6} entry {c.position:<4} {short(c.digest)}  {what}")
-    shared = [k for k in plan.kept if k.kind != "shared" or k.via is not None]
-    if shared:
-        lines.append("")
-        lines.append("kept:")
-        for k in shared:
-            via = f" via {_with_tags(k.via, tags)}" if k.via is not None else ""
-            lines.append(f"  {_with_tags(k.digest, tags):<40} {k.kind}{via}")
-    if plan.is_empty:
-        lines.append("nothing to do")
-    return "\n".join(lines)
+def _one_shot_on_registry(operation: str, layout: Path, refs: Sequence[str], policy: og.Policy,
+                          *, fmt: str, dry_run: bool, yes: bool, verbosity: int,
+                          registry: dict[str, Any]) -> None:
+    from . import registry as reg
+
+    ref, client, plan, graph = _registry_plan(layout, operation, refs, policy, registry)
+    try:
+        if dry_run or fmt == "text":
+            _show_plan(Planned(None, plan, plan_tags(graph, plan), "built", graph, None, ()),  # type: ignore[arg-type]
+                       fmt if dry_run else "text", verbosity)
+        if dry_run:
+            return
+        if not yes and not plan.is_empty and not _confirm(operation, layout, plan):
+            click.echo("nothing was changed")
+            raise click.exceptions.Exit(EXIT_FAILED)
+        _registry_report(reg.apply_plan(ref, plan, client=client), fmt)
+    finally:
+        client.close()
+
+
+def _apply_to_registry(layout: Path, plan: og.Plan, fmt: str, registry: dict[str, Any]) -> None:
+    from . import registry as reg
+
+    ref = reg.parse_reference(click.get_current_context().meta["ocigraph.registry"])
+    client = reg.RegistryClient(ref.host, **_client_options(registry))
+    try:
+        _registry_report(reg.apply_plan(ref, plan, client=client), fmt)
+    finally:
+        client.close()
+
+
+def _plan_any(layout: Path, operation: str, refs: Sequence[str], policy: og.Policy, fmt: str,
+              registry: dict[str, Any],
+              prune: tuple[og.RetentionRules, float] | None = None) -> Planned:
+    if _is_registry(layout):
+        if prune is not None:
+            raise click.UsageError("prune on a registry is not supported yet; use a layout")
+        _, client, plan, graph = _registry_plan(layout, operation, refs, policy, registry)
+        client.close()
+        return Planned(None, plan, plan_tags(graph, plan), "built", graph, None, ())  # type: ignore[arg-type]
+    return _planned(layout, operation, refs, policy, fmt, prune)
+
+
+def _echo_plan_json(plan: og.Plan) -> None:
+    """A plan's JSON on stdout, written as it is made: a million-blob plan is tens of MB, and
+    one deletion at a time never holds them all as text."""
+    doc = plan.to_dict()
+    deletions = doc.pop("deletions")
+    head = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+    out = sys.stdout
+    out.write(head[:-2].decode() + ',\n  "deletions": [')
+    for i, d in enumerate(deletions):
+        out.write(("," if i else "") + "\n    " + orjson.dumps(d).decode())
+    out.write("\n  ]\n}\n" if deletions else "]\n}\n")
+
+
+# --- interruptions --------------------------------------------------------------------------------
+
+#: what the running command is doing, for the line Ctrl-C gets
+_INTERRUPT_STATE: dict[str, Any] = {"applying": False, "total": 0, "done": 0}
+
+
+def _counting(progress: Callable[[int], None] | None) -> Callable[[int], None]:
+    def count(done: int) -> None:
+        _INTERRUPT_STATE["done"] = done
+        if progress is not None:
+            progress(done)
+    return count
+
+
+def _interrupted_line() -> str:
+    state = _INTERRUPT_STATE
+    if not state["applying"]:
+        return "interrupted: nothing was changed"
+    return (f"interrupted while applying: index.json may already be updated, at least "
+            f"{state['done']:,} of {state['total']:,} blobs deleted; the layout is valid; run "
+            "the same command again to finish")
+
+
+# --- rendering (plans and layouts: ocigraph.present; apply's report: here) ------------------------
 
 
 def format_report_text(plan: og.Plan, report: ApplyReport) -> str:
@@ -397,7 +590,37 @@ def format_report_text(plan: og.Plan, report: ApplyReport) -> str:
     if report.already_gone:
         lines.append(f"{len(report.already_gone)} blob(s) were already gone")
     for digest, why in report.skipped:
-        lines.append(f"skipped {short(digest)}: {why}")
+        lines.append(f"skipped {og.short_digest(digest)}: {why}")
+    return "\n".join(lines)
+
+
+def _untagged_note(plan: og.Plan) -> str | None:
+    """One line when a gc or prune would drop untagged index.json entries under a policy that
+    does not keep them: skopeo and umoci users often keep such entries on purpose."""
+    if plan.operation not in ("gc", "prune") or plan.policy.keep_untagged:
+        return None
+    n = sum(1 for c in plan.index_changes if c.action == "drop" and c.tag is None)
+    if not n:
+        return None
+    return (f"{n} untagged index.json entr{'ies are' if n != 1 else 'y is'} garbage under policy "
+            f"{plan.policy.name} (--keep-untagged or --policy spec keep them)")
+
+
+def plan_text(plan: og.Plan, tags: dict[str, list[str]] | None, verbosity: int) -> str:
+    """The plan as the commands print it: all of it with ``-v`` (verbosity 1), the summary
+    alone with ``-q`` (-1), else at most ``PLAN_TEXT_LIMIT`` deletions per reason."""
+    if verbosity < 0:
+        lines = [plan.summary()]
+    else:
+        lines = [present.format_plan_text(plan, tags, limit=None if verbosity > 0 else
+                                          present.PLAN_TEXT_LIMIT)]
+    if plan.retention is not None and verbosity >= 0:
+        lines += ["", *plan.retention.lines()]
+    elif plan.retention is not None:
+        lines.append(plan.retention.summary())
+    note = _untagged_note(plan)
+    if note is not None:
+        lines.append(note)
     return "\n".join(lines)
 
 
@@ -415,10 +638,11 @@ def _echo_json(doc: Any) -> None:
     click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
 
 
-def show_document(root: Path, disk: DiskLayout, graph: nx.DiGraph, policy: og.Policy) -> dict[str, Any]:
+def show_document(root: Path, graph: nx.DiGraph, policy: og.Policy,
+                  junk: Sequence[Junk]) -> dict[str, Any]:
     """The JSON of ``show --format json``: index entries, nodes, edges, junk."""
     live = og.live_set(graph, policy)
-    index = disk.layout.index
+    index = graph.graph["index"]
     return {
         "ocigraphShow": SHOW_FORMAT_VERSION,
         "layout": str(root),
@@ -448,71 +672,8 @@ def show_document(root: Path, disk: DiskLayout, graph: nx.DiGraph, policy: og.Po
             {"from": u, "to": v, "roles": sorted(r)}
             for u, v, r in sorted(graph.edges(data="roles"))
         ],
-        "junk": [{"path": j.path, "why": j.why} for j in disk.junk],
+        "junk": [{"path": j.path, "why": j.why} for j in junk],
     }
-
-
-def format_show_text(root: Path, disk: DiskLayout, graph: nx.DiGraph, policy: og.Policy) -> str:
-    """A tree per index.json entry (successors below, referrers marked ``<-``), then the rest."""
-    live = og.live_set(graph, policy)
-    nodes = graph.nodes
-    present = [n for n, p in graph.nodes(data="present") if p]
-    total = sum(nodes[n]["size"] for n in present)
-    garbage = [n for n in present if n not in live]
-    entries = disk.layout.index.entries
-    lines = [
-        f"{printable(str(root))}: {len(entries)} index.json entr{'ies' if len(entries) != 1 else 'y'}, "
-        f"{len(present)} blob(s) ({og.format_bytes(total)}); not live under policy "
-        f"{policy.name}: {len(garbage)} blob(s) "
-        f"({og.format_bytes(sum(nodes[n]['size'] for n in garbage))})"
-    ]
-
-    def label(n: str) -> str:
-        a = nodes[n]
-        bits = [short(n), _kind(a["media_types"])]
-        bits.append(og.format_bytes(a["size"]) if a["present"] else "MISSING")
-        if a["tags"]:
-            bits.append("tags: " + ", ".join(sorted(a["tags"])))
-        if a["status"] == "broken":
-            bits.append(f"BROKEN: {a['error']}")
-        if a["artifact_type"]:
-            bits.append(f"artifactType {a['artifact_type']}")
-        if a["present"] and n not in live:
-            bits.append("[garbage]")
-        return "  ".join(bits)
-
-    shown: set[str] = set()
-
-    def tree(start: str) -> None:
-        # Iterative depth-first walk: no recursion limit, every node expanded once.
-        stack: list[tuple[str, int, str]] = [(start, 0, "")]
-        while stack:
-            n, depth, role = stack.pop()
-            pad = "    " * depth
-            prefix = f"{pad}{role} " if role else pad
-            if n in shown:
-                lines.append(f"{prefix}{short(n)}  (shown above)")
-                continue
-            shown.add(n)
-            lines.append(f"{prefix}{label(n)}")
-            children: list[tuple[str, int, str]] = []
-            for s, roles in og.successors_of(graph, n):
-                children.append((s, depth + 1, "/".join(sorted(roles - {"subject"})) or "subject"))
-            for r in og.referrers_of(graph, n):
-                children.append((r, depth + 1, "<- referrer"))
-            stack.extend(reversed(children))
-
-    for e in entries:
-        if e.digest not in shown:
-            tree(e.digest)
-    rest = sorted(n for n in graph if n not in shown and (nodes[n]["present"] or not graph.pred[n]))
-    if rest:
-        lines.append("")
-        lines.append("not reachable from index.json:")
-        for n in rest:
-            if n not in shown:
-                tree(n)
-    return "\n".join(lines)
 
 
 # --- the commands ---------------------------------------------------------------------------------
@@ -525,53 +686,44 @@ def cli() -> None:
 
     Plan first, look, then apply: `ocigraph plan gc LAYOUT -o plan.json`, then
     `ocigraph apply LAYOUT plan.json`; or in one go with a confirmation: `ocigraph gc LAYOUT`.
-    Exit status: 0 done, 1 refused or failed, 2 usage.  Reference: docs/cli.md.
+    LAYOUT is a folder, `oci:FOLDER[:REF]` as skopeo and umoci write it, or a registry
+    repository `docker://HOST[:PORT]/REPO`.  Exit status: 0 done, 1 refused or failed,
+    2 usage, 130 interrupted.  Reference: docs/cli.md.
     """
 
 
 @cli.command()
 @_layout_argument
+@click.argument("refs", metavar="[REF]", nargs=-1, shell_complete=complete_refs)
 @_format_option("text", "json", "mermaid", "dot")
 @click.option("--policy", "preset", type=click.Choice(sorted(og.PRESETS)), default="default",
               show_default=True, help="Policy used to mark what is live.")
 @click.option("--keep-untagged", is_flag=True, help="Every index.json entry is a root.")
-def show(layout: Path, fmt: str, preset: str, keep_untagged: bool) -> None:
-    """Show the layout's graph: index.json entries, what they reference, what is garbage."""
-    disk, graph = _read(layout, fmt)
+@_registry_options
+def show(layout: Path, refs: tuple[str, ...], fmt: str, preset: str, keep_untagged: bool,
+         **registry: Any) -> None:
+    """Show the layout's graph: index.json entries, what they reference, what is garbage.
+    With REF (a tag or digest), only that image's tree."""
     policy = _make_policy(preset, keep_untagged, False, None)
+    refs = _refs_with_layout_ref(refs)
+    graph, junk, entries = _graph_for_show(layout, fmt, registry)
+    if refs:
+        start = og.resolve_refs(graph, refs)
+        entries = [e for e in entries if e.digest in start] or [
+            og.IndexEntry(-1, og.Descriptor("", d, 0), None) for d in start]
     if fmt == "json":
-        _echo_json(show_document(layout, disk, graph, policy))
+        _echo_json(show_document(layout, graph, policy, junk))
     elif fmt == "text":
-        click.echo(format_show_text(layout, disk, graph, policy))
+        click.echo(present.format_show_text(printable(str(layout)), graph, policy, entries,
+                                            rest=not refs))
     else:
-        from ocigraph import render
-
-        draw = render.to_mermaid if fmt == "mermaid" else render.to_dot
+        draw = og.to_mermaid if fmt == "mermaid" else og.to_dot
         click.echo(draw(graph))
 
 
 @cli.group("plan", cls=click.Group)
 def plan_group() -> None:
     """Compute a plan and print it (or save it with -o); changes nothing, takes no lock."""
-
-
-def _plan_command(operation: str) -> Callable[..., None]:
-    def run(layout: Path, refs: tuple[str, ...], preset: str, keep_untagged: bool,
-            keep_referrers: bool, grace: float | None, fmt: str, output: Path | None,
-            force: bool = False) -> None:
-        planned = _planned(layout, operation, refs,
-                           _make_policy(preset, keep_untagged, keep_referrers, grace, force), fmt)
-        plan = planned.plan
-        if output is not None:
-            _write_plan_file(output, plan)
-        if fmt == "json":
-            click.echo(plan.to_json().decode())
-        else:
-            click.echo(format_plan_text(plan, planned.tags))
-            if output is not None:
-                click.echo(f"plan written to {printable(str(output))}; apply it with "
-                           f"`ocigraph apply {printable(str(layout))} {printable(str(output))}`")
-    return run
 
 
 def _write_plan_file(path: Path, plan: og.Plan) -> None:
@@ -586,36 +738,83 @@ _OUTPUT = click.option("-o", "--output", type=click.Path(path_type=Path, dir_oka
                        default=None, metavar="PLAN.json", help="Also write the plan JSON here.")
 
 
+def _show_plan(planned: Planned, fmt: str, verbosity: int) -> None:
+    if fmt == "json":
+        _echo_plan_json(planned.plan)
+    elif verbosity >= 0 or planned.plan.is_empty:
+        click.echo(plan_text(planned.plan, planned.tags, verbosity))
+    else:
+        click.echo(plan_text(planned.plan, planned.tags, verbosity))
+
+
+def _plan_only(operation: str, layout: Path, refs: Sequence[str], policy: og.Policy, fmt: str,
+               output: Path | None, verbosity: int, registry: dict[str, Any],
+               prune: tuple[og.RetentionRules, float] | None = None) -> None:
+    planned = _plan_any(layout, operation, refs, policy, fmt, registry, prune)
+    if output is not None:
+        _write_plan_file(output, planned.plan)
+    _show_plan(planned, fmt, verbosity)
+    if output is not None and fmt == "text" and verbosity >= 0:
+        click.echo(f"plan written to {printable(str(output))}; apply it with "
+                   f"`ocigraph apply {printable(str(layout))} {printable(str(output))}`")
+
+
 @plan_group.command("delete")
 @_layout_argument
-@click.argument("refs", metavar="TARGET...", nargs=-1, required=True)
+@click.argument("refs", metavar="TARGET...", nargs=-1, shell_complete=complete_refs)
 @_policy_options(force=True)
 @_format_option("text", "json")
 @_OUTPUT
-def plan_delete_cmd(**kw: Any) -> None:
+@_verbosity_options
+@_registry_options
+def plan_delete_cmd(layout: Path, refs: tuple[str, ...], fmt: str, output: Path | None,
+                    verbosity: int, **kw: Any) -> None:
     """Plan deleting TARGETs (tags or digests) with their referrers and orphans."""
-    _plan_command("delete")(**kw)
+    policy, registry = _policy_and_registry(kw)
+    _plan_only("delete", layout, _required_refs(refs), policy, fmt, output, verbosity, registry)
 
 
 @plan_group.command("gc")
 @_layout_argument
-@_policy_options(force=False)
+@_policy_options(force=False, referrers=False)
 @_format_option("text", "json")
 @_OUTPUT
-def plan_gc_cmd(**kw: Any) -> None:
+@_verbosity_options
+@_registry_options
+def plan_gc_cmd(layout: Path, fmt: str, output: Path | None, verbosity: int, **kw: Any) -> None:
     """Plan deleting every blob that is not live."""
-    _plan_command("gc")(refs=(), **kw)
+    policy, registry = _policy_and_registry(kw)
+    _plan_only("gc", layout, (), policy, fmt, output, verbosity, registry)
 
 
 @plan_group.command("remove")
 @_layout_argument
-@click.argument("refs", metavar="REF...", nargs=-1, required=True)
+@click.argument("refs", metavar="REF...", nargs=-1, shell_complete=complete_refs)
 @_policy_options(force=True)
 @_format_option("text", "json")
 @_OUTPUT
-def plan_remove_cmd(**kw: Any) -> None:
+@_verbosity_options
+@_registry_options
+def plan_remove_cmd(layout: Path, refs: tuple[str, ...], fmt: str, output: Path | None,
+                    verbosity: int, **kw: Any) -> None:
     """Plan `docker rmi`: untag REFs; delete what is left untagged and not live."""
-    _plan_command("remove")(**kw)
+    policy, registry = _policy_and_registry(kw)
+    _plan_only("remove", layout, _required_refs(refs), policy, fmt, output, verbosity, registry)
+
+
+@plan_group.command("prune")
+@_layout_argument
+@_prune_options
+@_policy_options(force=False, referrers=False)
+@_format_option("text", "json")
+@_OUTPUT
+@_verbosity_options
+def plan_prune_cmd(layout: Path, fmt: str, output: Path | None, verbosity: int,
+                   **kw: Any) -> None:
+    """Plan a prune: which tags the keep rules let go, and the gc that follows."""
+    rules, now = _prune_rules(kw)
+    policy, registry = _policy_and_registry(kw)
+    _plan_only("prune", layout, (), policy, fmt, output, verbosity, registry, (rules, now))
 
 
 @cli.command()
@@ -624,10 +823,16 @@ def plan_remove_cmd(**kw: Any) -> None:
                                                                    allow_dash=True))
 @_format_option("text", "json")
 @_lock_timeout_option
-def apply(layout: Path, plan_file: Path, fmt: str, lock_timeout: float) -> None:
+@_verbosity_options
+@_registry_options
+def apply(layout: Path, plan_file: Path, fmt: str, lock_timeout: float, verbosity: int,
+          **registry: Any) -> None:
     """Apply a saved plan (PLAN.json, or - for stdin).  Refuses a stale plan."""
     data = sys.stdin.buffer.read() if str(plan_file) == "-" else plan_file.read_bytes()
     plan = og.Plan.from_json(data)
+    if _is_registry(layout):
+        _apply_to_registry(layout, plan, fmt, registry)
+        return
     layout_dir = LayoutDir(layout)
     with _deletion_progress(sum(1 for d in plan.deletions if d.present)) as progress:
         report = apply_plan(layout_dir, plan, lock_timeout=lock_timeout, progress=progress,
@@ -643,39 +848,48 @@ def _print_report(root: Path, plan: og.Plan, report: ApplyReport, fmt: str) -> N
         click.echo(format_report_text(plan, report))
 
 
+def _confirm(operation: str, layout: Path, plan: og.Plan) -> bool:
+    n = sum(1 for d in plan.deletions if d.present)
+    question = (f"Delete {n} blob(s) ({og.format_bytes(plan.bytes_freed)}) and make "
+                f"{len(plan.index_changes)} index.json change(s) in {printable(str(layout))}?")
+    return bool(click.confirm(question, default=False, err=True))
+
+
 def _run_one_shot(operation: str, layout: Path, refs: Sequence[str], policy: og.Policy,
-                  *, fmt: str, dry_run: bool, yes: bool, lock_timeout: float,
-                  confirm: bool = True) -> None:
-    """Lock, read, plan, (confirm), apply -- all under one lock."""
+                  *, fmt: str, dry_run: bool, yes: bool, lock_timeout: float, verbosity: int = 0,
+                  registry: dict[str, Any] | None = None, confirm: bool = True,
+                  prune: tuple[og.RetentionRules, float] | None = None) -> None:
+    """Lock, read, plan, (confirm), apply -- all under one lock, on one directory handle."""
     if confirm and not dry_run and not yes and not _stdin_is_terminal():
         _fail(f"`ocigraph {operation}` changes the layout: pass --yes to confirm (stdin is not "
               "a terminal, so ocigraph cannot ask), or --dry-run to only see the plan",
               EXIT_USAGE)
+    if _is_registry(layout):
+        _one_shot_on_registry(operation, layout, refs, policy, fmt=fmt, dry_run=dry_run,
+                              yes=yes or not confirm, verbosity=verbosity, registry=registry or {})
+        return
     layout_dir = LayoutDir(layout)
     lock = LayoutLock(layout_dir, lock_timeout) if not dry_run else None
     if lock is not None:
         lock.acquire()
     try:
-        planned = _planned(layout_dir, operation, refs, policy, fmt)
+        planned = _planned(layout_dir, operation, refs, policy, fmt, prune)
         plan = planned.plan
         if dry_run:
-            if fmt == "json":
-                click.echo(plan.to_json().decode())
-            else:
-                click.echo(format_plan_text(plan, planned.tags))
+            _show_plan(planned, fmt, verbosity)
+            if fmt == "text" and verbosity >= 0:
                 click.echo("dry run: nothing was changed")
             return
-        if fmt == "text":
-            click.echo(format_plan_text(plan, planned.tags))
-        if confirm and not yes and not plan.is_empty:
-            n = sum(1 for d in plan.deletions if d.present)
-            question = (f"Delete {n} blob(s) ({og.format_bytes(plan.bytes_freed)}) and make "
-                        f"{len(plan.index_changes)} index.json change(s) in "
-                        f"{printable(str(layout))}?")
-            if not click.confirm(question, default=False, err=True):
-                _fail("not confirmed; nothing was changed")
-        with _deletion_progress(sum(1 for d in plan.deletions if d.present)) as progress:
-            report = apply_plan(layout_dir, plan, lock=lock, progress=progress)
+        if fmt == "text" and (verbosity >= 0 or plan.is_empty):
+            click.echo(plan_text(plan, planned.tags, verbosity if verbosity >= 0 else 0)
+                       if verbosity >= 0 else plan.summary())
+        if confirm and not yes and not plan.is_empty and not _confirm(operation, layout, plan):
+            click.echo("nothing was changed")
+            raise click.exceptions.Exit(EXIT_FAILED)
+        _INTERRUPT_STATE.update(applying=True, total=sum(1 for d in plan.deletions if d.present))
+        with _deletion_progress(_INTERRUPT_STATE["total"]) as progress:
+            report = apply_plan(layout_dir, plan, lock=lock, progress=_counting(progress))
+        _INTERRUPT_STATE.update(applying=False)
         if fmt == "json":
             _echo_json(report_document(layout, plan, report))
         elif not plan.is_empty:
@@ -692,64 +906,90 @@ _YES = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmati
 
 @cli.command()
 @_layout_argument
-@click.argument("refs", metavar="TARGET...", nargs=-1, required=True)
+@click.argument("refs", metavar="TARGET...", nargs=-1, shell_complete=complete_refs)
 @_policy_options(force=True)
 @_format_option("text", "json")
 @_DRY_RUN
 @_YES
 @_lock_timeout_option
-def delete(layout: Path, refs: tuple[str, ...], preset: str, keep_untagged: bool,
-           keep_referrers: bool, grace: float | None, force: bool, fmt: str, dry_run: bool,
-           yes: bool, lock_timeout: float) -> None:
+@_verbosity_options
+@_registry_options
+def delete(layout: Path, refs: tuple[str, ...], fmt: str, dry_run: bool, yes: bool,
+           lock_timeout: float, verbosity: int, **kw: Any) -> None:
     """Delete TARGETs (tags or digests) with their referrers and the blobs only they used."""
-    policy = _make_policy(preset, keep_untagged, keep_referrers, grace, force)
-    _run_one_shot("delete", layout, refs, policy, fmt=fmt, dry_run=dry_run, yes=yes,
-                  lock_timeout=lock_timeout)
+    policy, registry = _policy_and_registry(kw)
+    _run_one_shot("delete", layout, _required_refs(refs), policy, fmt=fmt, dry_run=dry_run,
+                  yes=yes, lock_timeout=lock_timeout, verbosity=verbosity, registry=registry)
 
 
 @cli.command()
 @_layout_argument
-@_policy_options(force=False)
+@_policy_options(force=False, referrers=False)
 @_format_option("text", "json")
 @_DRY_RUN
 @_YES
 @_lock_timeout_option
-def gc(layout: Path, preset: str, keep_untagged: bool, keep_referrers: bool,
-       grace: float | None, fmt: str, dry_run: bool, yes: bool, lock_timeout: float) -> None:
+@_verbosity_options
+@_registry_options
+def gc(layout: Path, fmt: str, dry_run: bool, yes: bool, lock_timeout: float, verbosity: int,
+       **kw: Any) -> None:
     """Delete every blob that is not live, and index.json entries of deleted manifests."""
-    policy = _make_policy(preset, keep_untagged, keep_referrers, grace)
+    policy, registry = _policy_and_registry(kw)
     _run_one_shot("gc", layout, (), policy, fmt=fmt, dry_run=dry_run, yes=yes,
-                  lock_timeout=lock_timeout)
+                  lock_timeout=lock_timeout, verbosity=verbosity, registry=registry)
 
 
 @cli.command()
 @_layout_argument
-@click.argument("refs", metavar="REF...", nargs=-1, required=True)
+@click.argument("refs", metavar="REF...", nargs=-1, shell_complete=complete_refs)
 @_policy_options(force=True)
 @_format_option("text", "json")
 @_DRY_RUN
 @_YES
 @_lock_timeout_option
-def remove(layout: Path, refs: tuple[str, ...], preset: str, keep_untagged: bool,
-           keep_referrers: bool, grace: float | None, force: bool, fmt: str, dry_run: bool,
-           yes: bool, lock_timeout: float) -> None:
+@_verbosity_options
+@_registry_options
+def remove(layout: Path, refs: tuple[str, ...], fmt: str, dry_run: bool, yes: bool,
+           lock_timeout: float, verbosity: int, **kw: Any) -> None:
     """Untag REFs like `docker rmi`; delete an image left untagged that nothing live uses."""
-    policy = _make_policy(preset, keep_untagged, keep_referrers, grace, force)
-    _run_one_shot("remove", layout, refs, policy, fmt=fmt, dry_run=dry_run, yes=yes,
-                  lock_timeout=lock_timeout)
+    policy, registry = _policy_and_registry(kw)
+    _run_one_shot("remove", layout, _required_refs(refs), policy, fmt=fmt, dry_run=dry_run,
+                  yes=yes, lock_timeout=lock_timeout, verbosity=verbosity, registry=registry)
 
 
 @cli.command()
 @_layout_argument
-@click.argument("refs", metavar="REF...", nargs=-1, required=True)
+@click.argument("refs", metavar="REF...", nargs=-1, shell_complete=complete_refs)
 @_format_option("text", "json")
 @_DRY_RUN
 @_lock_timeout_option
+@_verbosity_options
+@_registry_options
 def untag(layout: Path, refs: tuple[str, ...], fmt: str, dry_run: bool,
-          lock_timeout: float) -> None:
+          lock_timeout: float, verbosity: int, **registry: Any) -> None:
     """Remove tags (REF: a tag, or a digest for all its tags); deletes no blob."""
-    _run_one_shot("untag", layout, refs, og.Policy(), fmt=fmt, dry_run=dry_run, yes=True,
-                  lock_timeout=lock_timeout, confirm=False)
+    _run_one_shot("untag", layout, _required_refs(refs), og.Policy(), fmt=fmt, dry_run=dry_run,
+                  yes=True, lock_timeout=lock_timeout, verbosity=verbosity, registry=registry,
+                  confirm=False)
+
+
+@cli.command()
+@_layout_argument
+@_prune_options
+@_policy_options(force=False, referrers=False)
+@_format_option("text", "json")
+@_DRY_RUN
+@_YES
+@_lock_timeout_option
+@_verbosity_options
+def prune(layout: Path, fmt: str, dry_run: bool, yes: bool, lock_timeout: float,
+          verbosity: int, **kw: Any) -> None:
+    """Let go of the tags no keep rule keeps (and images over a space budget), then gc."""
+    rules, now = _prune_rules(kw)
+    policy, registry = _policy_and_registry(kw)
+    _run_one_shot("prune", layout, (), policy, fmt=fmt, dry_run=dry_run, yes=yes,
+                  lock_timeout=lock_timeout, verbosity=verbosity, registry=registry,
+                  prune=(rules, now))
 
 
 @cli.command("fsck")
@@ -789,12 +1029,32 @@ def du(layout: Path, fmt: str, preset: str, keep_untagged: bool, grace: float | 
     """Disk use by tag: what each tag holds, what only it holds, what gc would free."""
     from ocigraph import space
 
-    _, graph = _read(layout, fmt)
+    graph, _, _ = _graph_for_show(layout, fmt, {}, mtimes=bool(grace))
     report = space.space_by_tag(graph, _make_policy(preset, keep_untagged, False, grace))
     if fmt == "json":
         click.echo(report.to_json().decode())
     else:
         click.echo(space.format_space_text(report, sort=sort, human=not in_bytes))
+
+
+@cli.group("cache", invoke_without_command=True)
+@_format_option("text", "json")
+@click.pass_context
+def cache_group(ctx: click.Context, fmt: str) -> None:
+    """Show the cache folder: an entry per layout, its size, last use and layout."""
+    if ctx.invoked_subcommand is None:
+        info = cache_info(default_cache_dir())
+        if fmt == "json":
+            _echo_json(cache_document(info))
+        else:
+            click.echo(format_cache_text(info))
+
+
+@cache_group.command("clear")
+@click.argument("layout", metavar="[LAYOUT]", required=False, type=click.Path(path_type=Path))
+def cache_clear(layout: Path | None) -> None:
+    """Remove the cache's entries, or only LAYOUT's; never touches a layout."""
+    click.echo(f"freed {og.format_bytes(clear_cache(default_cache_dir(), layout))}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

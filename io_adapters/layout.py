@@ -45,10 +45,12 @@ from .errors import LayoutAccessError, LayoutMovedError
 
 __all__ = ["Junk", "LayoutDir", "DiskLayout", "BlobListing", "FolderStamp", "read_layout",
            "open_layout", "blob_path", "blob_name", "printable", "DiskManifestSource", "is_disk_error",
-           "TEMP_PREFIX"]
+           "TEMP_PREFIX", "PROBE_PREFIX"]
 
 #: the prefix of the temporary file a new index.json is written to, beside it
 TEMP_PREFIX = ".index.json.ocigraph-"
+#: the prefix of the empty file that reads the file system's clock (:meth:`LayoutDir.clock_offset`)
+PROBE_PREFIX = ".ocigraph-clock-"
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO planted as index.json must not hang (no effect on files).
@@ -262,7 +264,7 @@ class LayoutDir:
         """Remove temp files a killed ocigraph left (only ours, by prefix; call under the lock)."""
         with contextlib.suppress(OSError), os.scandir(self.fd) as it:
             for e in it:
-                if e.name.startswith(TEMP_PREFIX) and e.is_file(follow_symlinks=False):
+                if e.name.startswith((TEMP_PREFIX, PROBE_PREFIX)) and e.is_file(follow_symlinks=False):
                     with contextlib.suppress(OSError):
                         os.unlink(e.name, dir_fd=self.fd)
 
@@ -368,6 +370,22 @@ class LayoutDir:
         finally:
             if fd >= 0:
                 os.close(fd)
+
+    def clock_offset(self) -> float:
+        """Seconds the file system's clock is ahead of this machine's: the mtime of an empty
+        file created (then removed) at the root, against this machine's clock around it --
+        blob times are the file system's, plans' snapshot times this machine's."""
+        name = f"{PROBE_PREFIX}{os.getpid()}"
+        start = time.time()
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644, dir_fd=self.fd)
+        try:
+            mtime = os.fstat(fd).st_mtime
+        finally:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=self.fd)
+        return mtime - (start + time.time()) / 2
 
     def move_blob_out(self, digest: str, to_fd: int) -> None:
         """Rename the blob file into the folder ``to_fd``, same name: relative to both folders'

@@ -24,17 +24,18 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import networkx as nx
+import orjson
 
 import ocigraph as og
 
 from .apply import ApplyReport
+from .cachedir import bound_cache
 from .collector import collector_paused
 from .layout import DiskLayout, Junk, LayoutDir, open_layout, read_layout, scan_blobs
 from .store import (
@@ -52,8 +53,8 @@ from .store import (
     store_file_for,
 )
 
-__all__ = ["Planned", "plan_layout", "restore_later", "plan_graph", "plan_tags",
-           "expand_short_digests"]
+__all__ = ["Planned", "plan_layout", "plan_prune_layout", "restore_later", "plan_graph",
+           "plan_tags", "push_times"]
 
 #: layouts with fewer blobs are planned every time and never stored: they plan in
 #: milliseconds, and test suites make thousands of them
@@ -100,35 +101,10 @@ class Planned:
             return False
 
 
-_SHORT_DIGEST = re.compile(r"([a-z0-9]+):([0-9a-f]{4,})")
-
-
-def expand_short_digests(graph: nx.DiGraph | og.GraphSource, refs: Sequence[str]) -> list[str]:
-    """Let people type the short digests the text output shows: ``sha256:0123456789ab``
-    becomes the one digest of the graph (or graph source) it starts; two candidates are an
-    ambiguity error."""
-    source = og.WholeGraph(graph) if isinstance(graph, nx.DiGraph) else graph
-    out = []
-    for ref in refs:
-        m = _SHORT_DIGEST.fullmatch(ref)
-        if m is None or len(m.group(2)) >= og.SWEEPABLE_ALGORITHMS.get(m.group(1), 0) or source.has(ref):
-            out.append(ref)
-            continue
-        found = list(source.with_prefix(ref))
-        if not found:
-            raise og.UnknownRefError(ref)
-        if len(found) > 1:
-            raise og.AmbiguousRefError(ref, tuple(found))
-        out.append(found[0])
-    return out
-
-
 def plan_graph(graph: nx.DiGraph, operation: str, refs: Sequence[str], policy: og.Policy,
                whole: og.WholeGraph | None = None) -> og.Plan:
-    """``operation`` (``delete``, ``gc``, ``remove``, ``untag``) on ``graph``; short digests
-    among ``refs`` are expanded first.  ``whole``: ``graph`` as a source, whose liveness facts
-    the plan then shares (grace 0)."""
-    refs = expand_short_digests(graph, refs)
+    """``operation`` (``delete``, ``gc``, ``remove``, ``untag``) on ``graph``.  ``whole``:
+    ``graph`` as a source, whose liveness facts the plan then shares (grace 0)."""
     given = whole.facts(policy.keep_untagged) if whole is not None and policy.grace <= 0 else None
     if operation == "delete":
         return og.plan_delete(graph, refs, policy, given=given)
@@ -139,6 +115,52 @@ def plan_graph(graph: nx.DiGraph, operation: str, refs: Sequence[str], policy: o
     if operation == "untag":
         return og.plan_untag(graph, refs)
     raise ValueError(f"unknown operation {operation!r}")
+
+
+def push_times(disk: DiskLayout, rules: og.RetentionRules) -> dict[str, float]:
+    """The push time of every image index.json lists (RETENTION §1): its manifest blob's
+    mtime, or with ``age_from="created"`` the image's own date, read through the handle."""
+    out: dict[str, float] = {}
+    created = rules.age_from == "created"
+    for digest in {e.digest for e in disk.layout.index.entries}:
+        info = disk.layout.blobs.get(digest)
+        mtime = None if info is None else info.mtime
+        annotation = config = None
+        if created and info is not None:
+            data = disk.layout.manifests.read_blobs([digest])[0]  # type: ignore[attr-defined]
+            if isinstance(data, bytes):
+                annotation = og.manifest_created(data)
+                cfg = _config_digest(data)
+                if cfg is not None and cfg in disk.layout.blobs:
+                    raw = disk.layout.manifests.read_blobs([cfg])[0]  # type: ignore[attr-defined]
+                    config = og.config_created(raw) if isinstance(raw, bytes) else None
+        when = og.image_time(mtime, age_from=rules.age_from, annotation=annotation, config=config)
+        if when is not None:
+            out[digest] = when
+    return out
+
+
+def _config_digest(manifest: bytes) -> str | None:
+    try:
+        doc = orjson.loads(manifest)
+        digest = doc["config"]["digest"]
+        return digest if isinstance(digest, str) and og.is_sweepable(digest) else None
+    except (orjson.JSONDecodeError, KeyError, TypeError, og.OcigraphError):
+        return None
+
+
+def plan_prune_layout(root: Path | str | LayoutDir, rules: og.RetentionRules, policy: og.Policy,
+                      now: float, *, reporter: og.Reporter | None = None) -> Planned:
+    """``ocigraph prune``: judge the layout's tags by ``rules`` at ``now`` and plan the expired
+    tags' remove with the gc sweep (:func:`ocigraph.plan_prune`), on the whole graph."""
+    layout_dir = open_layout(root)
+    with collector_paused():
+        disk = read_layout(layout_dir)
+        graph = og.build_graph(disk.layout, reporter, mtimes=policy.grace > 0)
+        plan = og.plan_prune(graph, rules, now=now, push_times=push_times(disk, rules),
+                             policy=policy)
+    plan = dataclasses.replace(plan, origin=layout_dir.origin)
+    return Planned(layout_dir, plan, plan_tags(graph, plan), "built", graph, disk, disk.junk)
 
 
 def _named(plan: og.Plan) -> set[str]:
@@ -179,11 +201,7 @@ def _from_store(layout_dir: LayoutDir, operation: str, refs: Sequence[str], poli
                            store.junk)
         if operation != "delete":
             return None
-        digests: list[str] = []
-        for ref in expand_short_digests(store, refs):
-            d = og.resolve_in(store, ref)
-            if d not in digests:
-                digests.append(d)
+        digests = list(og.resolve_refs(store, refs))
         view = og.neighbourhood(store, digests, policy, now=now)
     except og.UnknownRefError:
         return store.path  # a name not found may be a row lost: the layout has the last word
@@ -273,6 +291,7 @@ def _storing_job(path: Path, work: Callable[[], None], defer: Callable[..., None
         try:
             with collector_paused():
                 work()
+            bound_cache(path.parent)  # entries of layouts gone or unused, and the size cap
         except og.OcigraphError:
             pass  # the layout went bad under us: only a shortcut is lost
         finally:

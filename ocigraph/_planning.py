@@ -367,9 +367,19 @@ def plan_gc(graph: nx.DiGraph, policy: Policy | None = None,
         sorted(n for n, a in graph._node.items() if n not in live and (a["present"] or a["indexed"])),
         unreachable,
     )
-    plan = _plan(graph, "gc", (), policy, reasons, _drops(graph, reasons))
+    plan = _plan(graph, "gc", (), policy, reasons, _drops(graph, reasons), _spared(graph, policy, live))
     rep.phase_finished("plan")
     return plan
+
+
+def _spared(graph: nx.DiGraph, policy: Policy, live: Collection[str]) -> tuple[Kept, ...]:
+    """What a gc keeps only because of ``grace``: the present blobs that are live with it and
+    would not be without it (young blobs, and what only young blobs hold), as ``young``."""
+    if policy.grace <= 0:
+        return ()
+    without = live_set(graph, Policy(keep_untagged=policy.keep_untagged))
+    nodes = graph._node
+    return tuple(Kept(n, "young") for n in sorted(live) if n not in without and nodes[n]["present"])
 
 
 def _tag_positions(graph: nx.DiGraph, refs: Iterable[str]) -> tuple[list[int], list[str], list[str]]:

@@ -111,37 +111,49 @@ def format_plan_text(plan: Plan, tags: Mapping[str, Sequence[str]] | None = None
 
 
 def format_show_text(title: str, graph: nx.DiGraph, policy: Policy,
-                     entries: Sequence[IndexEntry] | None = None) -> str:
+                     entries: Sequence[IndexEntry] | None = None, *, rest: bool = True) -> str:
     """A layout for people: a first line titled ``title`` with counts and what is not live
     under ``policy``, then a tree per index.json entry (successors below, referrers marked
     ``<-``), then what index.json does not reach.
 
-    ``entries``: the index.json entries to start from (default: those of ``graph``).
+    ``entries``: the index.json entries to start from (default: those of ``graph``);
+    ``rest``: also show what they do not reach (off to show one image).  The first line says
+    how many trees the entries make: an entry of a referrer shows under its subject.
 
     >>> import ocigraph as og
     >>> g = og.build_graph(og.layout_from_bytes(b'{"schemaVersion": 2, "manifests": []}', {}))
     >>> format_show_text("store", g, og.Policy())
-    'store: 0 index.json entries, 0 blob(s) (0 B); not live under policy default: 0 blob(s) (0 B)'
+    'store: 0 index.json entries (0 images), 0 blob(s) (0 B); not live under policy default: 0 blob(s) (0 B)'
     """
     live = live_set(graph, policy)
     nodes = graph.nodes
     entries = graph.graph["index"].entries if entries is None else entries
     present = [n for n, p in nodes(data="present") if p]
     garbage = [n for n in present if n not in live]
+    trees: list[str] = []
+    shown: set[str] = set()
+    images = nested = 0
+    for e in entries:
+        if e.digest in shown:
+            nested += 1
+            continue
+        images += 1
+        trees += _tree(graph, e.digest, live, shown)
+    counted = f"{images} image{'s' if images != 1 else ''}"
+    if nested:
+        counted += f", {nested} more entr{'ies' if nested != 1 else 'y'} shown within them"
     lines = [
-        f"{title}: {len(entries)} index.json entr{'ies' if len(entries) != 1 else 'y'}, "
+        f"{title}: {len(entries)} index.json entr{'ies' if len(entries) != 1 else 'y'} "
+        f"({counted}), "
         f"{len(present)} blob(s) ({format_bytes(sum(nodes[n]['size'] for n in present))}); "
         f"not live under policy {policy.name}: {len(garbage)} blob(s) "
-        f"({format_bytes(sum(nodes[n]['size'] for n in garbage))})"
+        f"({format_bytes(sum(nodes[n]['size'] for n in garbage))})",
+        *trees,
     ]
-    shown: set[str] = set()
-    for e in entries:
-        if e.digest not in shown:
-            lines += _tree(graph, e.digest, live, shown)
-    rest = sorted(n for n in graph if n not in shown and (nodes[n]["present"] or not graph.pred[n]))
-    if rest:
+    others = sorted(n for n in graph if n not in shown and (nodes[n]["present"] or not graph.pred[n]))
+    if others and rest:
         lines += ["", "not reachable from index.json:"]
-        for n in rest:
+        for n in others:
             if n not in shown:
                 lines += _tree(graph, n, live, shown)
     return "\n".join(lines)

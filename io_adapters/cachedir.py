@@ -1,0 +1,150 @@
+"""The cache folder: list, clear, bound.  Only ocigraph's files there are ever removed: stores
+(``<32 hex>.store``, with its lock ``.store.lock`` and a crash's ``-journal``), temp files
+(``.tmp-*``) and earlier versions' dead ``.cache``, ``.graph``, ``.plans/`` -- never locked ones."""
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+
+import ocigraph as og
+
+from .layout import printable
+from .store import store_file_for
+
+__all__ = ["DEFAULT_CAP", "MAX_AGE", "CacheEntry", "CacheInfo", "cache_info",
+           "clear_cache", "bound_cache", "format_cache_text", "cache_document"]
+
+DEFAULT_CAP = 1 << 30  #: bytes, unless ``OCIGRAPH_CACHE_MAX`` says otherwise (``500M``, ``2G``)
+MAX_AGE = 30 * 86400  #: seconds an entry may go unused
+_NAME = re.compile(r"([0-9a-f]{32})\.(store|cache|graph|plans)(-journal|\.lock)?\Z")
+
+
+class CacheEntry(NamedTuple):
+    file: Path
+    bytes: int  #: the file's and its journal's (a folder: its files')
+    last_used: float  #: the mtime (opening a store touches it)
+    layout: str | None  #: the layout's real path; ``None``: unknown (a damaged or older store)
+    layout_exists: bool | None  #: whether it still has an index.json (``None``: unknown)
+
+
+class CacheInfo(NamedTuple):
+    folder: Path | None
+    entries: tuple[CacheEntry, ...]  #: the stores, most recently used first
+    leftovers: tuple[CacheEntry, ...]  #: dead and temporary files (no layout)
+    total_bytes: int
+    cap_bytes: int
+
+
+def _entry(p: Path, layout: str | None = None) -> CacheEntry | None:
+    """``p`` with its bytes: of its regular files and journal (``None``: gone meanwhile)."""
+    with contextlib.suppress(OSError):
+        files = [*p.rglob("*")] if p.is_dir() and not p.is_symlink() else [p, Path(f"{p}-journal")]
+        size = sum(f.lstat().st_size for f in files if f.is_file() and not f.is_symlink())
+        exists = None if layout is None else os.path.isfile(os.path.join(layout, "index.json"))
+        return CacheEntry(p, size, p.lstat().st_mtime, layout, exists)
+    return None
+
+
+def cache_info(cache_dir: Path | str | None) -> CacheInfo:
+    """What the cache folder holds (``None``: no folder, nothing).  Leftovers are files of
+    earlier versions, a lock or journal whose store is gone, temporary files."""
+    folder, kinds = None if cache_dir is None else Path(cache_dir), {}
+    if folder is not None:
+        with contextlib.suppress(OSError), os.scandir(folder) as it:
+            kinds = {e.name: "d" if e.is_dir(follow_symlinks=False) else
+                     "f" if e.is_file(follow_symlinks=False) else "" for e in it}
+    entries, leftovers = [], []
+    for name, kind in sorted(kinds.items()):
+        m, p, layout = _NAME.match(name), Path(folder or "", name), None
+        if not m or kind != ("d" if m[2] == "plans" and not m[3] else "f"):
+            if name.startswith(".tmp-") and kind == "f":
+                leftovers.append(_entry(p))
+        elif m[2] == "store" and not m[3]:
+            with contextlib.suppress(Exception), contextlib.closing(sqlite3.connect(
+                    p.absolute().as_uri() + "?mode=ro", uri=True)) as con:  # read only
+                said = orjson.loads(con.execute("SELECT body FROM meta").fetchone()[0])["path"]
+                layout = said if store_file_for(said, folder) == p else None  # else unknown
+            entries.append(_entry(p, layout))
+        elif not m[3] or name[:-len(m[3])] not in kinds:  # a lock or journal without its own
+            leftovers.append(_entry(p))
+    stores = sorted(filter(None, entries), key=lambda e: e.last_used, reverse=True)
+    dead = [e for e in leftovers if e]
+    cap = DEFAULT_CAP  # unless $OCIGRAPH_CACHE_MAX is a size
+    with contextlib.suppress(og.OcigraphError, ValueError):
+        cap = og.parse_size(os.environ.get("OCIGRAPH_CACHE_MAX") or DEFAULT_CAP)
+    return CacheInfo(folder, tuple(stores), tuple(dead), sum(e.bytes for e in stores + dead), cap)
+
+
+def _remove(entry: CacheEntry) -> int:
+    """Remove an entry's file, journal and lock, holding the lock: its bytes (0: in use)."""
+    lock = entry.file if entry.file.name.endswith(".lock") else Path(f"{entry.file}.lock")
+    with contextlib.suppress(OSError), contextlib.ExitStack() as held:
+        if lock.is_file():
+            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+            held.callback(os.close, fd)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for p in dict.fromkeys((entry.file, Path(f"{entry.file}-journal"), lock)):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)  # an old .plans/ folder: all of it ocigraph's
+            elif p.is_file() and not p.is_symlink():
+                p.unlink()
+        return entry.bytes
+    return 0
+
+
+def clear_cache(cache_dir: Path | str | None, layout: Path | str | None = None) -> int:
+    """Remove all entries and leftovers, or ``layout``'s entry, if not in use: bytes freed."""
+    info = cache_info(cache_dir)
+    mine = None if layout is None or info.folder is None else store_file_for(layout, info.folder)
+    return sum(_remove(e) for e in info.entries + info.leftovers
+               if layout is None or (mine is not None and e.file.name[:32] == mine.name[:32]))
+
+
+def bound_cache(cache_dir: Path | str | None, *, cap_bytes: int | None = None,
+                max_age: float = MAX_AGE, now: float | None = None) -> int:
+    """Remove leftovers (temp files an hour old), entries of layouts gone or unused ``max_age``
+    s, then the least recently used down to ``cap_bytes`` (``None``: ``$OCIGRAPH_CACHE_MAX``)."""
+    info, now = cache_info(cache_dir), time.time() if now is None else now
+    cap = info.cap_bytes if cap_bytes is None else cap_bytes
+    freed = sum(_remove(e) for e in info.leftovers  # a young temp file: a write in flight
+                if not e.file.name.startswith(".tmp-") or now - e.last_used > 3600)
+    total = sum(e.bytes for e in info.entries)
+    for e in sorted(info.entries, key=lambda e: (e.layout_exists is not False, e.last_used)):
+        if e.layout_exists is not False and now - e.last_used <= max_age and total <= cap:
+            break  # this one and those after it: layout there, used lately, within the cap
+        got = _remove(e)
+        freed, total = freed + got, total - got
+    return freed
+
+
+def format_cache_text(info: CacheInfo) -> str:
+    """``ocigraph cache``: the folder, the totals, an entry a line (most recently used first)."""
+    size = og.format_bytes
+    lines = [f"cache folder: {printable(str(info.folder)) if info.folder else '(none)'}",
+             f"{len(info.entries)} layout(s), {len(info.leftovers)} leftover file(s) of old "
+             f"versions or killed writes: {size(info.total_bytes)} (cap {size(info.cap_bytes)})",
+             f"entries unused for {MAX_AGE // 86400} days or whose layout is gone are removed"]
+    for e in info.entries:
+        where = printable(e.layout) if e.layout else f"layout unknown ({e.file.name})"
+        lines.append(f"  {time.strftime('%Y-%m-%d %H:%M', time.localtime(e.last_used))}  "
+                     f"{size(e.bytes):>10}  {where}{' (gone)' if e.layout_exists is False else ''}")
+    return "\n".join(lines)
+
+
+def cache_document(info: CacheInfo) -> dict[str, Any]:
+    """``ocigraph cache --format json``."""
+    return {"ocigraphCache": 1, "folder": info.folder and printable(str(info.folder)),
+            "totalBytes": info.total_bytes, "capBytes": info.cap_bytes, "maxAgeSeconds": MAX_AGE,
+            "entries": [{"file": e.file.name, "bytes": e.bytes, "lastUsed": e.last_used,
+                         "layout": e.layout, "layoutExists": e.layout_exists}
+                        for e in info.entries],
+            "leftovers": [{"file": e.file.name, "bytes": e.bytes, "lastUsed": e.last_used}
+                          for e in info.leftovers]}

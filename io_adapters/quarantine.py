@@ -1,0 +1,497 @@
+"""Re-checking index.json while deleting, and the quarantine that keeps deleted blobs for undo.
+
+Tools that take no lock of ours (skopeo, umoci, oras) may write index.json while ocigraph
+applies a plan, listing again what the plan deletes.  So apply deletes in batches and, before
+each batch, asks :class:`IndexWatch` whether index.json is still the file it wrote; if not,
+:func:`live_now` says what the index.json on disk makes live -- every entry a root, tagged or
+not, successors and, to a fixpoint, referrers -- and none of that is deleted (in doubt, such as
+an index.json that does not parse, nothing more is).
+
+With ``keep_deleted``, apply *moves* each blob instead, predecessors first, into
+``.ocigraph/quarantine/<id>/<alg>/`` at the layout's root (a rename relative to the folders'
+descriptors, outside ``blobs/`` so no tool scanning it sees them), re-checks once all are in,
+and keeps them until the journal's ``keepUntil``: :func:`restore` undoes the apply, the next
+command under the lock (:func:`recover`) re-checks kept blobs against any newer index.json,
+and :func:`purge_expired` removes them when their time is up.  ``journal.json`` is fsynced
+before the first move and removed last, so every crash leaves a state :func:`recover` finishes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+import ocigraph as og
+
+from .layout import DiskManifestSource, LayoutDir, open_layout, scan_blobs
+from .lock import LayoutLock
+
+__all__ = ["QUARANTINE", "Quarantine", "QuarantineInfo", "Recovery", "Restored", "IndexWatch",
+           "live_now", "recover", "purge_expired", "quarantined", "restore", "RestoreRefusedError"]
+
+QUARANTINE = ".ocigraph/quarantine"
+JOURNAL, BEFORE = "journal.json", "index.json.before"
+_ID = re.compile(r"\d{8}T\d{6}\.\d{6}Z-\d+")
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_RACY = 0.1  # seconds: an index.json stat this young may hide a rewrite in the same clock tick
+
+
+class RestoreRefusedError(og.RequestError):
+    """:func:`restore` would leave the layout worse; nothing was changed."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"refusing to restore: {why}; nothing was changed")
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineInfo:
+    """One quarantine (``du``, ``show``, ``fsck``): its apply, and what it holds."""
+
+    id: str
+    operation: str
+    created: float
+    keep_until: float | None
+    blobs: dict[str, int]  # digest -> bytes
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.blobs.values())
+
+    def to_dict(self) -> dict[str, object]:
+        return {"id": self.id, "operation": self.operation, "created": self.created,
+                "keepUntil": self.keep_until, "blobs": len(self.blobs), "bytes": self.bytes}
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What :func:`recover` or :func:`purge_expired` did."""
+
+    restored: tuple[str, ...] = ()  # moved back: live again under index.json
+    purged: int = 0
+    purged_bytes: int = 0
+    finished: tuple[str, ...] = ()  # quarantines emptied and removed
+    kept: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """What :func:`restore` did: the quarantine, the blobs moved back, entries put back."""
+
+    id: str
+    blobs: tuple[str, ...]
+    entries: int
+
+
+class Quarantine:
+    """One apply's folder ``.ocigraph/quarantine/<id>``, opened relative to the layout's handle."""
+
+    def __init__(self, layout_dir: LayoutDir, name: str, fd: int, journal: dict[str, Any]) -> None:
+        self.dir, self.name, self.fd, self.journal = layout_dir, name, fd, journal
+        self._algs: dict[str, int] = {}
+
+    @property
+    def keep_until(self) -> float | None:
+        return self.journal.get("keepUntil")
+
+    @classmethod
+    def create(cls, layout_dir: LayoutDir, journal: dict[str, Any], before: bytes) -> Quarantine:
+        """A new quarantine, its journal and index.json's ``before`` bytes fsynced; on failure
+        nothing is left."""
+        t = time.time()
+        name = time.strftime("%Y%m%dT%H%M%S", time.gmtime(t)) + f".{int(t * 1e6) % 10**6:06d}Z-{os.getpid()}"
+        q = None
+        try:
+            top = layout_dir.open_folder(QUARANTINE, create=True)
+            try:
+                os.mkdir(name, 0o755, dir_fd=top)
+                q = cls(layout_dir, name, os.open(name, _DIR, dir_fd=top),
+                        {"ocigraphQuarantine": 1, "id": name, "created": t, **journal})
+                os.fsync(top)  # type: ignore[arg-type]
+            finally:
+                os.close(top)  # type: ignore[arg-type]
+            q._write(BEFORE, before)
+            q._write(JOURNAL, orjson.dumps(q.journal))
+        except BaseException:
+            q._remove() if q is not None else _prune(layout_dir, name)
+            raise
+        return q
+
+    @classmethod
+    def open_all(cls, layout_dir: LayoutDir) -> list[Quarantine]:
+        """The layout's quarantines, oldest first; a folder whose journal is missing or bad
+        (never one of ours: it is written by rename) has default answers: no expiry, and a
+        re-check that reads everything."""
+        top = layout_dir.open_folder(QUARANTINE)
+        if top is None:
+            return []
+        found = []
+        try:
+            with os.scandir(top) as it:
+                names = [e.name for e in it if _ID.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
+            for name in names:
+                fd = os.open(name, _DIR, dir_fd=top)
+                try:
+                    journal = orjson.loads(_read(fd, JOURNAL) or b"{}")
+                except orjson.JSONDecodeError:
+                    journal = {}
+                found.append(cls(layout_dir, name, fd, journal if isinstance(journal, dict) else {}))
+        finally:
+            os.close(top)
+        return sorted(found, key=lambda q: (float(q.journal.get("created") or 0), q.name))
+
+    def close(self) -> None:
+        for fd in [*self._algs.values(), self.fd]:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._algs, self.fd = {}, -1
+
+    def _write(self, name: str, data: bytes) -> None:
+        """Write ``name`` whole: a temp file, fsync, rename, fsync of the folder."""
+        tmp = f".{name}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644, dir_fd=self.fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        os.fsync(self.fd)
+
+    def update(self, **fields: Any) -> None:
+        self.journal.update(fields)
+        self._write(JOURNAL, orjson.dumps(self.journal))
+
+    def folder(self, alg: str, create: bool = False) -> int | None:
+        if alg not in self._algs:
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(alg, 0o755, dir_fd=self.fd)
+            try:
+                self._algs[alg] = os.open(alg, _DIR, dir_fd=self.fd)
+            except FileNotFoundError:
+                return None
+        return self._algs[alg]
+
+    def move_in(self, digest: str) -> None:
+        self.dir.move_blob_out(digest, self.folder(digest.partition(":")[0], True))  # type: ignore[arg-type]
+
+    def listing(self) -> dict[str, int]:
+        """``digest -> size`` of the blobs held."""
+        held = {}
+        for alg, width in og.SWEEPABLE_ALGORITHMS.items():
+            if (fd := self.folder(alg)) is not None:
+                with os.scandir(fd) as it:
+                    for e in it:
+                        if len(e.name) == width and e.is_file(follow_symlinks=False):
+                            held[f"{alg}:{e.name}"] = e.stat(follow_symlinks=False).st_size
+        return held
+
+    def read(self, digest: str) -> bytes | None:
+        alg, _, name = digest.partition(":")
+        fd = self.folder(alg)
+        return None if fd is None else _read(fd, name)
+
+    def take_back(self, digest: str) -> bool:
+        """Move the blob back to blobs/ (``False``: a file of that name is there again)."""
+        if self.dir.lstat_blob(digest) is not None:
+            return False
+        self.dir.move_blob_in(digest, self.folder(digest.partition(":")[0]))  # type: ignore[arg-type]
+        return True
+
+    def recheck(self) -> tuple[str, ...]:
+        """Move back each held blob the index.json on disk makes live (:func:`live_now`; in
+        doubt, all): none when it is the one the apply wrote or this last checked."""
+        try:
+            now: str | None = og.digest_bytes(self.dir.read_file("index.json"))
+        except og.OcigraphError:
+            now = None
+        if now is not None and now in (self.journal.get("indexAfter"), self.journal.get("checked")):
+            return ()
+        held = self.listing()
+        live = live_now(self.dir, self, held) if held else frozenset()
+        back = tuple(d for d in sorted(held) if (live is None or d in live) and self.take_back(d))
+        if now is not None:
+            self.update(checked=now)
+        return back
+
+    def purge(self, digests: list[str] | None = None) -> tuple[int, int]:
+        """Unlink the blobs held (``digests``: those known held, bytes not counted), then
+        the journal, then the folders: ``(blobs, bytes)``."""
+        count = size = 0
+        for digest, n in self.listing().items() if digests is None else ((d, 0) for d in digests):
+            alg, _, name = digest.partition(":")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=self.folder(alg))
+                count, size = count + 1, size + n
+        self._remove()
+        return count, size
+
+    def _remove(self) -> None:
+        for alg in list(self._algs):
+            with contextlib.suppress(OSError):
+                os.rmdir(alg, dir_fd=self.fd)
+        with os.scandir(self.fd) as it:
+            temps = [e.name for e in it if e.name.startswith(".") and e.name.endswith(".tmp")]
+        for name in [*temps, BEFORE, JOURNAL]:  # the journal last: until then, recover() resumes
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=self.fd)
+        self.close()
+        _prune(self.dir, self.name)
+
+
+def _prune(layout_dir: LayoutDir, name: str) -> None:
+    """Remove the folder ``name``, then its parents, each only if empty (anything else in
+    them is not ours: left alone)."""
+    with contextlib.suppress(OSError):
+        parent = layout_dir.open_folder(".ocigraph")
+        if parent is None:
+            return
+        try:
+            top = os.open("quarantine", _DIR, dir_fd=parent)
+            try:
+                os.rmdir(name, dir_fd=top)
+            finally:
+                os.close(top)
+            os.rmdir("quarantine", dir_fd=parent)
+            os.rmdir(".ocigraph", dir_fd=layout_dir.fd)
+        finally:
+            os.close(parent)
+
+
+def _read(fd: int, name: str) -> bytes | None:
+    try:
+        f = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd)
+    except FileNotFoundError:
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(f, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(f)
+
+
+class IndexWatch:
+    """Whether index.json is still the file with digest ``digest``: one ``stat`` per question,
+    its bytes read only when the stat changed or is too young to trust (as racy git)."""
+
+    def __init__(self, layout_dir: LayoutDir, digest: str, clock_offset: float = 0.0) -> None:
+        self.dir, self.digest, self.offset = layout_dir, digest, clock_offset
+        self.seen: tuple[int, ...] | None = None
+
+    def changed(self) -> bool:
+        try:
+            st = os.stat("index.json", dir_fd=self.dir.fd, follow_symlinks=False)
+            seen = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            if seen == self.seen and time.time() + self.offset - st.st_ctime > _RACY:
+                return False
+            self.seen = seen
+            now = og.digest_bytes(self.dir.read_file("index.json"))
+        except (OSError, og.OcigraphError):
+            return True
+        changed, self.digest = now != self.digest, now
+        return changed
+
+
+class _Present(Mapping[str, og.BlobInfo]):
+    """The blobs in blobs/ and those a quarantine holds, as one mapping for the core."""
+
+    def __init__(self, listing: Mapping[str, og.BlobInfo], held: dict[str, int]) -> None:
+        self.listing, self.held = listing, held
+
+    def __getitem__(self, digest: str) -> og.BlobInfo:
+        return og.BlobInfo(self.held[digest]) if digest in self.held else self.listing[digest]
+
+    def __contains__(self, digest: object) -> bool:
+        return digest in self.held or digest in self.listing
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.listing
+        yield from (d for d in self.held if d not in self.listing)
+
+    def __len__(self) -> int:
+        return len(self.listing) + sum(d not in self.listing for d in self.held)
+
+
+class _Source(DiskManifestSource):
+    """Manifests read from blobs/, or from the quarantine for the blobs it holds."""
+
+    def __init__(self, layout_dir: LayoutDir, present: _Present, q: Quarantine | None) -> None:
+        super().__init__(layout_dir, present, workers=1)
+        self.q, self.held = q, present.held
+
+    def read_bytes(self, digest: str) -> bytes | og.Manifest:
+        got = super().read_bytes(digest)
+        if isinstance(got, og.Manifest) and got.missing and self.q is not None and digest in self.held:
+            return self.q.read(digest) or og.parse_manifest(digest, None)
+        return got
+
+
+def _graph(layout_dir: LayoutDir, q: Quarantine | None, held: dict[str, int], index: og.Index) -> Any:
+    present = _Present(scan_blobs(layout_dir)[0], held)
+    return og.build_graph(og.Layout(index, present, _Source(layout_dir, present, q)))
+
+
+def live_now(layout_dir: LayoutDir, q: Quarantine | None = None,
+             held: dict[str, int] | None = None) -> frozenset[str] | None:
+    """What the index.json on disk makes live, every entry a root, reading manifests from
+    blobs/ or from ``q`` (which holds ``held``); ``None`` in doubt: index.json unreadable (a
+    writer rewriting it in place: read 5 times, 20 ms apart) or a live manifest broken."""
+    for _ in range(5):
+        try:
+            index = layout_dir.read_index()
+            break
+        except og.OcigraphError:
+            time.sleep(0.02)
+    else:
+        return None
+    graph = _graph(layout_dir, q, held or {}, index)
+    live = og.live_set(graph, og.Policy(keep_untagged=True))
+    return None if any(graph.nodes[n]["status"] == "broken" for n in live) else live
+
+
+@contextlib.contextmanager
+def _locked(layout_dir: LayoutDir, lock: LayoutLock | None, timeout: float) -> Iterator[None]:
+    if lock is not None and lock.held:
+        yield
+    else:
+        with LayoutLock(layout_dir, timeout):
+            yield
+
+
+def _settle(root: Path | str | LayoutDir, lock: LayoutLock | None, timeout: float,
+            ends: Callable[[Quarantine], bool]) -> Recovery:
+    layout_dir = open_layout(root)
+    top = layout_dir.open_folder(QUARANTINE)  # (a symlink raises: never followed)
+    if top is None:
+        return Recovery()
+    os.close(top)
+    restored: list[str] = []
+    finished, kept, count, size = [], [], 0, 0
+    with _locked(layout_dir, lock, timeout):
+        for q in Quarantine.open_all(layout_dir):
+            try:
+                restored += q.recheck()
+                if ends(q):
+                    n, b = q.purge()
+                    finished.append(q.name)
+                    count, size = count + n, size + b
+                else:
+                    kept.append(q.name)
+            finally:
+                q.close()
+    return Recovery(tuple(restored), count, size, tuple(finished), tuple(kept))
+
+
+def recover(root: Path | str | LayoutDir, *, lock: LayoutLock | None = None,
+            lock_timeout: float = 10.0) -> Recovery:
+    """Finish what a killed apply left: each quarantine is re-checked (blobs live again go
+    back) and purged unless kept.  Call it under the lock before reading the layout to plan (a
+    live blob may be held).  Without a quarantine folder: nothing, and no lock taken."""
+    return _settle(root, lock, lock_timeout, lambda q: q.keep_until is None)
+
+
+def purge_expired(root: Path | str | LayoutDir, now: float | None = None, *,
+                  lock: LayoutLock | None = None, lock_timeout: float = 10.0) -> Recovery:
+    """:func:`recover`, and purge the kept quarantines whose time is up at ``now``."""
+    at = time.time() if now is None else now
+    return _settle(root, lock, lock_timeout, lambda q: q.keep_until is None or q.keep_until <= at)
+
+
+def quarantined(root: Path | str | LayoutDir) -> tuple[QuarantineInfo, ...]:
+    """The layout's quarantines, oldest first, with what each holds (reads only)."""
+    out = []
+    for q in Quarantine.open_all(open_layout(root)):
+        try:
+            j = q.journal
+            out.append(QuarantineInfo(q.name, str(j.get("operation", "?")),
+                                      float(j.get("created") or 0), q.keep_until, q.listing()))
+        finally:
+            q.close()
+    return tuple(out)
+
+
+def restore(root: Path | str | LayoutDir, apply_id: str | None = None, *,
+            lock: LayoutLock | None = None, lock_timeout: float = 10.0) -> Restored:
+    """Undo the last apply that kept its blobs (or the one named): the blobs go back, then
+    index.json -- as it was when no one changed it since, else the current one with the
+    entries the apply dropped or untagged put back.  Refused, changing nothing, when a tag now
+    names another digest, a blob of that name holds other bytes, or one a restored entry
+    needs is gone."""
+    from .fsck import hash_file
+
+    layout_dir = open_layout(root)
+    with _locked(layout_dir, lock, lock_timeout):
+        qs = Quarantine.open_all(layout_dir)
+        try:
+            kept = [q for q in qs if q.keep_until is not None and apply_id in (None, q.name)]
+            if not kept:
+                raise RestoreRefusedError(f"no apply {apply_id or ''} kept its blobs (only one "
+                                          "made with keep_deleted can be undone, until it expires)")
+            q = kept[-1]
+            before, current, held = _read(q.fd, BEFORE), layout_dir.read_file("index.json"), q.listing()
+            if before is None:
+                raise RestoreRefusedError(f"quarantine {q.name} has no copy of index.json")
+            for digest in sorted(held):
+                alg, _, encoded = digest.partition(":")
+                fd = layout_dir.open_blob(digest)
+                if fd is not None and hash_file(fd, alg)[0] != encoded:
+                    raise RestoreRefusedError(f"blobs/{alg}/{encoded} exists with other content")
+            changes = q.journal.get("changes") or []
+            same = og.digest_bytes(current) == q.journal.get("indexAfter")
+            data = before if same else _merged(current, before, changes)
+            graph = _graph(layout_dir, q, held, og.parse_index(data))
+            needed = og.live_set(graph, root_set=[c[1] for c in changes if c[1] in graph])
+            if lost := sorted(n for n in needed if not graph.nodes[n]["present"] and og.is_sweepable(n)):
+                raise RestoreRefusedError(f"{lost[0]}, which a restored entry needs, is gone")
+            moved = tuple(d for d in sorted(held) if q.take_back(d))
+            if data != current:
+                layout_dir.replace_index(data)
+            q.purge()  # what is left: copies of blobs that were back already
+            return Restored(q.name, moved, len(changes))
+        finally:
+            for q in qs:
+                q.close()
+
+
+def _tag(entry: Any) -> str | None:
+    ann = entry.get("annotations") if isinstance(entry, dict) else None
+    return ann.get(og.REF_NAME) if isinstance(ann, dict) else None
+
+
+def _merged(current: bytes, before: bytes, changes: list[Any]) -> bytes:
+    """index.json as it is now, with the entries the apply dropped or untagged put back."""
+    try:
+        doc, was = orjson.loads(current), orjson.loads(before)["manifests"]
+        entries = doc["manifests"]
+        assert isinstance(entries, list)
+    except (orjson.JSONDecodeError, KeyError, TypeError, AssertionError):
+        raise RestoreRefusedError("index.json changed since the apply and is not a JSON object "
+                                  "with a manifests list") from None
+    tags = {_tag(e): e.get("digest") for e in entries if _tag(e) is not None}
+    for position, digest, action in changes:
+        entry = was[position]
+        if entry in entries:
+            continue
+        if (tag := _tag(entry)) is not None and tags.setdefault(tag, digest) != digest:
+            raise RestoreRefusedError(f"tag {tag!r} now names {tags[tag]}, not {digest}")
+        plain = {k: v for k, v in entry.items() if k != "annotations"}
+        if others := {k: v for k, v in (entry.get("annotations") or {}).items() if k != og.REF_NAME}:
+            plain["annotations"] = others
+        if action == "untag" and plain in entries:
+            entries[entries.index(plain)] = entry
+        else:
+            entries.append(entry)
+    return orjson.dumps(doc)

@@ -1,0 +1,172 @@
+"""What a new user tripped on (issue: explanations, output volume, the cache folder, CLI
+habits) -- one test per point, through the command line."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from builder import Builder, write_layout
+from click.shell_completion import BashComplete
+from click.testing import CliRunner, Result
+
+import ocigraph as og
+from io_adapters import cli as cli_module
+from io_adapters.cli import cli
+
+
+def run(*args: str | Path, input: str | None = None) -> Result:
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+def store_with(images: int, garbage: int = 0, untagged: int = 0) -> tuple[Builder, list[str]]:
+    b = Builder()
+    tags = []
+    for i in range(images):
+        m = b.manifest(layers=[b.blob(f"layer {i}")])
+        b.entry(m, f"app:{i}")
+        tags.append(f"app:{i}")
+    for i in range(garbage):
+        b.blob(f"garbage {i}")
+    for i in range(untagged):
+        b.entry(b.manifest(layers=[b.blob(f"untagged layer {i}")]))
+    return b, tags
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Path:
+    b, _ = store_with(3, garbage=2)
+    return write_layout(tmp_path / "store", b.index_json(), b.blobs)
+
+
+def test_the_tests_keep_their_cache_in_a_temporary_folder() -> None:
+    folder = os.environ["OCIGRAPH_CACHE_DIR"]
+    assert folder.startswith(tempfile.gettempdir())
+    assert not folder.startswith(os.path.expanduser("~"))
+
+
+def test_gc_rejects_keep_referrers_with_a_reason(layout: Path) -> None:
+    result = run("gc", layout, "--keep-referrers", "--dry-run")
+    assert result.exit_code == 2
+    assert "--keep-referrers applies to delete and remove" in result.stderr
+
+
+def test_gc_with_grace_lists_what_it_spares_as_young(layout: Path) -> None:
+    plain = orjson.loads(run("gc", layout, "--dry-run", "--format", "json").stdout)
+    spared = orjson.loads(run("gc", layout, "--dry-run", "--grace", "1h", "--format", "json").stdout)
+    garbage = {d["digest"] for d in plain["deletions"]}
+    assert len(garbage) == 2 and spared["deletions"] == []
+    assert {k["digest"] for k in spared["kept"] if k["kind"] == "young"} == garbage
+
+
+def test_a_plain_folder_is_named_as_not_a_layout(tmp_path: Path) -> None:
+    (tmp_path / "notes").mkdir()
+    result = run("show", tmp_path / "notes")
+    assert result.exit_code == 1
+    assert "notes: not an OCI image layout (no oci-layout file)" in result.stderr
+    (tmp_path / "notes" / "index.json").write_text("{}")
+    assert "has an index.json but no oci-layout" in run("show", tmp_path / "notes").stderr
+
+
+def test_the_oci_form_names_the_layout_and_a_ref(layout: Path) -> None:
+    whole = run("show", f"oci:{layout}")
+    assert whole.exit_code == 0 and "app:0" in whole.stdout and "app:2" in whole.stdout
+    one = run("show", f"oci:{layout}:app:1")
+    assert one.exit_code == 0, one.stderr
+    assert "app:1" in one.stdout and "app:0" not in one.stdout
+    plan = orjson.loads(run("delete", f"oci:{layout}:app:1", "--dry-run", "--format", "json").stdout)
+    assert plan["targets"] == [og.resolve_ref(og.build_graph(
+        __import__("io_adapters.layout", fromlist=["read_layout"]).read_layout(layout).layout),
+        "app:1")]
+
+
+def test_show_with_a_ref_shows_one_image(layout: Path) -> None:
+    result = run("show", layout, "app:2")
+    assert result.exit_code == 0
+    assert "tags: app:2" in result.stdout
+    assert "app:0" not in result.stdout and "not reachable" not in result.stdout
+
+
+def test_ctrl_c_exits_130_and_says_nothing_was_changed(layout: Path, monkeypatch: Any) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    before = sorted(p.name for p in (layout / "blobs" / "sha256").iterdir())
+    monkeypatch.setattr(cli_module, "plan_layout", interrupted)
+    result = run("gc", layout, "--yes")
+    assert result.exit_code == 130
+    assert result.stderr.strip() == "ocigraph: interrupted: nothing was changed"
+    assert sorted(p.name for p in (layout / "blobs" / "sha256").iterdir()) == before
+
+
+def test_ctrl_c_during_apply_says_the_state(layout: Path, monkeypatch: Any) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_module, "apply_plan", interrupted)
+    result = run("gc", layout, "--yes")
+    assert result.exit_code == 130
+    assert "interrupted while applying" in result.stderr and "run the same command again" in result.stderr
+    assert "Aborted" not in result.output
+
+
+def test_declining_the_prompt_is_not_an_error(layout: Path, monkeypatch: Any) -> None:
+    monkeypatch.setattr(cli_module, "_stdin_is_terminal", lambda: True)
+    result = run("gc", layout, input="n\n")
+    assert result.exit_code == 1
+    assert "nothing was changed" in result.stdout and "error" not in result.stderr
+
+
+def test_text_plans_list_fifty_deletions_per_reason_unless_verbose(tmp_path: Path) -> None:
+    b, _ = store_with(1, garbage=120)
+    root = write_layout(tmp_path / "store", b.index_json(), b.blobs)
+    text = run("gc", root, "--dry-run").stdout
+    assert text.count(" unreachable") == 50
+    assert "… and 70 more (-v lists all)" in text
+    assert run("gc", root, "--dry-run", "-v").stdout.count(" unreachable") == 120
+    quiet = run("gc", root, "--dry-run", "-q").stdout.strip().splitlines()
+    assert quiet == ["gc plan (policy default): 120 blob(s) to delete, "
+                     f"{og.format_bytes(sum(len(f'garbage {i}') for i in range(120)))} freed, "
+                     "0 index.json change(s)"]
+
+
+def test_the_streamed_json_plan_is_the_plan(tmp_path: Path) -> None:
+    b, _ = store_with(2, garbage=30)
+    root = write_layout(tmp_path / "store", b.index_json(), b.blobs)
+    for args in (("plan", "gc", root, "--format", "json"), ("gc", root, "--dry-run", "--format", "json")):
+        out = run(*args).stdout
+        plan = og.Plan.from_json(out)
+        assert orjson.loads(out) == orjson.loads(plan.to_json())
+    empty = run("plan", "delete", root, "app:0", "--format", "json").stdout
+    assert og.Plan.from_json(empty).operation == "delete"
+
+
+def test_untagged_garbage_is_said_once(tmp_path: Path) -> None:
+    b, _ = store_with(1, untagged=3)
+    root = write_layout(tmp_path / "store", b.index_json(), b.blobs)
+    text = run("gc", root, "--dry-run").stdout
+    assert text.count("3 untagged index.json entries are garbage under policy default "
+                      "(--keep-untagged or --policy spec keep them)") == 1
+    assert "untagged index.json" not in run("gc", root, "--dry-run", "--policy", "spec").stdout
+
+
+def test_the_cache_command_lists_and_clears(tmp_path: Path, monkeypatch: Any) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("OCIGRAPH_CACHE_DIR", str(cache))
+    cache.mkdir()
+    (cache / ("0" * 32 + ".cache")).write_bytes(b"x" * 100)  # an old version's file
+    (cache / "notes.txt").write_text("mine")
+    info = orjson.loads(run("cache", "--format", "json").stdout)
+    assert info["ocigraphCache"] == 1 and info["folder"] == str(cache)
+    assert "freed 100 B" in run("cache", "clear").stdout
+    assert sorted(p.name for p in cache.iterdir()) == ["notes.txt"]
+
+
+def test_refs_complete_from_the_layout_named_before(layout: Path) -> None:
+    complete = BashComplete(cli, {}, "ocigraph", "_OCIGRAPH_COMPLETE")
+    got = [c.value for c in complete.get_completions(["delete", str(layout)], "app:")]
+    assert sorted(got) == ["app:0", "app:1", "app:2"]
