@@ -470,9 +470,10 @@ class GraphStore:
             # core in order meets the smallest digest first: the smallest holder, the smallest
             # tagged one and the smallest live one under each root rule are found by reading
             # holders a batch at a time until each is met (one batch, as a rule)
-            by_id = self._by_id
-            inside = [(i, m) for i, m in pairs if i in by_id and by_id[i][0] in core]
-            outside = sorted((i, m) for i, m in pairs if not (i in by_id and by_id[i][0] in core))
+            self._load("digest", core)  # (loaded already when a view asks)
+            core_ids = {self._by_digest[d] for d in core if d in self._by_digest}
+            inside = [(i, m) for i, m in pairs if i in core_ids]
+            outside = sorted((i, m) for i, m in pairs if i not in core_ids)
             chosen: dict[int, int] = {}
             wanted = [lambda b: True, lambda b: bool(b[5]), lambda b: bool(b[_LIVE0]),
                       lambda b: bool(b[_LIVE1])]

@@ -234,7 +234,7 @@ def write(root: Path, index: bytes, blobs: dict[str, bytes]) -> None:
         (root / "blobs" / "sha256" / d.split(":", 1)[1]).write_bytes(data)
 
 
-POLICIES = [[], ["--policy", "spec"], ["--policy", "oras"], ["--keep-referrers"]]
+POLICIES = [[], ["--policy", "spec"], ["--policy", "oras"], ["--keep-untagged"]]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -249,7 +249,7 @@ def test_gc_of_a_mutated_layout_never_crashes_and_never_deletes_a_live_blob(
         root = Path(tmp) / "layout"
         write(root, index, blobs)
         options = POLICIES[policy]
-        live = model_live(root, keep_untagged="spec" in options) or frozenset()
+        live = model_live(root, keep_untagged="spec" in options or "--keep-untagged" in options) or frozenset()
         present = present_blobs(root)
         missing_before = (model_reachable(root) or frozenset()) - present
         before = snapshot_tree(root)

@@ -27,7 +27,6 @@ from hypothesis import strategies as st
 
 # the store's predecessors do not yet name the holders the core asks for: tests whose stored
 # deletes meet that are expected to fail until it does (see tests/test_store.py)
-from test_store import _until_holders_fixed
 
 import ocigraph as og
 from io_adapters import planner, store
@@ -343,7 +342,6 @@ def rich(tmp_path: Path) -> tuple[Path, Path, dict[str, dict[str, Any]]]:
     return root, tmp_path / "cache", named
 
 
-@_until_holders_fixed()
 def test_a_warm_run_plans_exactly_what_a_cold_run_plans(rich) -> None:
     root, cache_dir, named = rich
     for policy in (og.Policy(), og.Policy.preset("spec"), ORAS):
@@ -382,7 +380,6 @@ def test_the_store_lives_outside_the_layout_and_leaves_no_temporary_file(rich) -
     assert sorted(os.listdir(cache_dir)) == [name, name + ".lock"]
 
 
-@_until_holders_fixed()
 def test_a_layout_growing_run_after_run_is_planned_as_a_cold_run(rich) -> None:
     root, cache_dir, _ = rich
     plan_layout(root, "gc", [], og.Policy(), cache_dir=cache_dir)

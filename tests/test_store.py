@@ -177,21 +177,6 @@ def _store_names_the_holders_the_core_asks_for() -> bool:
         return stored == whole
 
 
-#: the store answers ``predecessors`` as the core asks today (see the strict xfail below);
-#: until it does, the tests that compare whole stored deletes cannot pass reliably, and are
-#: expected to fail -- once it does, they are enforced again without anyone touching them
-HOLDERS_BUG = not _store_names_the_holders_the_core_asks_for()
-_HOLDERS_REASON = ("shell bug: GraphStore.predecessors returns only the smallest outside "
-                   "predecessor; the core's GraphSource contract now asks for the smallest, the "
-                   "smallest tagged and the smallest live under each root rule (see "
-                   "test_the_store_names_the_holders_the_core_asks_for)")
-
-
-def _until_holders_fixed(run: bool = True) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(HOLDERS_BUG, reason=_HOLDERS_REASON, strict=False, run=run)
-
-
-@pytest.mark.xfail(strict=True, reason=_HOLDERS_REASON)
 def test_the_store_names_the_holders_the_core_asks_for(tmp_path):
     """A delete of ``app:0`` keeps the shared config and names who holds it: the graph names
     the tagged image, the store names the signature (the smallest digest) -- so a stored
@@ -206,7 +191,6 @@ def test_the_store_names_the_holders_the_core_asks_for(tmp_path):
         ("stored", _fresh(root, ["app:0"], ORAS))
 
 
-@_until_holders_fixed(run=False)  # (a failing property shrinks for minutes)
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(generated_layouts(), st.data())
 def test_the_store_answers_every_question_as_the_graph(tmp_path, generated, data):
@@ -356,7 +340,6 @@ POLICIES = [og.Policy(), og.Policy.preset("oras"), og.Policy.preset("spec"),
             og.Policy(cascade_referrers=False), og.Policy(force=True)]
 
 
-@_until_holders_fixed()
 @pytest.mark.parametrize("policy", POLICIES, ids=lambda p: repr(p.to_dict()))
 @pytest.mark.parametrize("refs", REFS, ids=" ".join)
 def test_a_stored_delete_is_the_delete_made_by_reading_the_layout(layout, refs, policy):
@@ -1172,7 +1155,6 @@ def _storable(root: Path) -> bool:
     return disk.layout.manifests.disk_errors == 0
 
 
-@_until_holders_fixed(run=False)
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(generated_layouts().filter(lambda g: bool(g.known)), policies(), st.data())
@@ -1197,7 +1179,6 @@ def test_on_any_layout_a_delete_from_the_store_is_the_delete_from_the_layout(tmp
             assert stored[0] == "stored"
 
 
-@_until_holders_fixed(run=False)
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(generated_layouts().filter(lambda g: bool(g.known)), policies(force=True), st.data())
