@@ -3,32 +3,35 @@
     python -m benchmarks.run --sizes 10k,100k,1m [--repeat N] [--json out.json]
 
 For each size it generates the layout once (``benchmarks/data/<size>/layout``, reused while the
-generator's target and seed match), warms the page cache, then measures -- every measurement in
-a process of its own, so peak RSS is that run's (``ru_maxrss`` from ``wait4``):
+generator's target and seed match), warms the page cache, then measures whole commands --
+``python -m io_adapters ...``, each a process of its own, ``OCIGRAPH_CACHE_DIR`` a temporary
+folder (:mod:`benchmarks.proc`; peak RSS is ``ru_maxrss`` from ``wait4``):
 
 * ``floor``: ``benchmarks/floor.py`` (list ``blobs/sha256``, read and parse every reachable
   manifest, nothing else);
-* ``cold``: ``plan gc`` with an empty cache directory (so it includes writing the cache), with
-  its phase split; ``nocache``: the same with the cache off;
-* ``warm``: ``plan gc`` again with the cache the cold run left -- nothing changed, so the plan
-  the cold run made is recalled (:mod:`io_adapters.planner`);
-* ``rebuilt``: the same with the plan memo off: the graph is rebuilt from the manifest cache;
-* ``delete``: ``plan delete`` of one tagged image, manifest cache warm, plan memo off, the
-  stored graph not used (the graph is built: the first delete on a layout just changed);
-* ``stored``: ``plan delete`` of three other images from the graph the cold run stored
-  (:mod:`io_adapters.store`), the slowest of them; and how long the child the cold run left
-  behind took to store it (the cold time does not include it: the command had answered);
+* ``cold``: ``plan gc`` and ``gc --dry-run``, each with an empty cache folder (the layout is
+  read and its graph built);
+* ``store write``: how long the child a cold run leaves behind took to write the store
+  (:mod:`io_adapters.store`), from the command's exit until the store's writer lock was free,
+  and its peak RSS (the cold time does not include it: the command had answered);
+* ``warm``: ``gc --dry-run`` again once that write is done: the plan is answered from the
+  store;
+* ``stored delete``: ``plan delete`` of three tagged images from the store, the slowest;
+* ``delete, store off``: ``plan delete`` of one image with ``OCIGRAPH_NO_CACHE=1`` (the graph
+  is built);
 * ``apply``: on a copy whose index.json has lost half of its tags, plan a GC (not timed) and
   apply it (timed): deletions per second; and ``unlink``, a plain ``os.unlink`` loop over the
   same files on another copy -- the cost apply cannot go below;
-* ``umoci gc`` on a copy, when ``umoci`` is on ``PATH``.
+* ``umoci gc`` on a copy, when ``umoci`` is on ``PATH``;
+* a phase split of a cold ``plan gc``, a warm ``gc --dry-run`` and a stored ``plan delete``
+  (:mod:`benchmarks.phases`; extra runs, not the timed ones).
 
-Rounds interleave floor, cold, warm and delete, and the best of ``--repeat`` runs is kept
-(machines are noisy; the minimum is the least disturbed run).  Ratios are against the floor
-measured in the same run.  Copies are hard links (a real copy of a million small files takes
-many minutes here) with index.json copied for real: unlinking a hard link does not free the
-inode, so apply, unlink and umoci all delete a little cheaper than on a real store, alike.
-Nothing here asserts: figures are printed (and saved with ``--json``).
+The code measured is a copy of ``ocigraph/`` and ``io_adapters/`` taken when the run starts
+(others may edit the tree meanwhile; the store is keyed by a digest of the code).  Rounds
+interleave the measurements and the best of ``--repeat`` is kept (the machine is shared; the
+minimum is the least disturbed run).  Ratios are against the floor measured in the same run.
+Copies are hard links with index.json copied for real.  Nothing here asserts: figures are
+printed (and saved with ``--json``).
 """
 
 from __future__ import annotations
@@ -39,216 +42,181 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from io_adapters.store import SETTLE_NS, wait_for_writer
-
 from .generate import SIZES, ensure_layout, parse_size
+from .proc import (
+    REPO,
+    Run,
+    Tree,
+    best,
+    drop_half_the_tags,
+    git_describe,
+    link_copy,
+    run_command,
+    run_python,
+    snapshot_tree,
+    table,
+    wait_settled,
+    workspace,
+)
 
 __all__ = ["main"]
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-PHASES = ("import", "index", "list", "recall", "cache-load", "read", "parse", "walk", "build",
-          "close", "plan", "cache-save", "remember", "store-open", "view")
+PHASES = ("import", "store", "list", "read", "build", "plan", "claim", "fork", "other")
 
 
-@dataclass
-class Run:
-    wall: float
-    rss_mb: float
-    out: dict[str, Any] = field(default_factory=dict)
+def ocigraph(tree: Tree, ws: Path, cache: Path | None, *args: str,
+             env: dict[str, str] | None = None) -> Run:
+    return run_python(tree, ["-m", "io_adapters", *args], ws, cache, env=env)
 
 
-def child(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Run:
-    """Run ``cmd``; its wall time, peak RSS (from ``wait4``) and, if it printed one, its JSON."""
-    full_env = dict(os.environ)
-    full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
-    full_env.update(env or {})
-    with tempfile.TemporaryFile() as err:
-        t = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=full_env, cwd=cwd)
-        assert proc.stdout is not None
-        data = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            err.seek(0)
-            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): "
-                               f"{err.read().decode(errors='replace')[-2000:]}")
-    out: dict[str, Any] = {}
-    text = data.decode(errors="replace").strip().splitlines()
-    if text and text[-1].startswith("{"):
-        out = orjson.loads(text[-1])
-    return Run(wall, usage.ru_maxrss / 1024, out)
+def fresh(ws: Path, name: str) -> Path:
+    d = ws / name
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir()
+    return d
 
 
-def py(*args: str) -> list[str]:
-    return [sys.executable, *args]
+def _summary(runs: list[Run]) -> dict[str, Any]:
+    b = best(runs)
+    out: dict[str, Any] = {"wall": b.wall, "rss_mb": max(r.rss_mb for r in runs),
+                           "cpu": min(r.cpu for r in runs),
+                           "walls": [round(r.wall, 3) for r in runs]}
+    writes = [r.bg_seconds for r in runs if r.bg_seconds is not None]
+    if writes:
+        out["store_write"] = min(writes)
+        out["store_write_cpu"] = min(r.bg_cpu for r in runs if r.bg_cpu is not None) \
+            if any(r.bg_cpu is not None for r in runs) else None
+        out["writer_rss_mb"] = max(r.bg_rss_mb or 0.0 for r in runs)
+    eofs = [r.eof_after_exit for r in runs if r.eof_after_exit is not None]
+    if eofs:
+        out["eof_after_exit"] = max(eofs)
+    return out
 
 
-def link_copy(src: Path, dst: Path) -> None:
-    """A copy of a layout made of hard links, except index.json (rewritten by apply)."""
-    if dst.exists():
-        shutil.rmtree(dst)
-    subprocess.run(["cp", "-al", str(src), str(dst)], check=True)
-    (dst / "index.json").unlink()
-    shutil.copyfile(src / "index.json", dst / "index.json")
-
-
-def drop_half_the_tags(root: Path) -> None:
-    """Untag every other tagged entry of index.json: a GC with many deletions."""
-    doc = orjson.loads((root / "index.json").read_bytes())
-    tagged = 0
-    for entry in doc["manifests"]:
-        ann = entry.get("annotations") or {}
-        if "org.opencontainers.image.ref.name" in ann:
-            tagged += 1
-            if tagged % 2 == 0:
-                del ann["org.opencontainers.image.ref.name"]
-                if not ann:
-                    entry.pop("annotations")
-    (root / "index.json").write_bytes(orjson.dumps(doc))
-
-
-def warm_page_cache(root: Path) -> None:
-    """One unrecorded run of ocigraph (no cache) and of the floor: afterwards the blobs both
-    read, and every inode, are in the page cache, as they are on a store in daily use."""
-    child(py("-m", "benchmarks.measure", "plan-gc", str(root), "--no-cache"))
-    child(py("-m", "benchmarks.floor", str(root)))
-
-
-def best(runs: list[Run], key: str = "wall") -> Run:
-    return min(runs, key=lambda r: r.wall if key == "wall" else r.out[key])
-
-
-def measure_size(name: str, target: int, args: argparse.Namespace, log: Any) -> dict[str, Any]:
+def measure_size(name: str, target: int, args: argparse.Namespace, tree: Tree, ws: Path,
+                 log: Any) -> dict[str, Any]:
     base = args.data / name
     layout = base / "layout"
     log(f"[{name}] layout {layout}")
     stats = ensure_layout(layout, target, args.seed)
     log(f"[{name}] {stats.blobs} blobs, {stats.manifests} manifests, "
         f"{stats.index_entries} index.json entries; warming the page cache")
-    warm_page_cache(layout)
-    # a layout changed less than SETTLE_NS ago is not stored (io_adapters.store): a layout
-    # just generated waits out those seconds, as one in daily use has long since
-    newest = max(os.lstat(p).st_mtime_ns for p in (layout / "blobs", layout / "blobs" / "sha256"))
-    time.sleep(max(0.0, (newest + SETTLE_NS - time.time_ns()) / 1e9 + 0.1))
+    L = str(layout)
+    ocigraph(tree, ws, None, "plan", "gc", L, env={"OCIGRAPH_NO_CACHE": "1"})
+    run_python(tree, ["-m", "benchmarks.floor", L], ws, None, with_benchmarks=True)
+    wait_settled(layout)
     repeat = args.repeat or (5 if target <= 20_000 else 3 if target <= 200_000 else 1)
-    ref = stats.tags_for_delete[0]
-    floors: list[Run] = []
-    colds: list[Run] = []
-    warms: list[Run] = []
-    rebuilts: list[Run] = []
-    deletes: list[Run] = []
-    stored: list[Run] = []
-    writes: list[dict[str, float]] = []
-    nocaches: list[Run] = []
+    tags = stats.tags_for_delete
+    runs: dict[str, list[Run]] = {k: [] for k in ("floor", "cold_plan", "cold_gc", "warm",
+                                                  "stored", "nostore")}
+    notes: list[str] = []
     for i in range(repeat):
-        with tempfile.TemporaryDirectory(prefix="ocigraph-bench-cache-") as cache_dir:
-            floors.append(child(py("-m", "benchmarks.floor", str(layout))))
-            log(f"[{name}] round {i + 1}/{repeat}: floor {floors[-1].wall:.2f}s")
-            report_file = Path(cache_dir) / "store-report.json"
-            colds.append(child(py("-m", "benchmarks.measure", "plan-gc", str(layout),
-                                  "--cache-dir", cache_dir, "--store-report", str(report_file))))
-            log(f"[{name}]   cold {colds[-1].wall:.2f}s")
-            # the graph is stored by a child the cold run left behind: let it finish first (it
-            # lets go of the writer's lock, then reports)
-            if colds[-1].out.get("store_pending"):
-                wait_for_writer(layout, cache_dir)
-                deadline = time.monotonic() + 60
-                while not report_file.exists() and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                if report_file.exists():
-                    writes.append(orjson.loads(report_file.read_bytes()))
-                    log(f"[{name}]   graph stored in the background: {writes[-1]['seconds']:.2f}s")
-            warms.append(child(py("-m", "benchmarks.measure", "plan-gc", str(layout),
-                                  "--cache-dir", cache_dir)))
-            log(f"[{name}]   warm (plan recalled) {warms[-1].wall:.2f}s")
-            rebuilts.append(child(py("-m", "benchmarks.measure", "plan-gc", str(layout),
-                                     "--cache-dir", cache_dir, "--no-memo")))
-            log(f"[{name}]   warm (graph rebuilt from the manifest cache) {rebuilts[-1].wall:.2f}s")
-            # --no-memo: a delete is measured as the first of its kind, never recalled
-            deletes.append(child(py("-m", "benchmarks.measure", "plan-delete", str(layout),
-                                    "--ref", ref, "--cache-dir", cache_dir, "--no-memo",
-                                    "--no-store")))
-            log(f"[{name}]   plan delete (manifest cache warm, graph built) {deletes[-1].wall:.2f}s")
-            for other in stats.tags_for_delete[1:4]:  # from the stored graph, three images
-                stored.append(child(py("-m", "benchmarks.measure", "plan-delete", str(layout),
-                                       "--ref", other, "--cache-dir", cache_dir, "--no-memo")))
-                log(f"[{name}]   plan delete (from the stored graph: {stored[-1].out.get('how')}, "
-                    f"{stored[-1].out.get('nodes')} nodes in view) {stored[-1].wall:.2f}s")
-        if not args.skip_nocache:
-            nocaches.append(child(py("-m", "benchmarks.measure", "plan-gc", str(layout),
-                                     "--no-cache")))
-            log(f"[{name}]   cold, cache off {nocaches[-1].wall:.2f}s")
+        runs["floor"].append(run_python(tree, ["-m", "benchmarks.floor", L], ws, None,
+                                        with_benchmarks=True))
+        log(f"[{name}] round {i + 1}/{repeat}: floor {runs['floor'][-1].wall:.2f}s")
+        r = ocigraph(tree, ws, fresh(ws, "cache-a"), "plan", "gc", L)
+        runs["cold_plan"].append(r)
+        log(f"[{name}]   cold plan gc {r.wall:.2f}s, store written {r.bg_seconds or 0:.2f}s later")
+        cache = fresh(ws, "cache-b")
+        r = ocigraph(tree, ws, cache, "gc", L, "--dry-run")
+        runs["cold_gc"].append(r)
+        log(f"[{name}]   cold gc --dry-run {r.wall:.2f}s, store written {r.bg_seconds or 0:.2f}s later")
+        r = ocigraph(tree, ws, cache, "gc", L, "--dry-run")
+        runs["warm"].append(r)
+        if r.had_writer:
+            notes.append(f"round {i + 1}: the warm run started a store writer (not answered "
+                         "from the store)")
+        log(f"[{name}]   warm gc --dry-run {r.wall:.2f}s")
+        for tag in tags[1:4]:
+            r = ocigraph(tree, ws, cache, "plan", "delete", L, tag)
+            if r.had_writer:
+                notes.append(f"round {i + 1}: plan delete {tag} started a store writer (not "
+                             "answered from the store)")
+            runs["stored"].append(r)
+            log(f"[{name}]   stored plan delete {tag} {r.wall:.2f}s")
+        r = ocigraph(tree, ws, None, "plan", "delete", L, tags[0],
+                     env={"OCIGRAPH_NO_CACHE": "1"})
+        runs["nostore"].append(r)
+        log(f"[{name}]   plan delete, store off {r.wall:.2f}s")
     result: dict[str, Any] = {
         "size": name, "blobs": stats.blobs, "manifests": stats.manifests,
-        "index_entries": stats.index_entries, "repeat": repeat,
-        "floor": {"wall": best(floors).wall, "inproc": best(floors).out["seconds"],
-                  "rss_mb": best(floors).rss_mb, "manifests": best(floors).out["manifests"]},
+        "index_entries": stats.index_entries, "repeat": repeat, "notes": notes,
+        "floor": {**_summary(runs["floor"]), "inproc": best(runs["floor"]).json()["seconds"]},
     }
-    if writes:
-        result["store_write"] = {"seconds": min(w["seconds"] for w in writes),
-                                 "rss_mb": max(w["peak_rss_mb"] for w in writes)}
-    if stored:  # the slowest of them: one image's delete must be fast, whichever it is
-        worst = max(stored, key=lambda r: r.wall)
-        result["stored"] = {"wall": worst.wall, "inproc": worst.out["total"],
-                            "rss_mb": worst.rss_mb, "phases": worst.out["phases"],
-                            "how": [r.out.get("how") for r in stored],
-                            "view_nodes": [r.out.get("nodes") for r in stored],
-                            "deletions": worst.out.get("deletions")}
-    for key, runs in (("cold", colds), ("warm", warms), ("rebuilt", rebuilts),
-                      ("delete", deletes), ("nocache", nocaches)):
-        if runs:
-            b = best(runs)
-            result[key] = {"wall": b.wall, "inproc": b.out["total"], "cpu": b.out["cpu"],
-                           "rss_mb": b.rss_mb,
-                           "phases": b.out["phases"], "deletions": b.out["deletions"],
-                           "remembered": b.out.get("remembered"),
-                           "nodes": b.out.get("nodes"), "edges": b.out.get("edges"),
-                           "cache_hits": b.out.get("cache_hits"),
-                           "max_rss_mb": max(r.rss_mb for r in runs)}
+    for key in ("cold_plan", "cold_gc", "warm", "nostore"):
+        result[key] = _summary(runs[key])
+    # one image's delete must be fast, whichever it is: per round the slowest of three images,
+    # then the best round
+    per_round = [max(runs["stored"][3 * i:3 * i + 3], key=lambda r: r.wall) for i in range(repeat)]
+    result["stored"] = _summary(per_round)
+    result["stored"]["cpu"] = min(max(r.cpu for r in runs["stored"][3 * i:3 * i + 3])
+                                  for i in range(repeat))
+    if not args.skip_phases:
+        result["phases"] = measure_phases(name, tree, ws, L, tags[1], log)
     if not args.skip_apply:
-        result["apply"] = measure_apply(base, layout, log, name)
+        result["apply"] = measure_apply(base, layout, tree, ws, log, name)
     if not args.skip_umoci and shutil.which("umoci"):
-        result["umoci"] = measure_umoci(base, layout, log, name, repeat)
+        result["umoci"] = measure_umoci(base, layout, ws, log, name, repeat)
     return result
 
 
-def measure_apply(base: Path, layout: Path, log: Any, name: str) -> dict[str, Any]:
+def measure_phases(name: str, tree: Tree, ws: Path, layout: str, tag: str,
+                   log: Any) -> dict[str, Any]:
+    cache = fresh(ws, "cache-p")
+    out: dict[str, Any] = {}
+    for kind, args in (("cold plan gc", ["plan", "gc", layout]),
+                       ("warm gc --dry-run", ["gc", layout, "--dry-run"]),
+                       ("stored plan delete", ["plan", "delete", layout, tag])):
+        target = ws / "phases.json"
+        target.unlink(missing_ok=True)
+        r = run_python(tree, ["-m", "benchmarks.phases", *args], ws, cache,
+                       env={"OCIGRAPH_BENCH_PHASES": str(target)}, with_benchmarks=True)
+        got = orjson.loads(target.read_bytes())
+        got["wall"] = r.wall
+        out[kind] = got
+        log(f"[{name}]   phases of {kind} ({got.get('how')}): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in got["phases"].items()))
+    return out
+
+
+def measure_apply(base: Path, layout: Path, tree: Tree, ws: Path, log: Any,
+                  name: str) -> dict[str, Any]:
     work = base / "apply"
     link_copy(layout, work)
     drop_half_the_tags(work)
-    paths = base / "apply-paths.txt"
-    run = child(py("-m", "benchmarks.measure", "apply", str(work), "--no-cache",
-                   "--paths-out", str(paths)))
-    log(f"[{name}]   apply: {run.out['deleted']} deletions in {run.out['seconds']:.2f}s")
+    paths = ws / "apply-paths.txt"
+    run = run_python(tree, ["-m", "benchmarks.measure", "apply", str(work),
+                            "--paths-out", str(paths)], ws, None, with_benchmarks=True)
+    a = run.json()
+    log(f"[{name}]   apply: {a['deleted']} deletions in {a['seconds']:.2f}s")
     shutil.rmtree(work)
     link_copy(layout, work)
-    unlink = child(py("-m", "benchmarks.measure", "unlink", "--paths", str(paths),
-                      "--root", str(work)))
-    log(f"[{name}]   unlink loop: {unlink.out['deleted']} in {unlink.out['seconds']:.2f}s")
+    u = run_python(tree, ["-m", "benchmarks.measure", "unlink", "--paths", str(paths),
+                          "--root", str(work)], ws, None, with_benchmarks=True).json()
+    log(f"[{name}]   unlink loop: {u['deleted']} in {u['seconds']:.2f}s")
     shutil.rmtree(work)
     paths.unlink()
-    return {"deleted": run.out["deleted"], "seconds": run.out["seconds"],
-            "per_second": run.out["per_second"], "rss_mb": run.rss_mb,
-            "unlink_seconds": unlink.out["seconds"], "unlink_per_second": unlink.out["per_second"]}
+    return {"deleted": a["deleted"], "seconds": a["seconds"], "per_second": a["per_second"],
+            "rss_mb": run.rss_mb, "unlink_seconds": u["seconds"],
+            "unlink_per_second": u["per_second"]}
 
 
-def measure_umoci(base: Path, layout: Path, log: Any, name: str, repeat: int) -> dict[str, Any]:
+def measure_umoci(base: Path, layout: Path, ws: Path, log: Any, name: str,
+                  repeat: int) -> dict[str, Any]:
     runs = []
     work = base / "umoci"
+    left = 0
     for _ in range(repeat):
         link_copy(layout, work)
-        runs.append(child(["umoci", "gc", "--layout", str(work)]))
+        runs.append(run_command(["umoci", "gc", "--layout", str(work)], dict(os.environ), ws))
         log(f"[{name}]   umoci gc {runs[-1].wall:.2f}s")
         left = len(os.listdir(work / "blobs" / "sha256"))
         shutil.rmtree(work)
@@ -263,7 +231,6 @@ def machine() -> dict[str, str]:
             "platform": platform.platform()}
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        info["lscpu"] = "\n".join(lscpu.splitlines()[:10])
         for line in lscpu.splitlines():
             if line.startswith("Model name:"):
                 info["cpu"] = line.split(":", 1)[1].strip()
@@ -275,86 +242,81 @@ def machine() -> dict[str, str]:
         info["networkx"], info["orjson"] = networkx.__version__, orjson.__version__
     except ImportError:
         pass
+    if shutil.which("umoci"):
+        with_v = subprocess.run(["umoci", "--version"], capture_output=True, text=True)
+        info["umoci"] = with_v.stdout.strip().split()[-1] if with_v.stdout.strip() else "?"
     return info
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for j, r in enumerate(rows):
-        lines.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
-        if j == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+def s(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
 
 
-def report(results: list[dict[str, Any]]) -> str:
-    def s(x: float | None) -> str:
-        return "-" if x is None else f"{x:.2f}"
+def ratio(a: float | None, b: float | None) -> str:
+    return "-" if not a or not b else f"{a / b:.2f}x"
 
-    def ratio(a: float | None, b: float | None) -> str:
-        return "-" if not a or not b else f"{a / b:.2f}x"
 
-    rows = [["size", "blobs", "floor s", "cold s", "cold/floor", "warm s", "warm/cold",
-             "rebuilt s", "rebuilt/cold", "delete s", "stored delete s", "nocache s",
-             "peak RSS MB", "umoci s", "umoci/cold"]]
+def report(results: list[dict[str, Any]], markdown: bool = False) -> str:
+    rows = [["size", "blobs", "floor", "cold plan gc", "cold gc --dry-run", "cold/floor",
+             "store write (bg)", "warm gc --dry-run", "warm/cold", "stored delete",
+             "delete, store off", "peak RSS MB", "writer RSS MB", "umoci gc", "umoci/cold"]]
     for r in results:
-        cold, warm, rebuilt = r.get("cold", {}), r.get("warm", {}), r.get("rebuilt", {})
+        cp, cg, warm = r["cold_plan"], r["cold_gc"], r["warm"]
         umoci = r.get("umoci", {})
-        rows.append([r["size"], str(r["blobs"]), s(r["floor"]["wall"]), s(cold.get("wall")),
-                     ratio(cold.get("wall"), r["floor"]["wall"]), s(warm.get("wall")),
-                     ratio(warm.get("wall"), cold.get("wall")), s(rebuilt.get("wall")),
-                     ratio(rebuilt.get("wall"), cold.get("wall")),
-                     s(r.get("delete", {}).get("wall")),
-                     s(r.get("stored", {}).get("wall")),
-                     s(r.get("nocache", {}).get("wall")),
-                     f"{max(cold.get('max_rss_mb', 0), warm.get('max_rss_mb', 0), r.get('nocache', {}).get('max_rss_mb', 0)):.0f}",
-                     s(umoci.get("wall")), ratio(umoci.get("wall"), cold.get("wall"))])
+        writes = [x for x in (cp.get("store_write"), cg.get("store_write")) if x is not None]
+        rows.append([r["size"], f"{r['blobs']:,}", s(r["floor"]["wall"]), s(cp["wall"]),
+                     s(cg["wall"]), ratio(cg["wall"], r["floor"]["wall"]),
+                     s(min(writes) if writes else None), s(warm["wall"]),
+                     ratio(warm["wall"], cg["wall"]), s(r["stored"]["wall"]),
+                     s(r["nostore"]["wall"]),
+                     f"{max(cp['rss_mb'], cg['rss_mb'], r['nostore']['rss_mb']):,.0f}",
+                     f"{max(cp.get('writer_rss_mb', 0), cg.get('writer_rss_mb', 0)):,.0f}",
+                     s(umoci.get("wall")), ratio(umoci.get("wall"), cg["wall"])])
     out = ["Wall-clock seconds per process (interpreter start and imports included), best of "
-           "the rounds.  warm: the same gc again, nothing changed (the plan is recalled); "
-           "rebuilt: the same with the plan memo off (graph rebuilt from the manifest cache); "
-           "delete: plan delete of one image, manifest cache warm, memo off, graph built; "
-           "stored delete: plan delete of another image from the graph the cold run stored "
-           "(the slowest of three images).",
-           _table(rows), ""]
-    rows = [["size", "store write s (background)", "writer peak RSS MB"]]
+           "the rounds; stored delete: the slowest of three images per round, best round.",
+           table(rows, markdown), ""]
+    rows = [["size", "floor", "cold plan gc", "cold gc --dry-run", "store write (bg)",
+             "warm gc --dry-run", "stored delete", "delete, store off"]]
     for r in results:
-        w = r.get("store_write")
-        if w:
-            rows.append([r["size"], s(w["seconds"]), f"{w['rss_mb']:.0f}"])
+        writes = [x for x in (r["cold_plan"].get("store_write_cpu"),
+                              r["cold_gc"].get("store_write_cpu")) if x is not None]
+        rows.append([r["size"], s(r["floor"]["cpu"]), s(r["cold_plan"]["cpu"]),
+                     s(r["cold_gc"]["cpu"]), s(min(writes) if writes else None),
+                     s(r["warm"]["cpu"]), s(r["stored"]["cpu"]), s(r["nostore"]["cpu"])])
+    out += ["CPU seconds (user + system) of the same processes, best of the rounds: steadier "
+            "than wall-clock time when the machine is shared.", table(rows, markdown), ""]
+    notes = [f"{r['size']}: {n}" for r in results for n in r.get("notes", [])]
+    if notes:
+        out += ["Notes:", *notes, ""]
+    eof = [(r["size"], max(r[k].get("eof_after_exit", 0.0) for k in ("cold_plan", "cold_gc")),
+            r["cold_gc"].get("store_write")) for r in results]
+    out += ["Detached writer and the caller's pipes: stdout/stderr reached end-of-file "
+            + "; ".join(f"{size}: {e * 1000:+.0f} ms after the cold command exited (its store "
+                        f"write went on {s(w)} s)" for size, e, w in eof), ""]
+
+    rows = [["run", *PHASES, "total", "answered"]]
+    for r in results:
+        for kind, got in r.get("phases", {}).items():
+            ph = got["phases"]
+            rows.append([f"{kind} {r['size']}", *(s(ph.get(p)) for p in PHASES),
+                         s(got["total"]), str(got.get("how"))])
     if len(rows) > 1:
-        out += ["Storing the graph for later deletes, done by a child the cold run leaves behind "
-                "(not part of the cold time: the command has answered by then).", _table(rows), ""]
-    out += ["Load average (1, 5, 15 min) before / after each size: " + "; ".join(
-        f"{r['size']}: {r['loadavg'][:3]} / {r['loadavg'][3:]}" for r in results if "loadavg" in r), ""]
+        out += ["Where a command's time goes (benchmarks.phases, seconds; one extra run each).",
+                table(rows, markdown), ""]
 
-    rows = [["size", "in-process s: floor", "cold", "cold/floor", "warm", "warm/cold"]]
-    for r in results:
-        cold, warm = r.get("cold", {}), r.get("warm", {})
-        rows.append([r["size"], s(r["floor"]["inproc"]), s(cold.get("inproc")),
-                     ratio(cold.get("inproc"), r["floor"]["inproc"]), s(warm.get("inproc")),
-                     ratio(warm.get("inproc"), cold.get("inproc"))])
-    out += ["The same, timed inside the process (after interpreter start).", _table(rows), ""]
-
-    for kind in ("cold", "warm", "rebuilt", "delete", "stored", "nocache"):
-        rows = [["size", *PHASES]]
-        for r in results:
-            if kind in r:
-                ph = r[kind]["phases"]
-                rows.append([r["size"], *(s(ph.get(p, 0.0)) for p in PHASES)])
-        if len(rows) > 1:
-            out += [f"Phases of the best {kind} run (seconds).", _table(rows), ""]
-
-    rows = [["size", "deletions", "apply s", "deletions/s", "unlink loop s", "unlink/s", "apply/unlink"]]
+    rows = [["size", "deletions", "apply s", "deletions/s", "unlink loop s", "unlink/s",
+             "apply/unlink"]]
     for r in results:
         a = r.get("apply")
         if a:
-            rows.append([r["size"], str(a["deleted"]), s(a["seconds"]), str(a["per_second"]),
-                         s(a["unlink_seconds"]), str(a["unlink_per_second"]),
+            rows.append([r["size"], f"{a['deleted']:,}", s(a["seconds"]), f"{a['per_second']:,}",
+                         s(a["unlink_seconds"]), f"{a['unlink_per_second']:,}",
                          ratio(a["seconds"], a["unlink_seconds"])])
     if len(rows) > 1:
         out += ["Apply (GC after untagging half the tags) against a bare os.unlink loop.",
-                _table(rows), ""]
+                table(rows, markdown), ""]
+    out += ["Load average (1, 5, 15 min) before / after each size: " + "; ".join(
+        f"{r['size']}: {r['loadavg'][:3]} / {r['loadavg'][3:]}" for r in results), ""]
     return "\n".join(out)
 
 
@@ -364,34 +326,46 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=0, help="rounds per size (default: 5/3/1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", type=Path, default=HERE / "data")
+    p.add_argument("--tree", type=Path, default=REPO,
+                   help="the code to measure (a folder with ocigraph/ and io_adapters/)")
     p.add_argument("--json", type=Path, help="also write every figure here")
+    p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     p.add_argument("--skip-apply", action="store_true")
     p.add_argument("--skip-umoci", action="store_true")
-    p.add_argument("--skip-nocache", action="store_true")
+    p.add_argument("--skip-phases", action="store_true")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    args.data = args.data.resolve()
 
     def log(msg: str) -> None:
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    results = []
-    for name in args.sizes.split(","):
-        name = name.strip().lower()
-        target = SIZES.get(name) or parse_size(name)
-        load_before = os.getloadavg()
-        started = time.monotonic()
-        result = measure_size(name, target, args, log)
-        result["loadavg"] = [round(x, 2) for x in (*load_before, *os.getloadavg())]
-        result["minutes"] = round((time.monotonic() - started) / 60, 1)
-        results.append(result)
-        if args.json:  # after every size: a long run keeps what it measured
-            args.json.write_bytes(orjson.dumps({"machine": machine(), "results": results},
-                                               option=orjson.OPT_INDENT_2))
+    ws = workspace("ocigraph-bench-")
+    try:
+        tree = snapshot_tree(args.tree.resolve(), ws / "code", "ocigraph", ws)
+        log(f"measuring a copy of {args.tree} ({git_describe(args.tree)}): {tree.where(ws)}")
+        results = []
+        for name in args.sizes.split(","):
+            name = name.strip().lower()
+            target = SIZES.get(name) or parse_size(name)
+            load_before = os.getloadavg()
+            started = time.monotonic()
+            result = measure_size(name, target, args, tree, ws, log)
+            result["loadavg"] = [round(x, 2) for x in (*load_before, *os.getloadavg())]
+            result["minutes"] = round((time.monotonic() - started) / 60, 1)
+            results.append(result)
+            if args.json:  # after every size: a long run keeps what it measured
+                args.json.write_bytes(orjson.dumps(
+                    {"machine": machine(), "code": git_describe(args.tree), "results": results},
+                    option=orjson.OPT_INDENT_2))
+    finally:
+        shutil.rmtree(ws, ignore_errors=True)
     info = machine()
     print(f"machine: {info.get('cpu', '?')}, {info['nproc']} CPUs, Python {info['python']}, "
-          f"networkx {info.get('networkx', '?')}, orjson {info.get('orjson', '?')}")
-    print(report(results))
+          f"networkx {info.get('networkx', '?')}, orjson {info.get('orjson', '?')}, "
+          f"umoci {info.get('umoci', '-')}; code {git_describe(args.tree)}")
+    print(report(results, args.markdown))
     return 0
 
 

@@ -3,7 +3,9 @@
 ``fsck`` answers "can every tool still read what index.json promises?".  It reports, never
 repairs:
 
-* ``missing``        a blob reachable from index.json (from *every* entry, tagged or not) is absent;
+* ``missing``        a blob reachable from index.json (from *every* entry, tagged or not, and
+  from every referrer of a reachable node, listed or not) is absent; when an apply's quarantine
+  holds it, the detail names that apply (``ocigraph restore`` brings it back);
 * ``digest-mismatch`` a present blob's content does not hash to its name (every blob is read;
   large files are hashed in chunks, so memory stays flat);
 * ``size-mismatch``   a descriptor reachable from index.json declares a size the blob does not have;
@@ -12,6 +14,9 @@ repairs:
 * ``junk``            something under ``blobs/`` that is not a blob (never touched by ocigraph);
 * ``layout``          ``oci-layout``, ``index.json`` or ``blobs/`` itself is unusable (then
   nothing else can be checked).
+
+Everything reachable is checked alike: a signature index.json does not list, whose subject
+is reachable, is checked as any listed manifest.
 
 Descriptors of algorithms ocigraph does not store (not sha256/sha384/sha512) are not checked:
 their blobs cannot be located, which is not a fault of the layout.
@@ -22,6 +27,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +39,7 @@ import networkx as nx
 import ocigraph as og
 
 from .layout import LayoutDir, read_layout
+from .quarantine import QuarantineInfo, quarantined
 
 __all__ = ["Problem", "FsckReport", "fsck", "PROBLEM_KINDS", "hash_file"]
 
@@ -67,6 +74,8 @@ class FsckReport:
     blobs_checked: int
     bytes_checked: int
     reachable: int
+    #: sentences for people about the problems as a whole (what may have caused them)
+    hints: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -83,6 +92,7 @@ class FsckReport:
             "problems": [
                 {"kind": p.kind, "where": p.where, "detail": p.detail} for p in self.problems
             ],
+            "hints": list(self.hints),
         }
 
 
@@ -135,18 +145,26 @@ def _holders(graph: nx.DiGraph, digest: str) -> str:
     return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
-def _reachable(graph: nx.DiGraph) -> set[str]:
-    entries = {e.digest for e in graph.graph["index"].entries}
-    seen = set(entries)
-    stack = list(entries)
-    succ = graph._succ
-    while stack:
-        n = stack.pop()
-        for s in succ[n]:
-            if s not in seen:
-                seen.add(s)
-                stack.append(s)
-    return seen
+def _reachable(graph: nx.DiGraph) -> frozenset[str]:
+    """What index.json reaches: every entry, successors, and referrers of what is reached
+    (listed or not), to a fixpoint."""
+    return og.live_set(graph, root_set={e.digest for e in graph.graph["index"].entries})
+
+
+def _held_by(infos: tuple[QuarantineInfo, ...], digest: str) -> str:
+    for q in reversed(infos):
+        if digest in q.blobs:
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(q.created))
+            return (f"; the {q.operation} of {when} removed it: it is held in quarantine {q.id} "
+                    "(`ocigraph restore` brings that apply back)")
+    return ""
+
+
+#: said when index.json lists what is missing
+MISSING_HINT = ("a tool that does not take ocigraph's lock (skopeo, umoci, oras) may have written "
+                "index.json from a copy it read before a gc or delete, listing what that removed; "
+                "on layouts with such writers run gc and delete with --grace (and --keep-deleted "
+                "to be able to undo)")
 
 
 def fsck(root: Path | str, *, workers: int = 4, reporter: og.Reporter | None = None) -> FsckReport:
@@ -183,12 +201,17 @@ def fsck(root: Path | str, *, workers: int = 4, reporter: og.Reporter | None = N
 
     reachable = _reachable(graph)
     nodes = graph.nodes
+    try:
+        held = quarantined(disk.dir)
+    except OSError:
+        held = ()
     for n in sorted(reachable):
         a = nodes[n]
         if not og.is_sweepable(n):
             continue
         if not a["present"]:
-            problems.append(Problem("missing", n, f"referenced by {_holders(graph, n)}"))
+            problems.append(Problem("missing", n, f"referenced by {_holders(graph, n)}"
+                                             f"{_held_by(held, n)}"))
             continue
         actual = present[n].size
         wrong = sorted(s for s in a["declared_sizes"] if s != actual)
@@ -207,12 +230,14 @@ def fsck(root: Path | str, *, workers: int = 4, reporter: og.Reporter | None = N
 
     rank = {k: i for i, k in enumerate(PROBLEM_KINDS)}
     problems.sort(key=lambda p: (rank[p.kind], p.where))
-    return FsckReport(str(root), tuple(problems), checked, bytes_checked, len(reachable))
+    hints = (MISSING_HINT,) if any(p.kind == "missing" for p in problems) else ()
+    return FsckReport(str(root), tuple(problems), checked, bytes_checked, len(reachable), hints)
 
 
 def format_fsck_text(report: FsckReport) -> str:
     """The report for people: one line per problem, then a summary line."""
     lines = [f"{p.kind}: {p.where}: {p.detail}" for p in report.problems]
+    lines += [f"hint: {h}" for h in report.hints]
     summary = (
         f"{report.blobs_checked} blob(s) checked ({og.format_bytes(report.bytes_checked)}), "
         f"{report.reachable} reachable from index.json: "

@@ -221,7 +221,7 @@ class Quarantine:
         held = self.listing()
         live = live_now(self.dir, self, held) if held else frozenset()
         back = tuple(d for d in sorted(held) if (live is None or d in live) and self.take_back(d))
-        if now is not None:
+        if now is not None and self.keep_until is not None:
             self.update(checked=now)
         return back
 
@@ -237,36 +237,37 @@ class Quarantine:
         self._remove()
         return count, size
 
+    def drop_temps(self) -> None:
+        """Remove the temp files a killed write left (call under the lock)."""
+        with os.scandir(self.fd) as it:
+            temps = [e.name for e in it if e.name.startswith(".") and e.name.endswith(".tmp")]
+        for name in temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=self.fd)
+
     def _remove(self) -> None:
         for alg in list(self._algs):
             with contextlib.suppress(OSError):
                 os.rmdir(alg, dir_fd=self.fd)
-        with os.scandir(self.fd) as it:
-            temps = [e.name for e in it if e.name.startswith(".") and e.name.endswith(".tmp")]
-        for name in [*temps, BEFORE, JOURNAL]:  # the journal last: until then, recover() resumes
+        self.drop_temps()
+        for name in (BEFORE, JOURNAL):  # the journal last: until then, recover() resumes
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name, dir_fd=self.fd)
         self.close()
         _prune(self.dir, self.name)
 
 
-def _prune(layout_dir: LayoutDir, name: str) -> None:
-    """Remove the folder ``name``, then its parents, each only if empty (anything else in
-    them is not ours: left alone)."""
-    with contextlib.suppress(OSError):
-        parent = layout_dir.open_folder(".ocigraph")
-        if parent is None:
-            return
-        try:
-            top = os.open("quarantine", _DIR, dir_fd=parent)
-            try:
-                os.rmdir(name, dir_fd=top)
-            finally:
-                os.close(top)
-            os.rmdir("quarantine", dir_fd=parent)
-            os.rmdir(".ocigraph", dir_fd=layout_dir.fd)
-        finally:
-            os.close(parent)
+def _prune(layout_dir: LayoutDir, name: str | None = None) -> None:
+    """Remove the quarantine folder ``name``, then its parents, each only if empty (anything
+    else in them is not ours: left alone)."""
+    for parent, leaf in ((QUARANTINE, name), (".ocigraph", "quarantine"), ("", ".ocigraph")):
+        with contextlib.suppress(OSError):
+            fd = (layout_dir.open_folder(parent) if parent else os.dup(layout_dir.fd)) if leaf else None
+            if fd is not None:
+                try:
+                    os.rmdir(leaf, dir_fd=fd)
+                finally:
+                    os.close(fd)
 
 
 def _read(fd: int, name: str) -> bytes | None:
@@ -374,7 +375,7 @@ def _locked(layout_dir: LayoutDir, lock: LayoutLock | None, timeout: float) -> I
 def _settle(root: Path | str | LayoutDir, lock: LayoutLock | None, timeout: float,
             ends: Callable[[Quarantine], bool]) -> Recovery:
     layout_dir = open_layout(root)
-    top = layout_dir.open_folder(QUARANTINE)  # (a symlink raises: never followed)
+    top = layout_dir.open_folder(".ocigraph")  # (a symlink raises: never followed)
     if top is None:
         return Recovery()
     os.close(top)
@@ -383,6 +384,7 @@ def _settle(root: Path | str | LayoutDir, lock: LayoutLock | None, timeout: floa
     with _locked(layout_dir, lock, timeout):
         for q in Quarantine.open_all(layout_dir):
             try:
+                q.drop_temps()
                 restored += q.recheck()
                 if ends(q):
                     n, b = q.purge()
@@ -392,6 +394,7 @@ def _settle(root: Path | str | LayoutDir, lock: LayoutLock | None, timeout: floa
                     kept.append(q.name)
             finally:
                 q.close()
+        _prune(layout_dir)  # folders a killed purge left empty
     return Recovery(tuple(restored), count, size, tuple(finished), tuple(kept))
 
 
@@ -450,8 +453,9 @@ def restore(root: Path | str | LayoutDir, apply_id: str | None = None, *,
                 if fd is not None and hash_file(fd, alg)[0] != encoded:
                     raise RestoreRefusedError(f"blobs/{alg}/{encoded} exists with other content")
             changes = q.journal.get("changes") or []
-            same = og.digest_bytes(current) == q.journal.get("indexAfter")
-            data = before if same else _merged(current, before, changes)
+            now = og.digest_bytes(current)
+            data = (before if now == q.journal.get("indexAfter") else current
+                    if now == q.journal.get("indexBefore") else _merged(current, before, changes))
             graph = _graph(layout_dir, q, held, og.parse_index(data))
             needed = og.live_set(graph, root_set=[c[1] for c in changes if c[1] in graph])
             if lost := sorted(n for n in needed if not graph.nodes[n]["present"] and og.is_sweepable(n)):
@@ -481,10 +485,10 @@ def _merged(current: bytes, before: bytes, changes: list[Any]) -> bytes:
         raise RestoreRefusedError("index.json changed since the apply and is not a JSON object "
                                   "with a manifests list") from None
     tags = {_tag(e): e.get("digest") for e in entries if _tag(e) is not None}
-    for position, digest, action in changes:
-        entry = was[position]
-        if entry in entries:
-            continue
+    missing = [(c, was[c[0]]) for c in changes if was[c[0]] not in entries]
+    if not missing:
+        return current
+    for (_, digest, action), entry in missing:
         if (tag := _tag(entry)) is not None and tags.setdefault(tag, digest) != digest:
             raise RestoreRefusedError(f"tag {tag!r} now names {tags[tag]}, not {digest}")
         plain = {k: v for k, v in entry.items() if k != "annotations"}

@@ -13,32 +13,35 @@ import contextlib
 import errno
 import os
 import shutil
-import stat
 import signal
+import stat
 import subprocess
-import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from hostile.killpoints import (
     NAMED_POINTS,
+    PROBE_PREFIX,
     TEMP_PREFIX,
     Workload,
     check_valid_layout,
     compare_with_reference,
     make_workload,
     run_child,
+    run_forked,
     run_gc_in_process,
     temp_files,
 )
-from hostile.layoutgen import present_blobs
+from hostile.layoutgen import model_reachable, present_blobs
 
 import ocigraph as og
 from io_adapters import layout as layout_module
 from io_adapters.apply import apply_plan
 from io_adapters.errors import ApplyError, LayoutAccessError
 from io_adapters.layout import read_layout
+from io_adapters.quarantine import recover
 
 GARBAGE_IMAGES = 33  # about 200 deletions: 6 blobs per garbage image, plus dangling blobs
 
@@ -68,6 +71,7 @@ def unlink_points(total: int, count: int = 12) -> list[str]:
 
 def test_temp_prefix_matches_the_adapter() -> None:
     assert TEMP_PREFIX == layout_module.TEMP_PREFIX
+    assert PROBE_PREFIX == layout_module.PROBE_PREFIX
 
 
 # --- SIGKILL -----------------------------------------------------------------------------------
@@ -358,3 +362,167 @@ def test_read_only_file_system_is_a_clear_error(tmp_path: Path) -> None:
         again = run_child(root, via="cli")
         assert again.returncode == 0, again.stderr
         assert compare_with_reference(root, w.reference) == []
+
+
+# --- the quarantine (keep_deleted): SIGKILL at every step of an apply, a re-check, a purge,
+# a restore; the next run converges and no blob is ever lost --------------------------------
+
+KEEP = 3600.0
+KEPT_GARBAGE_IMAGES = 6  # 56 deletions: every move is a kill point
+
+
+def quarantined_blobs(root: Path) -> frozenset[str]:
+    """Every blob file held in the layout's quarantine folders."""
+    top = root / ".ocigraph" / "quarantine"
+    held = set()
+    for folder in top.iterdir() if top.is_dir() else ():
+        for alg in folder.iterdir():
+            if alg.is_dir():
+                held |= {f"{alg.name}:{f.name}" for f in alg.iterdir()}
+    return frozenset(held)
+
+
+def quarantine_leftovers(root: Path) -> list[str]:
+    """Temp files, and quarantine folders without a journal: what a finished run never leaves."""
+    top = root / ".ocigraph" / "quarantine"
+    bad = [str(p) for p in top.rglob(".*.tmp")] if top.is_dir() else []
+    bad += [str(q) for q in (top.iterdir() if top.is_dir() else ()) if not (q / "journal.json").is_file()]
+    return bad + [str(p) for p in root.glob(f"{PROBE_PREFIX}*")]
+
+
+@dataclass(frozen=True)
+class Kept:
+    w: Workload
+    reference: Path  # the template after one uninterrupted gc with keep_deleted
+    moved: int  # blobs it moved into the quarantine
+
+
+@pytest.fixture(scope="module")
+def kept(tmp_path_factory: pytest.TempPathFactory) -> Kept:
+    w = make_workload(tmp_path_factory.mktemp("kept"), KEPT_GARBAGE_IMAGES)
+    reference = w.template.parent / "kept-reference"
+    shutil.copytree(w.template, reference)
+    assert run_forked(reference, keep_deleted=KEEP) == 0
+    # a kept gc leaves blobs/ as a gc does, and holds exactly what that gc deleted
+    assert compare_with_reference(reference, w.reference) == []
+    assert quarantined_blobs(reference) == present_blobs(w.template) - present_blobs(w.reference)
+    assert quarantine_leftovers(reference) == []
+    return Kept(w, reference, w.deletions)
+
+
+def nothing_lost(root: Path, w: Workload) -> list[str]:
+    """Every blob of the template is in blobs/ or in a quarantine, and the layout is valid."""
+    lost = present_blobs(w.template) - present_blobs(root) - quarantined_blobs(root)
+    return check_valid_layout(root, w.live) + ([f"{len(lost)} blob(s) lost"] if lost else [])
+
+
+def apply_points(moves: int) -> list[str]:
+    return ["lock", "probe", "journal-temp:1", "journal:1", "journal-temp:2", "journal:2",
+            "temp-open", "temp-partial", "before-rename", "after-rename",
+            *(f"move:{n}" for n in range(1, moves + 1)),
+            "read-index:1", "journal-temp:3", "journal:3"]
+
+
+KEPT_POINTS = apply_points(56)
+RELIST_AT = 20  # a writer puts the old index.json back just before the 20th move
+
+
+def test_the_kept_kill_points_cover_every_move(kept: Kept) -> None:
+    assert kept.moved == 56, "update KEPT_POINTS for the new workload"
+    assert len(KEPT_POINTS) + len(RELIST_POINTS) + len(PURGE_POINTS) + len(RESTORE_POINTS) >= 100
+
+
+@pytest.mark.parametrize("point", KEPT_POINTS)
+def test_sigkill_of_a_kept_apply_loses_nothing_and_the_next_run_converges(
+        kept: Kept, tmp_path: Path, point: str) -> None:
+    w = kept.w
+    root = copy_of(w, tmp_path)
+    assert run_forked(root, point, keep_deleted=KEEP) == -signal.SIGKILL, f"not killed at {point}"
+    assert nothing_lost(root, w) == []
+    assert (root / "index.json").read_bytes() in {(w.template / "index.json").read_bytes(),
+                                                  (w.reference / "index.json").read_bytes()}
+    assert run_forked(root, keep_deleted=KEEP) == 0
+    assert compare_with_reference(root, w.reference) == []
+    assert quarantined_blobs(root) == quarantined_blobs(kept.reference)  # (in one or two folders)
+    assert quarantine_leftovers(root) == []
+
+
+# A tool that read index.json before the run writes it back (in place) during the moves: the
+# re-check finds every entry's blobs live again and moves them back; SIGKILL at each of those
+# steps.  The next gc then makes exactly the uninterrupted gc's layout.
+RELIST_POINTS = [*(f"back:{n}" for n in range(1, 37)), "read-index:1", "read-index:2",
+                 "journal:3", "journal:4", f"move:{RELIST_AT}", f"move:{RELIST_AT + 1}", "move:56"]
+
+
+def test_a_writer_relisting_during_the_moves_gets_every_blob_back(kept: Kept, tmp_path: Path) -> None:
+    w = kept.w
+    root = copy_of(w, tmp_path)
+    old = (w.template / "index.json").read_bytes()
+    assert run_forked(root, keep_deleted=KEEP, relist=(RELIST_AT, old)) == 0
+    assert (root / "index.json").read_bytes() == old
+    reachable = model_reachable(root)
+    assert reachable is not None and reachable <= present_blobs(root), "a relisted blob is missing"
+    assert not reachable & quarantined_blobs(root)
+    assert present_blobs(root) | quarantined_blobs(root) == present_blobs(w.template)
+    back = len(present_blobs(root) - present_blobs(w.reference))
+    assert back == 36, f"{back} blobs came back: RELIST_POINTS assumes 36"
+
+
+@pytest.mark.parametrize("point", RELIST_POINTS)
+def test_sigkill_while_blobs_go_back_loses_nothing_and_gc_converges(
+        kept: Kept, tmp_path: Path, point: str) -> None:
+    w = kept.w
+    root = copy_of(w, tmp_path)
+    old = (w.template / "index.json").read_bytes()
+    code = run_forked(root, point, keep_deleted=KEEP, relist=(RELIST_AT, old))
+    assert code == -signal.SIGKILL, f"not killed at {point}"
+    # index.json may list what the quarantine holds (the writer's doing), but nothing is lost,
+    # and what the next command does first puts it all back
+    assert present_blobs(root) | quarantined_blobs(root) == present_blobs(w.template)
+    recover(root)
+    assert nothing_lost(root, w) == []
+    assert run_forked(root, keep_deleted=KEEP) == 0
+    assert compare_with_reference(root, w.reference) == []
+    assert present_blobs(root) | quarantined_blobs(root) == present_blobs(w.template)
+    assert quarantine_leftovers(root) == []
+
+
+def kept_copy(kept: Kept, tmp_path: Path) -> Path:
+    root = tmp_path / "layout"
+    shutil.copytree(kept.reference, root)
+    return root
+
+
+PURGE_POINTS = [*(f"unlink:{n}" for n in (1, 2, 3, *range(5, 57, 4), 56, 57, 58)),
+                "rmdir:1", "rmdir:2", "rmdir:3", "rmdir:4"]
+
+
+@pytest.mark.parametrize("point", PURGE_POINTS)
+def test_sigkill_during_a_purge_then_purging_again_ends_it(kept: Kept, tmp_path: Path,
+                                                            point: str) -> None:
+    root = kept_copy(kept, tmp_path)
+    assert run_forked(root, point, action="purge") == -signal.SIGKILL, f"not killed at {point}"
+    assert check_valid_layout(root, kept.w.live) == []
+    assert compare_with_reference(root, kept.w.reference) == []
+    assert run_forked(root, action="purge") == 0
+    assert compare_with_reference(root, kept.w.reference) == []
+    assert not (root / ".ocigraph").exists()
+
+
+RESTORE_POINTS = [*(f"back:{n}" for n in (1, 2, *range(4, 56, 5), 56)), "temp-open",
+                  "temp-partial", "before-rename", "after-rename", "rmdir:1", "rmdir:2", "rmdir:3"]
+
+
+@pytest.mark.parametrize("point", RESTORE_POINTS)
+def test_sigkill_during_a_restore_then_restoring_again_ends_it(kept: Kept, tmp_path: Path,
+                                                                point: str) -> None:
+    w = kept.w
+    root = kept_copy(kept, tmp_path)
+    assert run_forked(root, point, action="restore") == -signal.SIGKILL, f"not killed at {point}"
+    assert nothing_lost(root, w) == []
+    if list(root.glob(".ocigraph/quarantine/*/journal.json")):  # not done: restore again
+        assert run_forked(root, action="restore") == 0
+    recover(root)  # what the next command does first: empty folders a kill left go
+    assert (root / "index.json").read_bytes() == (w.template / "index.json").read_bytes()
+    assert present_blobs(root) == present_blobs(w.template)
+    assert not (root / ".ocigraph").exists()

@@ -27,7 +27,6 @@ from hypothesis import strategies as st
 
 # the store's predecessors do not yet name the holders the core asks for: tests whose stored
 # deletes meet that are expected to fail until it does (see tests/test_store.py)
-
 import ocigraph as og
 from io_adapters import planner, store
 from io_adapters.cli import cli

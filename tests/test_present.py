@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from builder import CONFIG, Builder
 from hypothesis import given, settings
 from hypothesis import strategies as st
