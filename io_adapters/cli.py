@@ -356,25 +356,34 @@ def _stdin_is_terminal() -> bool:
 
 
 class ProgressReporter(og.Reporter):
-    """Drives a tqdm bar on stderr while the core reads manifests (only on a terminal)."""
+    """Shows each phase of a plan on stderr (only on a terminal): listing the blobs, reading
+    manifests (a count), building the graph, planning -- a bar with the elapsed time, so a
+    long silence is never unexplained."""
+
+    _NAMES = {"list": "listing blobs", "read": "reading manifests", "build": "building the graph",
+              "close": "walking what is live", "plan": "planning"}
 
     def __init__(self, enabled: bool | None = None) -> None:
         self.enabled = _stderr_is_terminal() if enabled is None else enabled
         self._bar: Any = None
 
-    def manifests_read(self, count: int) -> None:
+    def phase_started(self, phase: str) -> None:
         if not self.enabled:
             return
-        if self._bar is None:
-            from tqdm import tqdm
+        from tqdm import tqdm
 
-            self._bar = tqdm(desc="reading manifests", unit=" manifests", file=sys.stderr,
-                             leave=False)
-        self._bar.update(count)
+        self.close()
+        unit = " manifests" if phase == "read" else ""
+        self._bar = tqdm(desc=self._NAMES.get(phase, phase), unit=unit, file=sys.stderr,
+                         leave=False, bar_format="{desc}: {n_fmt}{unit} [{elapsed}]"
+                         if phase == "read" else "{desc} [{elapsed}]")
+
+    def manifests_read(self, count: int) -> None:
+        if self._bar is not None:
+            self._bar.update(count)
 
     def phase_finished(self, phase: str) -> None:
-        if phase == "read":
-            self.close()
+        self.close()
 
     def close(self) -> None:
         if self._bar is not None:

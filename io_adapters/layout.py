@@ -665,10 +665,12 @@ def open_layout(root: Path | str | LayoutDir) -> LayoutDir:
 
 
 @pauses_collector  # listing a million blobs makes a million small objects
-def read_layout(root: Path | str | LayoutDir, *, workers: int = 4) -> DiskLayout:
+def read_layout(root: Path | str | LayoutDir, *, workers: int = 4,
+                reporter: og.Reporter | None = None) -> DiskLayout:
     """Read the layout at ``root`` (a path, or an open :class:`LayoutDir`) into a
     :class:`DiskLayout`.  Raises a one-line :class:`ocigraph.OcigraphError` naming the file at
-    fault for anything that makes the layout unusable."""
+    fault for anything that makes the layout unusable.  ``reporter`` hears of the ``list``
+    phase (the core reports the others)."""
     layout_dir = open_layout(root)
     # The clock is read before anything is listed: a blob written after this instant is newer
     # than the plan's snapshot, and apply will not delete it.
@@ -676,7 +678,11 @@ def read_layout(root: Path | str | LayoutDir, *, workers: int = 4) -> DiskLayout
     layout_dir.check_oci_layout()
     index = layout_dir.read_index()
     folders = layout_dir.folder_stamps()
+    if reporter is not None:
+        reporter.phase_started("list")
     present, junk = scan_blobs(layout_dir)
+    if reporter is not None:
+        reporter.phase_finished("list")
     source = DiskManifestSource(layout_dir, present, workers)
     return DiskLayout(layout_dir, og.Layout(index=index, blobs=present, manifests=source,
                                             now=listed_at / 1e9),

@@ -102,14 +102,14 @@ class Planned:
 
 
 def plan_graph(graph: nx.DiGraph, operation: str, refs: Sequence[str], policy: og.Policy,
-               whole: og.WholeGraph | None = None) -> og.Plan:
+               whole: og.WholeGraph | None = None, reporter: og.Reporter | None = None) -> og.Plan:
     """``operation`` (``delete``, ``gc``, ``remove``, ``untag``) on ``graph``.  ``whole``:
     ``graph`` as a source, whose liveness facts the plan then shares (grace 0)."""
     given = whole.facts(policy.keep_untagged) if whole is not None and policy.grace <= 0 else None
     if operation == "delete":
-        return og.plan_delete(graph, refs, policy, given=given)
+        return og.plan_delete(graph, refs, policy, reporter, given=given)
     if operation == "gc":
-        return og.plan_gc(graph, policy, given=given)
+        return og.plan_gc(graph, policy, reporter, given=given)
     if operation == "remove":
         return og.plan_remove(graph, refs, policy)
     if operation == "untag":
@@ -155,7 +155,7 @@ def plan_prune_layout(root: Path | str | LayoutDir, rules: og.RetentionRules, po
     tags' remove with the gc sweep (:func:`ocigraph.plan_prune`), on the whole graph."""
     layout_dir = open_layout(root)
     with collector_paused():
-        disk = read_layout(layout_dir)
+        disk = read_layout(layout_dir, reporter=reporter)
         graph = og.build_graph(disk.layout, reporter, mtimes=policy.grace > 0)
         plan = og.plan_prune(graph, rules, now=now, push_times=push_times(disk, rules),
                              policy=policy)
@@ -392,10 +392,10 @@ def plan_layout(root: Path | str | LayoutDir, operation: str, refs: Sequence[str
     if isinstance(from_store, Planned):
         return from_store
     with collector_paused():
-        disk = read_layout(layout_dir)
+        disk = read_layout(layout_dir, reporter=reporter)
         graph = og.build_graph(disk.layout, reporter, mtimes=policy.grace > 0)
         whole = og.WholeGraph(graph)
-        plan = dataclasses.replace(plan_graph(graph, operation, refs, policy, whole),
+        plan = dataclasses.replace(plan_graph(graph, operation, refs, policy, whole, reporter),
                                    origin=layout_dir.origin)
     if from_store is not None:  # the layout knew a name the store did not: the store lost it
         _discard(from_store)

@@ -170,3 +170,17 @@ def test_refs_complete_from_the_layout_named_before(layout: Path) -> None:
     complete = BashComplete(cli, {}, "ocigraph", "_OCIGRAPH_COMPLETE")
     got = [c.value for c in complete.get_completions(["delete", str(layout)], "app:")]
     assert sorted(got) == ["app:0", "app:1", "app:2"]
+
+
+def test_every_phase_of_a_plan_shows_on_a_terminal(layout: Path, capsys: Any) -> None:
+    from io_adapters.planner import plan_layout
+
+    reporter = cli_module.ProgressReporter(enabled=True)
+    plan_layout(layout, "gc", [], og.Policy(), reporter=reporter, cache=False)
+    reporter.close()
+    shown = capsys.readouterr().err
+    for phase in ("listing blobs", "reading manifests", "building the graph", "planning"):
+        assert phase in shown, phase
+    quiet = cli_module.ProgressReporter(enabled=False)
+    plan_layout(layout, "gc", [], og.Policy(), reporter=quiet, cache=False)
+    assert capsys.readouterr().err == ""
