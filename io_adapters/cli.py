@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import click
 import networkx as nx
@@ -360,8 +360,9 @@ class ProgressReporter(og.Reporter):
     manifests (a count), building the graph, planning -- a bar with the elapsed time, so a
     long silence is never unexplained."""
 
-    _NAMES = {"list": "listing blobs", "read": "reading manifests", "build": "building the graph",
-              "close": "walking what is live", "plan": "planning"}
+    _NAMES: ClassVar[dict[str, str]] = {
+        "list": "listing blobs", "read": "reading manifests", "build": "building the graph",
+        "close": "walking what is live", "plan": "planning"}
 
     def __init__(self, enabled: bool | None = None) -> None:
         self.enabled = _stderr_is_terminal() if enabled is None else enabled

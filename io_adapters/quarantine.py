@@ -31,6 +31,7 @@ import orjson
 
 import ocigraph as og
 
+from .errors import LayoutAccessError
 from .layout import DiskManifestSource, LayoutDir, open_layout, scan_blobs
 from .lock import LayoutLock
 
@@ -263,7 +264,7 @@ def _prune(layout_dir: LayoutDir, name: str | None = None) -> None:
     for parent, leaf in ((QUARANTINE, name), (".ocigraph", "quarantine"), ("", ".ocigraph")):
         with contextlib.suppress(OSError):
             fd = (layout_dir.open_folder(parent) if parent else os.dup(layout_dir.fd)) if leaf else None
-            if fd is not None:
+            if fd is not None and leaf is not None:
                 try:
                     os.rmdir(leaf, dir_fd=fd)
                 finally:
@@ -375,25 +376,33 @@ def _locked(layout_dir: LayoutDir, lock: LayoutLock | None, timeout: float) -> I
 def _settle(root: Path | str | LayoutDir, lock: LayoutLock | None, timeout: float,
             ends: Callable[[Quarantine], bool]) -> Recovery:
     layout_dir = open_layout(root)
-    top = layout_dir.open_folder(".ocigraph")  # (a symlink raises: never followed)
+    try:
+        top = layout_dir.open_folder(".ocigraph")
+    except OSError:  # not a folder, or a symlink: not ours, never followed
+        return Recovery()
     if top is None:
         return Recovery()
     os.close(top)
     restored: list[str] = []
-    finished, kept, count, size = [], [], 0, 0
+    finished, kept, count, size, name = [], [], 0, 0, QUARANTINE
     with _locked(layout_dir, lock, timeout):
-        for q in Quarantine.open_all(layout_dir):
-            try:
-                q.drop_temps()
-                restored += q.recheck()
-                if ends(q):
-                    n, b = q.purge()
-                    finished.append(q.name)
-                    count, size = count + n, size + b
-                else:
-                    kept.append(q.name)
-            finally:
-                q.close()
+        try:
+            for q in Quarantine.open_all(layout_dir):
+                name = f"{QUARANTINE}/{q.name}"
+                try:
+                    q.drop_temps()
+                    restored += q.recheck()
+                    if ends(q):
+                        n, b = q.purge()
+                        finished.append(q.name)
+                        count, size = count + n, size + b
+                    else:
+                        kept.append(q.name)
+                finally:
+                    q.close()
+        except OSError as exc:
+            raise LayoutAccessError(name, f"cannot finish what an earlier run left ({exc.strerror}); "
+                                    "the layout is valid: run the command again") from None
         _prune(layout_dir)  # folders a killed purge left empty
     return Recovery(tuple(restored), count, size, tuple(finished), tuple(kept))
 
