@@ -11,7 +11,10 @@ Pick one with the ``HYPOTHESIS_PROFILE`` environment variable:
 
 from __future__ import annotations
 
+import atexit as _atexit
 import os
+import shutil as _shutil
+import tempfile as _tempfile
 
 from hypothesis import HealthCheck, settings
 
@@ -27,10 +30,6 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 # Every test -- and every process a test starts, which inherits the environment -- keeps
 # ocigraph's cache in a temporary folder of this session, never in the user's ~/.cache.
 # Set here, at import, so that it holds before any test module imports ocigraph's shell.
-import atexit as _atexit
-import shutil as _shutil
-import tempfile as _tempfile
-
 _CACHE_ROOT = _tempfile.mkdtemp(prefix="ocigraph-test-cache-")
 os.environ["OCIGRAPH_CACHE_DIR"] = _CACHE_ROOT
 os.environ["XDG_CACHE_HOME"] = _CACHE_ROOT
