@@ -634,6 +634,131 @@ def _expire_and_sweep(graph: nx.DiGraph, policy: Policy, expired: Collection[int
     return reasons, kept, changes, live
 
 
+_Age = tuple[bool, float, str]
+
+
+def _judge(graph: nx.DiGraph, rules: RetentionRules, policy: Policy, now: float,
+           push_times: Mapping[str, float]) -> tuple[_Judging, dict[str, _Age]]:
+    """Collect the tags, rank each repository's images newest first (from 1), and judge them
+    by the lifecycle policy or the keep rules: ``(the judging, digest -> its age key)``."""
+    j = _collect(graph, rules, policy)
+    age = {d: age_key(push_times.get(d), d) for d in {t.digest for t in j.tags}}
+    for images in j.images.values():  # rank: newest first, from 1
+        for rank, digest in enumerate(sorted(images, key=age.__getitem__, reverse=True), 1):
+            for t in images[digest]:
+                t.rank = rank
+    if rules.lifecycle is not None:
+        _judge_by_lifecycle(j, rules.lifecycle, now, push_times)
+    else:
+        _judge_by_keep_rules(j, rules, now, push_times)
+    return j, age
+
+
+def _budget_candidates(tags_of: Mapping[str, list[_Tag]], rules: RetentionRules,
+                       age: Mapping[str, _Age]) -> list[str]:
+    """The images the space budget may evict, oldest first: those with a judged tag left, and
+    no tag pinned or ambiguous (none without ``max_size``)."""
+    candidates: list[str] = []
+    if rules.max_size is not None:
+        for d, mine in tags_of.items():
+            if any(t.ref is not None and t.judged and t.verdict == "kept" for t in mine) and all(
+                    t.rule not in ("keep-tag", "ambiguous") for t in mine):
+                candidates.append(d)
+        candidates.sort(key=age.__getitem__)
+    return candidates
+
+
+def _movable_roots(graph: nx.DiGraph, policy: Policy, may_go: Collection[int],
+                   age: Mapping[str, _Age]) -> tuple[list[str], frozenset[str]]:
+    """``(the roots that may stop being roots, oldest first; what stays live whatever
+    happens)``: a root is fixed when it is young or keeps an entry that cannot go."""
+    entries = graph.graph["index"].entries
+    nodes = graph._node
+    all_roots = roots(graph, policy)
+    young = young_nodes(graph, policy)
+    fixed = set()
+    for d in all_roots:
+        if d in young or any(p not in may_go and (entries[p].tag is not None or policy.keep_untagged)
+                             for p in nodes[d]["entries"]):
+            fixed.add(d)
+    movable = sorted(all_roots - fixed, key=lambda d: age.get(d) or age_key(None, d))
+    return movable, live_set(graph, policy, fixed)
+
+
+def _root_entries_gone(graph: nx.DiGraph, policy: Policy, d: str, gone: Collection[int]) -> bool:
+    """Whether every entry that makes ``d`` a root is at a position in ``gone``."""
+    entries = graph.graph["index"].entries
+    return all(p in gone or not (entries[p].tag is not None or policy.keep_untagged)
+               for p in graph._node[d]["entries"])
+
+
+def _evict_over_budget(graph: nx.DiGraph, policy: Policy, counts: _LiveCounts, limit: int,
+                       candidates: Iterable[str], tags_of: Mapping[str, list[_Tag]],
+                       expired: set[int]) -> int:
+    """Evict the ``candidates``, oldest first, until what stays live fits in ``limit`` bytes:
+    their kept tags expire by ``max-size`` (their positions join ``expired``).  Returns the
+    bytes still over the budget."""
+    for d in candidates:
+        if counts.live_bytes <= limit:
+            break
+        before = counts.live_bytes
+        mine = [t for t in tags_of[d] if t.judged and t.verdict == "kept"]
+        for t in mine:
+            expired.update(t.positions)
+        freed = counts.release(d) if _root_entries_gone(graph, policy, d, expired) else 0
+        for t in mine:
+            was = "" if t.rule == "within-budget" else f" (was kept by {t.rule} {t.detail})"
+            t.verdict, t.rule = "expired", "max-size"
+            t.detail = f"{format_bytes(before)} live > {format_bytes(limit)}{was}"
+            t.live_bytes, t.bytes_freed = before, freed
+    over: int = max(0, counts.live_bytes - limit)
+    return over
+
+
+def _account_space(graph: nx.DiGraph, rules: RetentionRules, policy: Policy, j: _Judging,
+                   age: Mapping[str, _Age]) -> tuple[set[int], _LiveCounts, int]:
+    """What the rules' expirations free, and the space budget's evictions (RETENTION.md §3):
+    ``(the expired entries' positions, the live counts after them, bytes over the budget)``."""
+    # What may stop being a root: entries the rules expire, and the selected tags of the images
+    # the budget may evict (those with a judged tag left, and no tag pinned or ambiguous).
+    by_rules = {p for t in j.tags if t.verdict == "expired" for p in t.positions}
+    tags_of: dict[str, list[_Tag]] = {}
+    for t in j.tags:
+        tags_of.setdefault(t.digest, []).append(t)
+    candidates = _budget_candidates(tags_of, rules, age)
+    evictable = {p for d in candidates for t in tags_of[d]
+                 if t.judged and t.verdict == "kept" for p in t.positions}
+    movable, permanent = _movable_roots(graph, policy, by_rules | evictable, age)
+    counts = _LiveCounts(graph, permanent, movable)
+
+    for d in movable:  # the rules' expirations, oldest first, each with what it frees
+        if _root_entries_gone(graph, policy, d, by_rules):
+            freed = counts.release(d)
+            for t in tags_of.get(d, ()):
+                if t.verdict == "expired":
+                    t.bytes_freed = freed
+
+    expired = set(by_rules)
+    over = 0
+    if rules.max_size is not None:
+        over = _evict_over_budget(graph, policy, counts, rules.max_size, candidates, tags_of,
+                                  expired)
+    return expired, counts, over
+
+
+def _decisions(j: _Judging, push_times: Mapping[str, float]) -> list[RetentionDecision]:
+    """Every tag's decision, by repository, rank, tag and digest."""
+    return sorted(
+        (RetentionDecision(
+            tag=None if t.ref is None else t.ref.name, digest=t.digest,
+            repository="" if t.ref is None else t.ref.repository, verdict=t.verdict,
+            rule=t.rule, detail=t.detail, push_time=push_times.get(t.digest),
+            rank=t.rank if t.judged else None, live_bytes=t.live_bytes,
+            bytes_freed=t.bytes_freed if t.verdict == "expired" else 0)
+         for t in j.tags),
+        key=lambda d: (d.repository, d.rank is None, d.rank or 0, d.tag or "", d.digest))
+
+
 def plan_prune(graph: nx.DiGraph, rules: RetentionRules, *, now: float,
                push_times: Mapping[str, float], policy: Policy | None = None,
                reporter: Reporter | None = None) -> Plan:
@@ -661,77 +786,11 @@ def plan_prune(graph: nx.DiGraph, rules: RetentionRules, *, now: float,
     if isinstance(graph, NeighbourhoodView):
         raise ValueError("prune needs the whole graph; a neighbourhood view plans deletes only")
     rep = reporter or _NULL_REPORTER
-    entries = graph.graph["index"].entries
     nodes = graph._node
 
     rep.phase_started("close")
-    j = _collect(graph, rules, policy)
-    age = {d: age_key(push_times.get(d), d) for d in {t.digest for t in j.tags}}
-    for images in j.images.values():  # rank: newest first, from 1
-        for rank, digest in enumerate(sorted(images, key=age.__getitem__, reverse=True), 1):
-            for t in images[digest]:
-                t.rank = rank
-    if rules.lifecycle is not None:
-        _judge_by_lifecycle(j, rules.lifecycle, now, push_times)
-    else:
-        _judge_by_keep_rules(j, rules, now, push_times)
-
-    # What may stop being a root: entries the rules expire, and the selected tags of the images
-    # the budget may evict (those with a judged tag left, and no tag pinned or ambiguous).
-    by_rules = {p for t in j.tags if t.verdict == "expired" for p in t.positions}
-    tags_of: dict[str, list[_Tag]] = {}
-    for t in j.tags:
-        tags_of.setdefault(t.digest, []).append(t)
-    candidates: list[str] = []
-    if rules.max_size is not None:
-        for d, mine in tags_of.items():
-            if any(t.ref is not None and t.judged and t.verdict == "kept" for t in mine) and all(
-                    t.rule not in ("keep-tag", "ambiguous") for t in mine):
-                candidates.append(d)
-        candidates.sort(key=age.__getitem__)
-    evictable = {p for d in candidates for t in tags_of[d]
-                 if t.judged and t.verdict == "kept" for p in t.positions}
-    may_go = by_rules | evictable
-    all_roots = roots(graph, policy)
-    young = young_nodes(graph, policy)
-    fixed = set()
-    for d in all_roots:
-        if d in young or any(p not in may_go and (entries[p].tag is not None or policy.keep_untagged)
-                             for p in nodes[d]["entries"]):
-            fixed.add(d)
-    movable = sorted(all_roots - fixed, key=lambda d: age.get(d) or age_key(None, d))
-    permanent = live_set(graph, policy, fixed)
-    counts = _LiveCounts(graph, permanent, movable)
-
-    def root_entries_gone(d: str, gone: Collection[int]) -> bool:
-        return all(p in gone or not (entries[p].tag is not None or policy.keep_untagged)
-                   for p in nodes[d]["entries"])
-
-    for d in movable:  # the rules' expirations, oldest first, each with what it frees
-        if root_entries_gone(d, by_rules):
-            freed = counts.release(d)
-            for t in tags_of.get(d, ()):
-                if t.verdict == "expired":
-                    t.bytes_freed = freed
-
-    expired = set(by_rules)
-    over = 0
-    if rules.max_size is not None:
-        limit = rules.max_size
-        for d in candidates:
-            if counts.live_bytes <= limit:
-                break
-            before = counts.live_bytes
-            mine = [t for t in tags_of[d] if t.judged and t.verdict == "kept"]
-            for t in mine:
-                expired.update(t.positions)
-            freed = counts.release(d) if root_entries_gone(d, expired) else 0
-            for t in mine:
-                was = "" if t.rule == "within-budget" else f" (was kept by {t.rule} {t.detail})"
-                t.verdict, t.rule = "expired", "max-size"
-                t.detail = f"{format_bytes(before)} live > {format_bytes(limit)}{was}"
-                t.live_bytes, t.bytes_freed = before, freed
-        over = max(0, counts.live_bytes - limit)
+    j, age = _judge(graph, rules, policy, now, push_times)
+    expired, counts, over = _account_space(graph, rules, policy, j, age)
     rep.phase_finished("close")
     if isinstance(rep, PruneReporter):
         rep.liveness_steps(counts.steps)
@@ -743,15 +802,7 @@ def plan_prune(graph: nx.DiGraph, rules: RetentionRules, *, now: float,
         a = nodes[n]
         deletions.append(Deletion(n, reasons[n], a["size"], a["present"],
                                   tuple(sorted(a["media_types"]))))
-    decisions = sorted(
-        (RetentionDecision(
-            tag=None if t.ref is None else t.ref.name, digest=t.digest,
-            repository="" if t.ref is None else t.ref.repository, verdict=t.verdict,
-            rule=t.rule, detail=t.detail, push_time=push_times.get(t.digest),
-            rank=t.rank if t.judged else None, live_bytes=t.live_bytes,
-            bytes_freed=t.bytes_freed if t.verdict == "expired" else 0)
-         for t in j.tags),
-        key=lambda d: (d.repository, d.rank is None, d.rank or 0, d.tag or "", d.digest))
+    decisions = _decisions(j, push_times)
     targets = tuple(d.tag if d.tag is not None else d.digest for d in decisions if d.expired)
     by_pos = {c.position: c for c in changes}
     plan = Plan(

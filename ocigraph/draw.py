@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import networkx as nx
 
@@ -230,6 +230,108 @@ def _legend_handles(styles: dict[str, Any], plan: Plan | None, used_colours: set
     return handles
 
 
+def _node_groups(graph: nx.DiGraph, categories: dict[str, str] | None,
+                 ) -> dict[tuple[str, str, bool], list[str]]:
+    """Nodes by (colour, kind, present): colour is the plan's category, or the kind."""
+    groups: dict[tuple[str, str, bool], list[str]] = {}
+    for n in sorted(graph):
+        kind = node_kind(graph, n)
+        colour = categories[n] if categories is not None else kind
+        groups.setdefault((colour, kind, bool(graph.nodes[n]["present"])), []).append(n)
+    return groups
+
+
+def _default_title(graph: nx.DiGraph, plan: Plan | None, focus: Iterable[str] | None,
+                   hops: int | None) -> str:
+    """The plan's summary or the graph's, said to be around ``focus`` when there is one."""
+    title = plan.summary() if plan is not None else graph_summary(graph)
+    if focus is not None:
+        named = ", ".join(focus)
+        title = (f"around {named}" + (f" ({hops} step(s))" if hops is not None else "")
+                 + f": {title}")
+    return title
+
+
+class _Frame(NamedTuple):
+    """A new figure's geometry, in inches, and its title wrapped to fit."""
+
+    width: float
+    height: float
+    axes_width: float
+    axes_height: float
+    title: str
+    title_pad: float
+    legend_columns: int
+
+
+def _frame(title: str, handles: list[Any], x_range: tuple[float, float],
+           y_range: tuple[float, float], column: float, row: float, max_width: float) -> _Frame:
+    """The geometry of a new figure: axes as large as the layout (at most ``max_width`` wide
+    with the margins, at most ``_MAX_HEIGHT`` tall), the title and the legend above them."""
+    axes_width = (x_range[1] - x_range[0]) * column
+    axes_height = min(_MAX_HEIGHT, (y_range[1] - y_range[0]) * row)
+    width = min(max_width, max(5.0, axes_width + 2 * _MARGIN))
+    inside = width - 2 * _MARGIN
+    # the title starts where the axes start and wraps at the figure's right edge; the
+    # legend is a block of columns between the title and the top row
+    title_lines = textwrap.wrap(title, max(20, int(inside * 72 / (9 * _SANS_ADVANCE))))
+    entry = max((_text_width([h.get_label()], 8, _SANS_ADVANCE) for h in handles),
+                default=0.0) + _LEGEND_ENTRY
+    legend_columns = max(1, min(len(handles), math.floor(inside / entry))) if handles else 1
+    legend_rows = math.ceil(len(handles) / legend_columns)
+    legend_height = legend_rows * _LEGEND_ROW + 0.1 if handles else 0.0
+    title_pad = legend_height * 72 + 6
+    title_height = len(title_lines) * 9 * 1.3 / 72 + title_pad / 72 if title_lines else 0.0
+    height = axes_height + max(title_height, legend_height) + 2 * _MARGIN
+    return _Frame(width, height, axes_width, axes_height, "\n".join(title_lines), title_pad,
+                  legend_columns)
+
+
+def _draw_edges(ax: Any, edges: list[tuple[str, str, Any]],
+                pos: dict[str, tuple[float, float]]) -> None:
+    """Arrows from referencing to referenced node (plain lines above ``_ARROW_LIMIT`` edges);
+    ``subject`` edges dashed."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.patches import FancyArrowPatch
+
+    if len(edges) <= _ARROW_LIMIT:
+        for u, v, roles in edges:
+            ax.add_patch(FancyArrowPatch(
+                pos[u], pos[v], arrowstyle="-|>", mutation_scale=10, shrinkA=8, shrinkB=8,
+                color="#777777", linewidth=0.8, linestyle="--" if roles == {"subject"} else "-",
+                zorder=1))
+    else:
+        for dashed in (False, True):
+            segs = [(pos[u], pos[v]) for u, v, r in edges if (r == {"subject"}) == dashed]
+            if segs:
+                ax.add_collection(LineCollection(segs, colors="#999999", linewidths=0.5,
+                                                 linestyles="--" if dashed else "-", zorder=1))
+
+
+def _draw_nodes(ax: Any, groups: dict[tuple[str, str, bool], list[str]], styles: dict[str, Any],
+                pos: dict[str, tuple[float, float]]) -> None:
+    """One scatter per (colour, kind, present), in palette order for a stable drawing."""
+    order = {name: i for i, name in enumerate(tuple(CATEGORIES) + tuple(KINDS))}
+    for (colour, kind, present), ns in sorted(groups.items(),
+                                              key=lambda kv: (order[kv[0][0]], order[kv[0][1]],
+                                                              not kv[0][2])):
+        style = styles[colour]
+        ax.scatter([pos[n][0] for n in ns], [pos[n][1] for n in ns], s=_MARKER_AREA,
+                   marker=KIND_MARKERS[kind], c=style.fill, edgecolors=style.stroke,
+                   linewidths=1.5, linestyles="-" if present else "--", zorder=3,
+                   gid=f"nodes:{colour}:{kind}" + ("" if present else ":absent"))
+
+
+def _draw_labels(ax: Any, texts: dict[str, str], pos: dict[str, tuple[float, float]]) -> None:
+    """Each label under its node, on a white box."""
+    for n, text in sorted(texts.items()):
+        ax.annotate(text, pos[n], xytext=(0, -_LABEL_GAP), textcoords="offset points",
+                    ha="center", va="top", fontsize=_LABEL_FONT, family="monospace",
+                    zorder=4, gid=f"label:{n}",
+                    bbox={"boxstyle": "square,pad=0.05", "facecolor": "white",
+                          "edgecolor": "none", "alpha": 0.8})
+
+
 def draw(graph: nx.DiGraph, plan: Plan | None = None, ax: Any = None, *,
          labels: bool | None = None, legend: bool = True, title: str | None = None,
          focus: str | Iterable[str] | None = None, hops: int | None = None,
@@ -254,8 +356,6 @@ def draw(graph: nx.DiGraph, plan: Plan | None = None, ax: Any = None, *,
     """
     try:
         import matplotlib.pyplot as plt
-        from matplotlib.collections import LineCollection
-        from matplotlib.patches import FancyArrowPatch
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("ocigraph.draw needs matplotlib: pip install 'ocigraph[viz]'") from exc
 
@@ -268,12 +368,7 @@ def draw(graph: nx.DiGraph, plan: Plan | None = None, ax: Any = None, *,
         labels = graph.number_of_nodes() <= _LABEL_LIMIT
     texts = {n: _label(graph, n) for n in graph} if labels else {}
 
-    # Nodes: one scatter per (colour, kind, present), in palette order for a stable drawing.
-    groups: dict[tuple[str, str, bool], list[str]] = {}
-    for n in sorted(graph):
-        kind = node_kind(graph, n)
-        colour = categories[n] if categories is not None else kind
-        groups.setdefault((colour, kind, bool(graph.nodes[n]["present"])), []).append(n)
+    groups = _node_groups(graph, categories)  # nodes by (colour, kind, present)
     edges = sorted(graph.edges(data="roles"))
     dashed_edges = any(r == {"subject"} for _, _, r in edges)
     handles = (_legend_handles(styles, plan, {c for c, _, _ in groups}, {k for _, k, _ in groups},
@@ -298,67 +393,23 @@ def draw(graph: nx.DiGraph, plan: Plan | None = None, ax: Any = None, *,
     y_range = (min(ys) - below, max(ys) + 0.35)
 
     if title is None:
-        title = plan.summary() if plan is not None else graph_summary(graph)
-        if focus is not None:
-            named = ", ".join(focus)
-            title = (f"around {named}" + (f" ({hops} step(s))" if hops is not None else "")
-                     + f": {title}")
-    title_at, title_pad, legend_columns = "center", 6.0, 1
+        title = _default_title(graph, plan, focus, hops)
+    title_at, title_pad = "center", 6.0
     if ax is None:
-        axes_width = (x_range[1] - x_range[0]) * column
-        axes_height = min(_MAX_HEIGHT, (y_range[1] - y_range[0]) * row)
-        width = min(max_width, max(5.0, axes_width + 2 * _MARGIN))
-        inside = width - 2 * _MARGIN
-        # the title starts where the axes start and wraps at the figure's right edge; the
-        # legend is a block of columns between the title and the top row
-        title_lines = textwrap.wrap(title, max(20, int(inside * 72 / (9 * _SANS_ADVANCE))))
-        title, title_at = "\n".join(title_lines), "left"
-        entry = max((_text_width([h.get_label()], 8, _SANS_ADVANCE) for h in handles),
-                    default=0.0) + _LEGEND_ENTRY
-        legend_columns = max(1, min(len(handles), math.floor(inside / entry))) if handles else 1
-        legend_rows = math.ceil(len(handles) / legend_columns)
-        legend_height = legend_rows * _LEGEND_ROW + 0.1 if handles else 0.0
-        title_pad = legend_height * 72 + 6
-        title_height = len(title_lines) * 9 * 1.3 / 72 + title_pad / 72 if title_lines else 0.0
-        height = axes_height + max(title_height, legend_height) + 2 * _MARGIN
+        frame = _frame(title, handles, x_range, y_range, column, row, max_width)
+        title, title_at, title_pad = frame.title, "left", frame.title_pad
+        width, height = frame.width, frame.height
         fig = plt.figure(figsize=(width, height))
-        ax = fig.add_axes((_MARGIN / width, _MARGIN / height, axes_width / width,
-                           axes_height / height))
+        ax = fig.add_axes((_MARGIN / width, _MARGIN / height, frame.axes_width / width,
+                           frame.axes_height / height))
         legend_place: dict[str, Any] = {"loc": "lower left", "bbox_to_anchor": (0.0, 1.0),
-                                        "ncols": legend_columns, "borderaxespad": 0.2}
+                                        "ncols": frame.legend_columns, "borderaxespad": 0.2}
     else:
         legend_place = {"loc": "upper left", "bbox_to_anchor": (1.0, 1.0)}
 
-    # Edges first, below the nodes.
-    if len(edges) <= _ARROW_LIMIT:
-        for u, v, roles in edges:
-            ax.add_patch(FancyArrowPatch(
-                pos[u], pos[v], arrowstyle="-|>", mutation_scale=10, shrinkA=8, shrinkB=8,
-                color="#777777", linewidth=0.8, linestyle="--" if roles == {"subject"} else "-",
-                zorder=1))
-    else:
-        for dashed in (False, True):
-            segs = [(pos[u], pos[v]) for u, v, r in edges if (r == {"subject"}) == dashed]
-            if segs:
-                ax.add_collection(LineCollection(segs, colors="#999999", linewidths=0.5,
-                                                 linestyles="--" if dashed else "-", zorder=1))
-
-    order = {name: i for i, name in enumerate(tuple(CATEGORIES) + tuple(KINDS))}
-    for (colour, kind, present), ns in sorted(groups.items(),
-                                              key=lambda kv: (order[kv[0][0]], order[kv[0][1]],
-                                                              not kv[0][2])):
-        style = styles[colour]
-        ax.scatter([pos[n][0] for n in ns], [pos[n][1] for n in ns], s=_MARKER_AREA,
-                   marker=KIND_MARKERS[kind], c=style.fill, edgecolors=style.stroke,
-                   linewidths=1.5, linestyles="-" if present else "--", zorder=3,
-                   gid=f"nodes:{colour}:{kind}" + ("" if present else ":absent"))
-
-    for n, text in sorted(texts.items()):
-        ax.annotate(text, pos[n], xytext=(0, -_LABEL_GAP), textcoords="offset points",
-                    ha="center", va="top", fontsize=_LABEL_FONT, family="monospace",
-                    zorder=4, gid=f"label:{n}",
-                    bbox={"boxstyle": "square,pad=0.05", "facecolor": "white",
-                          "edgecolor": "none", "alpha": 0.8})
+    _draw_edges(ax, edges, pos)  # edges first, below the nodes
+    _draw_nodes(ax, groups, styles, pos)
+    _draw_labels(ax, texts, pos)
 
     if handles:
         ax.legend(handles=handles, fontsize=8, frameon=False, **legend_place)
