@@ -301,8 +301,8 @@ def _prune_rules(kw: dict[str, Any]) -> tuple[og.RetentionRules, float]:
     try:
         if policy_file is not None and any(flags[k] not in (None, ()) for k in
                                            ("keep_last", "keep_within", "keep_tags")):
-            raise og.RetentionRuleError("--policy-file cannot be mixed with --keep-last, "
-                                        "--keep-within or --keep-tag")
+            raise og.RetentionRuleError("--policy-file", None, "cannot be mixed with "
+                                        "--keep-last, --keep-within or --keep-tag")
         document = policy_file.read_bytes() if policy_file is not None else None
         rules = og.retention_rules(policy=document, **flags)
         now = og.parse_time(now_text) if now_text is not None else time.time()
@@ -875,6 +875,8 @@ def _run_one_shot(operation: str, layout: Path, refs: Sequence[str], policy: og.
               "a terminal, so ocigraph cannot ask), or --dry-run to only see the plan",
               EXIT_USAGE)
     if _is_registry(layout):
+        if prune is not None:
+            raise click.UsageError("prune on a registry is not supported yet; use a layout")
         _one_shot_on_registry(operation, layout, refs, policy, fmt=fmt, dry_run=dry_run,
                               yes=yes or not confirm, verbosity=verbosity, registry=registry or {})
         return
