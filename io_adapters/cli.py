@@ -190,7 +190,15 @@ class LayoutType(click.ParamType):  # type: ignore[type-arg]
                 ctx.meta["ocigraph.ref"] = ref
             return Path(folder)
         if text.startswith("docker://") and ctx is not None:
+            from .registry import parse_reference
+
+            try:
+                named = parse_reference(text)
+            except og.OcigraphError as exc:
+                self.fail(str(exc), param, ctx)
             ctx.meta["ocigraph.registry"] = text
+            if named.digest or named.tag:
+                ctx.meta["ocigraph.ref"] = named.digest or named.tag
         return Path(text)
 
 
@@ -422,8 +430,9 @@ def _graph_for_show(layout: Path, fmt: str, registry: dict[str, Any], *,
     if _is_registry(layout):
         from . import registry as reg
 
-        snapshot = reg.read_repository(reg.parse_reference(str(layout)),
-                                       **_client_options(registry))
+        snapshot = reg.read_repository(
+            reg.parse_reference(click.get_current_context().meta["ocigraph.registry"]),
+            **_client_options(registry))
         graph = og.build_graph(snapshot.layout)
         return graph, (), list(snapshot.layout.index.entries)
     disk = read_layout(LayoutDir(layout))
@@ -463,6 +472,13 @@ def _planned(layout: Path | LayoutDir, operation: str, refs: Sequence[str], poli
 # --- registries (docker://) -----------------------------------------------------------------------
 
 
+def _layout_name(layout: Path | str) -> str:
+    """How to name LAYOUT back to the user: a registry reference as typed, a folder printable."""
+    if _is_registry(layout):
+        return str(click.get_current_context().meta["ocigraph.registry"])
+    return printable(str(layout))
+
+
 def _is_registry(layout: Path | str) -> bool:
     return str(click.get_current_context().meta.get("ocigraph.registry", "")).startswith(
         "docker://") and str(layout).startswith("docker:/")
@@ -481,11 +497,13 @@ def _registry_plan(layout: Path, operation: str, refs: Sequence[str], policy: og
     text = click.get_current_context().meta["ocigraph.registry"]
     ref = reg.parse_reference(text)
     client = reg.RegistryClient(ref.host, **_client_options(registry))
-    snapshot = reg.read_repository(ref, client=client)
+    try:
+        snapshot = reg.read_repository(ref, client=client)
+    except BaseException:
+        client.close()
+        raise
     graph = og.build_graph(snapshot.layout)
-    named = [*refs, *([ref.digest or ref.tag] if (ref.digest or ref.tag) and operation != "gc"
-                      else [])]
-    plan = plan_graph(graph, operation, named, policy, og.WholeGraph(graph))
+    plan = plan_graph(graph, operation, list(refs), policy, og.WholeGraph(graph))
     return ref, client, dataclasses.replace(plan, origin=ref.origin), graph
 
 
@@ -722,9 +740,9 @@ def show(layout: Path, refs: tuple[str, ...], fmt: str, preset: str, keep_untagg
         entries = [e for e in entries if e.digest in start] or [
             og.IndexEntry(-1, og.Descriptor("", d, 0), None) for d in start]
     if fmt == "json":
-        _echo_json(show_document(layout, graph, policy, junk))
+        _echo_json(show_document(Path(_layout_name(layout)), graph, policy, junk))
     elif fmt == "text":
-        click.echo(present.format_show_text(printable(str(layout)), graph, policy, entries,
+        click.echo(present.format_show_text(_layout_name(layout), graph, policy, entries,
                                             rest=not refs))
     else:
         draw = og.to_mermaid if fmt == "mermaid" else og.to_dot
@@ -766,7 +784,7 @@ def _plan_only(operation: str, layout: Path, refs: Sequence[str], policy: og.Pol
     _show_plan(planned, fmt, verbosity)
     if output is not None and fmt == "text" and verbosity >= 0:
         click.echo(f"plan written to {printable(str(output))}; apply it with "
-                   f"`ocigraph apply {printable(str(layout))} {printable(str(output))}`")
+                   f"`ocigraph apply {_layout_name(layout)} {printable(str(output))}`")
 
 
 @plan_group.command("delete")
@@ -861,7 +879,7 @@ def _print_report(root: Path, plan: og.Plan, report: ApplyReport, fmt: str) -> N
 def _confirm(operation: str, layout: Path, plan: og.Plan) -> bool:
     n = sum(1 for d in plan.deletions if d.present)
     question = (f"Delete {n} blob(s) ({og.format_bytes(plan.bytes_freed)}) and make "
-                f"{len(plan.index_changes)} index.json change(s) in {printable(str(layout))}?")
+                f"{len(plan.index_changes)} index.json change(s) in {_layout_name(layout)}?")
     return bool(click.confirm(question, default=False, err=True))
 
 

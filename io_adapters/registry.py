@@ -265,7 +265,7 @@ class RegistryClient:
         if isinstance(exc, urllib3.exceptions.SSLError):
             return RegistryTLSError(self.host, f"TLS failure ({why})" + (
                 "; for a registry with a self-signed certificate or plain HTTP, turn TLS "
-                "verification off (tls_verify=False)" if hint and self.tls_verify else ""))
+                "verification off (--tls-verify=false; tls_verify=False in Python)" if hint and self.tls_verify else ""))
         if isinstance(exc, urllib3.exceptions.TimeoutError):
             return RegistryServerError(self.host, f"no answer within {self.timeout:g}s")
         return RegistryServerError(self.host, f"connection failed ({why})")
