@@ -139,14 +139,14 @@ def _delete_blobs(
     newest: float,
     index_written: bool,
     progress: Callable[[int], None] | None,
-    check: Callable[[list[str]], set[str]] | None = None,
+    check: Callable[[list[str], int], set[str]] | None = None,
 ) -> tuple[list[str], list[str], list[tuple[str, str]], dict[str, int], set[str]]:
     """Remove the blobs of ``digests`` in order with ``remove`` (an unlink, or a move into the
     quarantine): (removed, already gone, skipped, sizes of the removed, spared).
 
     The hot loop of apply: per blob one ``lstat`` (a regular file, not newer than ``newest``,
     its size) and one unlink or rename, relative to the folders' descriptors.  Before each
-    batch but the first, ``check`` gets the blobs left and answers those to spare from now on.
+    batch, ``check(digests, start)`` answers which of the blobs left to spare from now on.
     """
     removed: list[str] = []
     gone: list[str] = []
@@ -156,8 +156,8 @@ def _delete_blobs(
     total = len(digests)
     lstat, is_regular = layout_dir.lstat_blob, stat.S_ISREG
     for start in range(0, total, _PROGRESS_EVERY):
-        if start and check is not None:
-            spared |= check(digests[start:])
+        if check is not None:
+            spared |= check(digests, start)  # (no slice: copying what is left costs seconds)
         for digest in digests[start:start + _PROGRESS_EVERY]:
             if digest in spared:
                 continue
@@ -191,16 +191,17 @@ def _delete_blobs(
     return removed, gone, skipped, sizes, spared
 
 
-def _relisted_check(layout_dir: LayoutDir, index_after: str, offset: float) -> Callable[[list[str]], set[str]]:
-    """Between batches: which of the blobs left the index.json on disk makes live, if it is
-    no longer the one apply wrote (all of them, in doubt)."""
+def _relisted_check(layout_dir: LayoutDir, index_after: str,
+                    offset: float) -> Callable[[list[str], int], set[str]]:
+    """Between batches: which of the blobs left (``digests[start:]``) the index.json on disk
+    makes live, if it is no longer the one apply wrote (all of them, in doubt)."""
     watch = IndexWatch(layout_dir, index_after, offset)
 
-    def check(left: list[str]) -> set[str]:
+    def check(digests: list[str], start: int) -> set[str]:
         if not watch.changed():
             return set()
         live = live_now(layout_dir)
-        return set(left) if live is None else set(live.intersection(left))
+        return set(digests[start:]) if live is None else set(live.intersection(digests[start:]))
     return check
 
 
@@ -264,13 +265,9 @@ def apply_plan(
         data = og.render_index(current, plan.index_changes) if plan.index_changes else current.raw
         index_after = og.digest_bytes(data)
         unchanged = "index.json is unchanged and no blob was deleted"
-        try:
-            offset = layout_dir.clock_offset() if todo else 0.0
-        except OSError as exc:
-            raise _os_error("cannot create a file in the layout", exc, unchanged) from None
         q = None
         if todo and keep_deleted > 0:
-            journal = {"operation": plan.operation, "indexBefore": current.fingerprint,
+            journal = {"operation": plan.operation, "state": "moving", "indexBefore": current.fingerprint,
                        "indexAfter": index_after, "keepUntil": time.time() + keep_deleted,
                        "changes": [[c.position, c.digest, c.action] for c in plan.index_changes]}
             try:
@@ -278,12 +275,20 @@ def apply_plan(
             except OSError as exc:
                 raise _os_error(f"cannot create {QUARANTINE}", exc, unchanged) from None
         try:
+            try:
+                offset = layout_dir.clock_offset() if todo else 0.0
+            except OSError as exc:
+                raise _os_error("cannot create a file in the layout", exc, unchanged) from None
             if plan.index_changes:
                 layout_dir.require_in_place()  # the last moment a swap could still fool us
                 layout_dir.replace_index(data)
         except BaseException:
             if q is not None:  # nothing moved yet: gone, or (index.json new) recover() ends it
-                q.purge([]) if layout_dir.read_file("index.json") == current.raw else q.close()
+                try:
+                    new = layout_dir.read_file("index.json") != current.raw
+                except og.OcigraphError:
+                    new = True
+                q.close() if new else q.purge([])
             raise
         # Blob times are the file system's: the plan's snapshot, this machine's clock, is moved
         # by how far the two differ.

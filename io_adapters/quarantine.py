@@ -22,7 +22,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ import orjson
 import ocigraph as og
 
 from .errors import LayoutAccessError
-from .layout import DiskManifestSource, LayoutDir, open_layout, scan_blobs
+from .layout import BlobListing, DiskManifestSource, LayoutDir, open_layout, scan_blobs
 from .lock import LayoutLock
 
 __all__ = ["QUARANTINE", "Quarantine", "QuarantineInfo", "Recovery", "Restored", "IndexWatch",
@@ -307,32 +307,13 @@ class IndexWatch:
         return changed
 
 
-class _Present(Mapping[str, og.BlobInfo]):
-    """The blobs in blobs/ and those a quarantine holds, as one mapping for the core."""
-
-    def __init__(self, listing: Mapping[str, og.BlobInfo], held: dict[str, int]) -> None:
-        self.listing, self.held = listing, held
-
-    def __getitem__(self, digest: str) -> og.BlobInfo:
-        return og.BlobInfo(self.held[digest]) if digest in self.held else self.listing[digest]
-
-    def __contains__(self, digest: object) -> bool:
-        return digest in self.held or digest in self.listing
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self.listing
-        yield from (d for d in self.held if d not in self.listing)
-
-    def __len__(self) -> int:
-        return len(self.listing) + sum(d not in self.listing for d in self.held)
-
-
 class _Source(DiskManifestSource):
-    """Manifests read from blobs/, or from the quarantine for the blobs it holds."""
+    """Manifests read from blobs/, or from the quarantine ``q`` for the blobs it holds."""
 
-    def __init__(self, layout_dir: LayoutDir, present: _Present, q: Quarantine | None) -> None:
-        super().__init__(layout_dir, present, workers=1)
-        self.q, self.held = q, present.held
+    def __init__(self, layout_dir: LayoutDir, q: Quarantine | None, held: dict[str, int]) -> None:
+        listing = scan_blobs(layout_dir)[0]
+        super().__init__(layout_dir, BlobListing(layout_dir, [*listing, *held.keys() - listing.keys()]), 1)
+        self.q, self.held = q, held
 
     def read_bytes(self, digest: str) -> bytes | og.Manifest:
         got = super().read_bytes(digest)
@@ -342,8 +323,8 @@ class _Source(DiskManifestSource):
 
 
 def _graph(layout_dir: LayoutDir, q: Quarantine | None, held: dict[str, int], index: og.Index) -> Any:
-    present = _Present(scan_blobs(layout_dir)[0], held)
-    return og.build_graph(og.Layout(index, present, _Source(layout_dir, present, q)))
+    source = _Source(layout_dir, q, held)
+    return og.build_graph(og.Layout(index, source.present, source))
 
 
 def live_now(layout_dir: LayoutDir, q: Quarantine | None = None,

@@ -1,0 +1,363 @@
+"""The quarantine, re-checks while deleting, undo, and what fsck says about what went missing.
+
+The rules (``io_adapters/quarantine.py``, docs/guarantees.md §5):
+
+* apply checks, between batches, that index.json is still the file it wrote; when another tool
+  rewrote it, nothing that file makes live (every entry a root) is deleted from then on;
+* ``keep_deleted`` moves the deleted blobs into ``.ocigraph/quarantine/<id>/`` instead; a
+  re-check moves back what is live again; ``restore`` undoes the apply (refusing what a later
+  change makes unsafe); ``recover`` and ``purge_expired`` finish and end quarantines;
+* apply compares blob times on the file system's clock, whatever this machine's says;
+* fsck checks unlisted referrers of live images like any manifest, and names the quarantine
+  holding a blob index.json lists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from hostile.layoutgen import (
+    LayoutBuilder,
+    diff_snapshots,
+    gc_workload,
+    model_reachable,
+    present_blobs,
+    snapshot_tree,
+)
+
+import ocigraph as og
+from io_adapters import apply as apply_module
+from io_adapters.apply import apply_plan
+from io_adapters.cli import cli
+from io_adapters.fsck import MISSING_HINT, fsck
+from io_adapters.layout import LayoutDir, blob_path, read_layout
+from io_adapters.quarantine import (
+    IndexWatch,
+    RestoreRefusedError,
+    purge_expired,
+    quarantined,
+    recover,
+    restore,
+)
+
+HOUR = 3600.0
+
+
+def plan_of(root: Path, operation: str = "gc", *refs: str) -> og.Plan:
+    disk = read_layout(root)
+    graph = og.build_graph(disk.layout)
+    plan = og.plan_gc(graph) if operation == "gc" else og.plan_delete(graph, list(refs))
+    return plan
+
+
+def two_tags(root: Path) -> dict[str, Any]:
+    """Images ``a`` and ``b`` sharing a layer; a signature of ``a`` listed untagged; a
+    loose blob."""
+    b = LayoutBuilder()
+    shared = b.blob("shared layer")
+    a, img_b = b.image("a", [shared]), b.image("b", [shared])
+    b.entry(a, "a")
+    b.entry(img_b, "b")
+    sig = b.signature("a", a)
+    b.entry(sig)
+    loose = b.blob("loose")
+    b.write(root)
+    return {"a": a["digest"], "b": img_b["digest"], "sig": sig["digest"], "shared": shared["digest"],
+            "loose": loose["digest"]}
+
+
+def held(root: Path) -> set[str]:
+    return {d for q in quarantined(root) for d in q.blobs}
+
+
+# --- keep_deleted, restore ----------------------------------------------------------------
+
+
+def test_a_kept_apply_holds_what_it_deletes_and_restore_puts_everything_back(tmp_path: Path) -> None:
+    root = tmp_path / "L"
+    names = two_tags(root)
+    before_index = (root / "index.json").read_bytes()
+    before_blobs = present_blobs(root)
+    plan = plan_of(root, "delete", "a")
+    report = apply_plan(root, plan, keep_deleted=HOUR)
+    assert report.quarantine is not None and set(report.deleted) == plan.deleted_digests()
+    assert names["shared"] in present_blobs(root) and names["a"] not in present_blobs(root)
+    [info] = quarantined(root)
+    assert info.id == report.quarantine and set(info.blobs) == plan.deleted_digests()
+    assert info.bytes == plan.bytes_freed and info.operation == "delete"
+    assert info.keep_until is not None and info.keep_until > time.time() + HOUR - 60
+    assert fsck(root).ok  # what index.json lists is all there
+
+    done = restore(root)
+    assert done.id == report.quarantine and set(done.blobs) == plan.deleted_digests()
+    assert (root / "index.json").read_bytes() == before_index  # byte for byte
+    assert present_blobs(root) == before_blobs
+    assert not (root / ".ocigraph").exists()
+
+
+def test_restore_merges_the_entries_into_an_index_json_changed_since(tmp_path: Path) -> None:
+    root = tmp_path / "L"
+    names = two_tags(root)
+    apply_plan(root, plan_of(root, "delete", "a"), keep_deleted=HOUR)
+    # another tool pushes an image and rewrites index.json (its own formatting)
+    doc = json.loads((root / "index.json").read_bytes())
+    blob = b"pushed later"
+    digest = og.digest_bytes(blob)
+    blob_path(root, digest).write_bytes(blob)
+    doc["manifests"].append({"mediaType": "application/octet-stream", "digest": digest,
+                             "size": len(blob), "annotations": {og.REF_NAME: "later"}})
+    (root / "index.json").write_text(json.dumps(doc))
+    restore(root)
+    tags = {e.tag: e.digest for e in read_layout(root).layout.index.entries if e.tag}
+    assert tags == {"a": names["a"], "b": names["b"], "later": digest}
+    assert names["sig"] in {e.digest for e in read_layout(root).layout.index.entries}
+    assert fsck(root).ok
+
+
+def test_restore_refuses_a_tag_that_now_names_another_image(tmp_path: Path) -> None:
+    root = tmp_path / "L"
+    names = two_tags(root)
+    apply_plan(root, plan_of(root, "delete", "a"), keep_deleted=HOUR)
+    doc = json.loads((root / "index.json").read_bytes())
+    doc["manifests"].append({**doc["manifests"][0], "annotations": {og.REF_NAME: "a"}})
+    (root / "index.json").write_text(json.dumps(doc))
+    before = snapshot_tree(root)
+    with pytest.raises(RestoreRefusedError, match=f"tag 'a' now names {names['b']}"):
+        restore(root)
+    assert diff_snapshots(before, snapshot_tree(root)) == []
+
+
+def test_restore_refuses_a_blob_of_that_name_with_other_content(tmp_path: Path) -> None:
+    root = tmp_path / "L"
+    names = two_tags(root)
+    apply_plan(root, plan_of(root, "delete", "a"), keep_deleted=HOUR)
+    blob_path(root, names["a"]).write_bytes(b"not the manifest")
+    before = snapshot_tree(root)
+    with pytest.raises(RestoreRefusedError, match="exists with other content"):
+        restore(root)
+    assert diff_snapshots(before, snapshot_tree(root)) == []
+
+
+def test_restore_refuses_when_a_blob_a_restored_entry_needs_is_gone(tmp_path: Path) -> None:
+    root = tmp_path / "L"
+    two_tags(root)
+    apply_plan(root, plan_of(root, "delete", "a"), keep_deleted=HOUR)
+    [info] = quarantined(root)
+    layer = next(d for d, n in info.blobs.items() if n == len("layer 0 of a"))
+    (root / ".ocigraph" / "quarantine" / info.id / "sha256" / layer.split(":")[1]).unlink()
+    before = snapshot_tree(root)
+    with pytest.raises(RestoreRefusedError, match=f"{layer}, which a restored entry needs, is gone"):
+        restore(root)
+    assert diff_snapshots(before, snapshot_tree(root)) == []
+
+
+def test_restore_with_nothing_kept_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "L"
+    two_tags(root)
+    apply_plan(root, plan_of(root, "delete", "a"))
+    with pytest.raises(RestoreRefusedError, match="keep_deleted"):
+        restore(root)
+
+
+def test_purge_expired_ends_only_the_quarantines_whose_time_is_up(tmp_path: Path) -> None:
+    root = tmp_path / "L"
+    names = two_tags(root)
+    plan = plan_of(root, "delete", "a")
+    first = apply_plan(root, plan, keep_deleted=60).quarantine
+    second = apply_plan(root, plan_of(root, "gc"), keep_deleted=HOUR).quarantine
+    assert [q.id for q in quarantined(root)] == [first, second]
+    assert names["loose"] in held(root)
+    done = purge_expired(root, time.time() + 120)
+    assert done.finished == (first,) and done.kept == (second,)
+    assert done.purged == len(plan.deletions) and done.purged_bytes == plan.bytes_freed
+    assert [q.id for q in quarantined(root)] == [second]
+    purge_expired(root, time.time() + 2 * HOUR)
+    assert not (root / ".ocigraph").exists() and fsck(root).ok
+
+
+def test_recover_brings_back_what_a_tool_lists_again_later(tmp_path: Path) -> None:
+    root = tmp_path / "L"
+    two_tags(root)
+    old = (root / "index.json").read_bytes()
+    plan = plan_of(root, "delete", "a")
+    apply_plan(root, plan, keep_deleted=HOUR)
+    (root / "index.json").write_bytes(old)  # a tool that read it before writes it back now
+    report = fsck(root)
+    assert not report.ok and {p.kind for p in report.problems} == {"missing"}
+    assert all(quarantined(root)[0].id in p.detail for p in report.problems)
+    assert report.hints == (MISSING_HINT,)
+    result = recover(root)
+    assert result.kept and set(result.restored) == plan.deleted_digests()
+    assert fsck(root).ok
+
+
+# --- the default apply: re-checks between batches -------------------------------------------
+
+
+def test_a_default_apply_leaves_nothing_behind_in_the_layout(tmp_path: Path) -> None:
+    root = tmp_path / "L"
+    two_tags(root)
+    before = snapshot_tree(root)
+    apply_plan(root, plan_of(root, "delete", "a"))
+    created = [line for line in diff_snapshots(before, snapshot_tree(root))
+               if line.startswith("created")]
+    assert created == []
+
+
+def test_blobs_a_tool_lists_again_mid_apply_are_spared_from_then_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = gc_workload(60, n_dangling=0).write(tmp_path / "L")
+    old = (root / "index.json").read_bytes()
+    plan = plan_of(root)
+    todo = [d.digest for d in plan.deletions if d.present]
+    assert len(todo) > 300
+    monkeypatch.setattr(apply_module, "_PROGRESS_EVERY", 100)
+    first: list[str] = []
+
+    def writer_after_the_first_batch(done: int) -> None:
+        if done == 100:  # a tool that read index.json before the run writes it back now
+            first.extend(d for d in todo[:100] if d not in present_blobs(root))
+            (root / "index.json").write_bytes(old)
+
+    report = apply_plan(root, plan, progress=writer_after_the_first_batch)
+    reachable = model_reachable(root)
+    assert reachable is not None
+    missing = reachable - present_blobs(root)
+    # what the first batch deleted is gone (the documented loss: read before, written after);
+    # nothing after it that index.json lists again was deleted
+    assert missing == reachable & set(first) and missing
+    assert set(report.relisted) == reachable & set(todo[100:])
+    assert set(report.deleted) == set(first) | (set(todo[100:]) - reachable)
+    report_fsck = fsck(root)
+    assert {p.where for p in report_fsck.problems if p.kind == "missing"} == missing
+    assert report_fsck.hints == (MISSING_HINT,)
+
+
+def test_the_index_watch_sees_a_rewrite_in_place_of_the_same_size(tmp_path: Path) -> None:
+    root = tmp_path / "L"
+    two_tags(root)
+    data = (root / "index.json").read_bytes()
+    layout_dir = LayoutDir(root)
+    watch = IndexWatch(layout_dir, og.digest_bytes(data))
+    assert not watch.changed()
+    with open(root / "index.json", "r+b") as f:  # same inode, same size, same clock tick
+        f.write(data.replace(b'"a"', b'"x"', 1))
+    assert watch.changed()
+    assert not watch.changed()
+
+
+def test_the_index_watch_trusts_an_old_stat_without_reading(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "L"
+    two_tags(root)
+    old = time.time() - 60
+    os.utime(root / "index.json", (old, old))
+    layout_dir = LayoutDir(root)
+    watch = IndexWatch(layout_dir, og.digest_bytes((root / "index.json").read_bytes()))
+    time.sleep(0.2)  # past the ctime the utime set
+    assert not watch.changed()
+
+    def no_reading(name: str) -> bytes:
+        raise AssertionError("read index.json although its stat had not changed")
+
+    monkeypatch.setattr(layout_dir, "read_file", no_reading)
+    assert not watch.changed()
+
+
+# --- clocks ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("skew", [-HOUR, HOUR])
+def test_a_skewed_machine_clock_neither_skips_nor_deletes_wrongly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, skew: float) -> None:
+    w = gc_workload(5).write(tmp_path / "template")
+    reference = tmp_path / "reference"
+    shutil.copytree(w, reference)
+    apply_plan(reference, plan_of(reference))
+    root = tmp_path / "L"
+    shutil.copytree(w, root)
+    real_time, real_ns = time.time, time.time_ns
+    monkeypatch.setattr(time, "time", lambda: real_time() + skew)  # as faketime would
+    monkeypatch.setattr(time, "time_ns", lambda: real_ns() + int(skew * 1e9))
+    plan = plan_of(root)
+    rewritten = next(d.digest for d in plan.deletions if d.present)
+    data = blob_path(root, rewritten).read_bytes()
+    time.sleep(0.05)
+    blob_path(root, rewritten).unlink()
+    blob_path(root, rewritten).write_bytes(data)  # written again after the plan was made
+    report = apply_plan(root, plan)
+    assert report.skipped == ((rewritten, "written after the plan was made"),)
+    assert report.clock_warning is not None
+    assert ("behind" if skew > 0 else "ahead of") in report.clock_warning
+    blob_path(root, rewritten).unlink()
+    assert present_blobs(root) == present_blobs(reference)
+    assert (root / "index.json").read_bytes() == (reference / "index.json").read_bytes()
+
+
+def test_no_clock_warning_when_the_clocks_agree(tmp_path: Path) -> None:
+    root = tmp_path / "L"
+    two_tags(root)
+    assert apply_plan(root, plan_of(root)).clock_warning is None
+
+
+# --- fsck -----------------------------------------------------------------------------------
+
+
+def unlisted_signature(root: Path) -> dict[str, str]:
+    b = LayoutBuilder()
+    image = b.image("app")
+    b.entry(image, "app")
+    sig = b.signature("app", image)  # a referrer nothing lists: live through its subject
+    b.write(root)
+    layer = json.loads(b.blobs[sig["digest"]])["layers"][0]["digest"]
+    return {"sig": sig["digest"], "layer": layer}
+
+
+def test_fsck_checks_a_referrer_index_json_does_not_list(tmp_path: Path) -> None:
+    root = tmp_path / "L"
+    names = unlisted_signature(root)
+    assert fsck(root).ok
+    blob_path(root, names["layer"]).unlink()
+    report = fsck(root)
+    assert [(p.kind, p.where) for p in report.problems] == [("missing", names["layer"])]
+    assert names["sig"] in report.problems[0].detail
+
+
+def test_fsck_reports_a_wrong_size_under_an_unlisted_referrer(tmp_path: Path) -> None:
+    root = tmp_path / "L"
+    names = unlisted_signature(root)
+    blob_path(root, names["layer"]).write_bytes(b"longer than the descriptor says, and so wrong")
+    kinds = {p.kind for p in fsck(root).problems}
+    assert kinds == {"digest-mismatch", "size-mismatch"} or kinds == {"digest-mismatch"}
+
+
+def test_fsck_names_the_quarantine_and_exits_1(tmp_path: Path) -> None:
+    root = tmp_path / "L"
+    two_tags(root)
+    old = (root / "index.json").read_bytes()
+    report = apply_plan(root, plan_of(root, "delete", "a"), keep_deleted=HOUR)
+    (root / "index.json").write_bytes(old)
+    result = CliRunner().invoke(cli, ["fsck", str(root)])
+    assert result.exit_code == 1
+    assert f"quarantine {report.quarantine}" in result.stdout and "--grace" in result.stdout
+    assert "ocigraph restore" in result.stdout
+
+
+def test_recover_leaves_a_symlinked_ocigraph_folder_alone(tmp_path: Path) -> None:
+    root = tmp_path / "L"
+    two_tags(root)
+    outside = tmp_path / "outside"
+    (outside / "quarantine").mkdir(parents=True)
+    (root / ".ocigraph").symlink_to(outside)
+    before = snapshot_tree(root, outside)
+    assert recover(root).finished == ()
+    with pytest.raises(og.OcigraphError, match=r"\.ocigraph/quarantine"):
+        apply_plan(root, plan_of(root, "delete", "a"), keep_deleted=HOUR)
+    assert diff_snapshots(before, snapshot_tree(root, outside)) == []
