@@ -9,23 +9,24 @@ Order of work (SEMANTICS §6):
 2. refuse a plan made from another directory (``plan.origin``) and a layout whose path no
    longer names the directory the handle holds; re-read index.json and refuse a stale plan
    (its fingerprint differs);
-3. create this apply's quarantine (:mod:`io_adapters.quarantine`), its journal fsynced;
+3. with ``keep_deleted``, create this apply's quarantine (:mod:`io_adapters.quarantine`), its
+   journal fsynced; read the file system's clock (blob times are its, not this machine's);
 4. write the new index.json atomically: a temp file in the layout folder, fsync, rename over
    index.json, fsync the folder -- readers see the old or the new file, never half of one;
-5. move the blobs to delete into the quarantine in plan order, predecessors first, so at every
-   instant each blob reachable from index.json still exists.  A blob already gone is fine; a
-   blob that is not a regular file, or was written after the plan's snapshot (by the file
-   system's clock), is skipped and reported;
-6. read index.json again and move back what another tool made live meanwhile; then unlink the
-   rest, or keep it for ``keep_deleted`` seconds.
+5. delete the blobs in plan order, predecessors first, so at every instant each blob reachable
+   from index.json still exists: in batches, each after a check that index.json is still the
+   file step 4 wrote -- if another tool rewrote it, nothing it makes live is deleted from then
+   on.  A blob already gone is fine; a blob that is not a regular file, or was written after
+   the plan's snapshot, is skipped and reported.  With ``keep_deleted`` each blob is moved
+   into the quarantine instead, and once all are, whatever index.json makes live goes back.
 
 Every digest to delete is checked, and its blob folder refused if it is a symlink, before step 3:
 a bad plan changes nothing.  Right before step 4 the path is checked again: a layout exchanged
 for another directory while the command waited (at its prompt, say) is left alone, and so is
 the other directory.
 
-If step 5 or 6 stops half way, index.json already no longer reaches the blobs left: the next
-command under the lock finishes the quarantine, and the next ``gc`` removes the rest.
+If step 5 stops half way, index.json already no longer reaches the blobs left: they are plain
+garbage, which the next ``gc`` removes (a quarantine, the next command under the lock settles).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class ApplyReport:
     index_after: str | None = None
     #: planned blobs left in place (or moved back): another tool's index.json made them live
     relisted: tuple[str, ...] = ()
-    #: the quarantine kept (``keep_deleted``), for ``restore``; ``None`` when purged
+    #: the quarantine holding the deleted blobs (``keep_deleted``), for ``restore``
     quarantine: str | None = None
     #: set when the file system's clock and this machine's differ by more than a minute
     clock_warning: str | None = None

@@ -186,9 +186,9 @@ def test_a_writer_at_every_step_loses_only_what_it_saw_before_a_removal_and_wrot
         # what it saw present and ocigraph removed after its last check before the write:
         # the write lands inside removal j, after the check before it, so blob j goes too
         seen_then_removed = {order[k - 1] for k in range(max(i, 1), min(j, n) + 1)} - set(writer.missing)
-        expected = reachable & seen_then_removed
+        expected: frozenset[str] = reachable & seen_then_removed
         if keep and j <= n:
-            expected = set()  # the re-check after the last move brought it all back
+            expected = frozenset()  # the re-check after the last move brought it all back
         assert missing == expected, (i, j)
         if missing:
             losses += 1
@@ -197,7 +197,7 @@ def test_a_writer_at_every_step_loses_only_what_it_saw_before_a_removal_and_wrot
     assert losses > 0  # the documented loss does happen, and was reported each time
 
 
-def assert_reported(root: Path, missing: set[str], keep: float) -> None:
+def assert_reported(root: Path, missing: frozenset[str], keep: float) -> None:
     """fsck names exactly what is missing (and the quarantine holding it); ``recover`` brings
     back whatever a quarantine holds."""
     report = fsck(root)
@@ -322,7 +322,7 @@ def fresh(real: RealScene, tmp_path: Path, operation: str) -> Path:
         (root / name).unlink()
         shutil.copyfile(real.dst / name, root / name)
     if operation == "gc":
-        sh(UMOCI, "rm", "--image", f"{root}:a")  # a's blobs are garbage for the gc
+        sh(UMOCI or "umoci", "rm", "--image", f"{root}:a")  # a's blobs are garbage for the gc
     return root
 
 
