@@ -22,7 +22,12 @@ folder (``OCIGRAPH_CACHE_DIR``) of its own:
    ``gc --dry-run`` to fill the cache (not reported), then ``gc COPY --yes`` (timed), then
    **store write after gc --yes**: the background work that brings the store up to date
    (it waits for the folders to settle, 2 s, in both trees), and a ``gc COPY --dry-run``
-   after it (``warm after apply``).
+   after it (``warm after apply``);
+5. with ``--apply`` (the same rounds): ``apply_plan`` alone on another copy whose index.json
+   lost half of its tags (:mod:`benchmarks.measure`; the plan is made first, not timed).
+
+A round in which the layout's ctimes changed (another process hard-linking or touching it) is
+noted: the old code's remembered plans check every manifest's ctime, and miss then.
 
 Best of the rounds for times, the largest for peak RSS.  Ratios are after/before.  The
 acceptance bar printed at the end: nothing worse by more than 10%, and a stored delete at 1m
@@ -49,6 +54,7 @@ from .proc import (
     REPO,
     Run,
     Tree,
+    drop_half_the_tags,
     git_describe,
     link_copy,
     run_command,
@@ -69,20 +75,34 @@ ROWS = (
     ("stored", "stored plan delete s (slowest of 3)"),
     ("rss", "peak RSS MB (cold)"),
     ("write_cold", "store write after cold gc s (bg)"),
+    ("end_to_end", "cold gc + its store write, start to done s"),
     ("writer_rss", "store writer peak RSS MB"),
     ("yes", "gc --yes s (store filled)"),
     ("write_yes", "store write after gc --yes s (bg)"),
     ("warm_after_yes", "gc --dry-run after gc --yes s"),
+    ("apply", "apply s (benchmarks.measure, half the tags dropped)"),
 )
 #: rows the acceptance bar checks
-CHECKED = ("cold", "warm", "stored", "rss", "write_cold", "write_yes")
+CHECKED = ("cold", "warm", "stored", "rss", "write_cold", "write_yes", "apply")
+
+
+def _ctimes(layout: Path) -> list[int]:
+    """The ctimes of index.json and a few blobs: they change when another process hard-links
+    (``cp -al``) or touches the layout -- which makes the old code's remembered plans miss
+    (it checks every manifest's ctime), so a round where they changed is noted."""
+    out = [os.lstat(layout / "index.json").st_ctime_ns]
+    with os.scandir(layout / "blobs" / "sha256") as it:
+        for _, e in zip(range(3), it, strict=False):
+            out.append(e.stat(follow_symlinks=False).st_ctime_ns)
+    return out
 
 
 def round_for(tree: Tree, ws: Path, layout: Path, base: Path, tags: list[str], yes: bool,
-              log: Any, label: str) -> dict[str, Any]:
+              log: Any, label: str, apply: bool = False) -> dict[str, Any]:
     """One round of one tree: ``{key: wall seconds, key_cpu: CPU seconds, ...}``."""
     L = str(layout)
     out: dict[str, Any] = {"notes": []}
+    ctimes = _ctimes(layout)
     cache = fresh(ws, f"cache-{tree.name}")
     cold = ocigraph(tree, ws, cache, "gc", L, "--dry-run")
     out["cold"], out["cold_cpu"], out["rss"] = cold.wall, cold.cpu, cold.rss_mb
@@ -108,6 +128,10 @@ def round_for(tree: Tree, ws: Path, layout: Path, base: Path, tags: list[str], y
     out["stored_cpu"] = max(r.cpu for r in stored)
     log(f"{label} {tree.name}: warm {warm.wall:.2f}s (CPU {warm.cpu:.2f}s), stored deletes "
         + ", ".join(f"{r.wall:.2f}s (CPU {r.cpu:.2f}s)" for r in stored))
+    if _ctimes(layout) != ctimes:
+        out["notes"].append(f"round {label.split()[-1]}: the layout's ctimes changed during the "
+                            "round (another process linked or touched it)")
+        log(f"{label} {tree.name}: NOTE the layout's ctimes changed during the round")
     if yes:
         copy = base / f"copy-{tree.name}"
         link_copy(layout, copy)
@@ -126,6 +150,15 @@ def round_for(tree: Tree, ws: Path, layout: Path, base: Path, tags: list[str], y
             f"(CPU {r.bg_cpu or 0:.2f}s), gc --dry-run then {after.wall:.2f}s (CPU {after.cpu:.2f}s)")
         shutil.rmtree(copy)
         shutil.rmtree(cache2)
+    if apply:  # apply_plan alone, timed in-process (the plan is made first, not timed)
+        copy = base / f"apply-{tree.name}"
+        link_copy(layout, copy)
+        drop_half_the_tags(copy)
+        r = run_python(tree, ["-m", "benchmarks.measure", "apply", str(copy)], ws, None,
+                       with_benchmarks=True)
+        out["apply"] = r.json()["seconds"]
+        log(f"{label} {tree.name}: apply {r.json()['deleted']} deletions in {out['apply']:.2f}s")
+        shutil.rmtree(copy)
     shutil.rmtree(cache)
     return out
 
@@ -157,7 +190,8 @@ def compare_size(name: str, target: int, args: argparse.Namespace, trees: list[T
         order = trees if i % 2 == 0 else trees[::-1]
         for tree in order:
             got[tree.name].append(round_for(tree, ws, layout, base, stats.tags_for_delete,
-                                            i < yes_rounds, log, f"[{name}] round {i + 1}/{repeat}"))
+                                            i < yes_rounds, log, f"[{name}] round {i + 1}/{repeat}",
+                                            apply=args.apply and i < yes_rounds))
     result: dict[str, Any] = {"size": name, "blobs": stats.blobs, "repeat": repeat,
                               "yes_rounds": yes_rounds, "rounds": got}
     summarize(result)
@@ -173,6 +207,11 @@ def summarize(result: dict[str, Any]) -> None:
     """``result["best"]``: per tree, the best of its rounds (the largest peak RSS)."""
     result["best"] = {}
     for name, rounds in result["rounds"].items():
+        for r in rounds:  # the writer starts at the fork, before the command has exited: the
+            # time from the start of the command until the store is written is fair to both
+            for suffix in ("", "_cpu"):
+                if r.get("cold" + suffix) is not None and r.get("write_cold" + suffix) is not None:
+                    r["end_to_end" + suffix] = r["cold" + suffix] + r["write_cold" + suffix]
         b: dict[str, Any] = {}
         for key, _ in ROWS:
             for k in (key, key + "_cpu"):
@@ -280,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path)
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--skip-pipe", action="store_true")
+    p.add_argument("--apply", action="store_true",
+                   help="also time apply_plan on a copy with half the tags dropped (in the "
+                        "gc --yes rounds)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--from-json", type=Path, nargs="+", metavar="FILE",
                    help="measure nothing: print the report of runs saved with --json, their "
