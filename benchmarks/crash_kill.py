@@ -1,6 +1,6 @@
 """SIGKILL an applying ``ocigraph gc`` at many instants of a large apply, and check each wreck.
 
-``python benchmarks/crash_kill.py`` (defaults: a plan of about 1,040 deletions, 110 kill points)
+``python benchmarks/crash_kill.py`` (defaults: a plan of about 1,040 deletions, 215 kill points)
 
 For every kill point: copy a fresh layout, run a GC in a child process that SIGKILLs itself at
 that point (``tests/hostile/killpoints.py``: an audit hook, no hook in production code), then
@@ -12,7 +12,8 @@ that point (``tests/hostile/killpoints.py``: an audit hook, no hook in productio
 
 Kill points: before the lock, before the temp index.json is created, half-way through writing
 it, after writing it but before the rename, after the rename but before the folder fsync, and
-before the N-th unlink for N spread evenly over the whole plan.  Exit status 1 if any point
+before the N-th move of a blob into the quarantine and before the N-th unlink of its purge,
+for N spread evenly over the whole plan.  Exit status 1 if any point
 fails.  ``--json`` writes every point's result.
 """
 
@@ -43,9 +44,11 @@ from hostile.layoutgen import present_blobs  # noqa: E402
 
 
 def kill_points(deletions: int, unlink_points: int) -> list[str]:
+    """The named points, then ``unlink_points`` counts spread over the plan, each both as a
+    move into the quarantine (``move:N``) and as an unlink of its purge (``unlink:N``)."""
     step = deletions / unlink_points
     ns = sorted({1, 2, deletions} | {max(1, round(step * k)) for k in range(1, unlink_points)})
-    return [*NAMED_POINTS, *(f"unlink:{n}" for n in ns)]
+    return [*NAMED_POINTS, *(f"{kind}:{n}" for kind in ("move", "unlink") for n in ns)]
 
 
 def run_point(point: str, template: Path, reference: Path, live: frozenset[str], work: Path,
@@ -82,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="garbage images (6 deletions each, plus 20 dangling blobs)")
     ap.add_argument("--live-images", type=int, default=50)
     ap.add_argument("--unlink-points", type=int, default=105,
-                    help="kill points spread over the unlinks (5 named points are added)")
+                    help="counts spread over the plan, each a move and an unlink kill point "
+                         "(5 named points are added)")
     ap.add_argument("--jobs", "-j", type=int, default=2, help="kill points run in parallel")
     ap.add_argument("--recover-via", choices=("adapter", "cli"), default="adapter")
     ap.add_argument("--json", type=Path, default=None, help="write every point's result here")

@@ -13,13 +13,14 @@ pick up another ``io_adapters``), ``OCIGRAPH_CACHE_DIR`` set to a folder of the 
   -- a detached child that kept them open would show here as the time it ran on;
 * ``bg_seconds``: when the command left a background writer (the store is written by a child
   after the answer: :mod:`io_adapters.background`), the time from the command's exit until
-  the writer's lock (``<store>.lock`` in the cache folder, ``flock``) was free -- how long
+  the writer's lock (the ``<hash>.store`` file itself, or an older code's ``<store>.lock``,
+  ``flock``) was free -- how long
   the background write took after the answer; ``bg_rss_mb``: the writer's peak RSS.
 
 The writer is found without importing the code under test: this process makes itself a
 *child subreaper* (``prctl(PR_SET_CHILD_SUBREAPER)``, Linux), so the detached child, orphaned
-when the command exits, becomes our child and ``wait4`` reports it; and every ``*.lock`` in
-the cache folder is waited for with a blocking ``flock`` (a writer claims its lock before the
+when the command exits, becomes our child and ``wait4`` reports it; and every ``*.store`` and
+``*.lock`` in the cache folder is waited for with a blocking ``flock`` (a writer claims its lock before the
 command exits).  That works for the code before and after the store was rebuilt alike.
 """
 
@@ -136,26 +137,41 @@ def _reader(fd: int, sink: list[bytes], done: list[float]) -> None:
     sink.append(b"".join(chunks))
 
 
+def _wait_lock(path: Path) -> bool:
+    """Wait until nobody holds the ``flock`` of the file at ``path``; whether someone did.  A
+    store is its own lock and its writer replaces it by rename: a lock won on a file no
+    longer at ``path`` says nothing, so then the file there now is waited for."""
+    held = False
+    while True:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return held
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except OSError:
+                return held
+        finally:
+            os.close(fd)
+        if same:
+            return held
+
+
 def _wait_background(cache_dir: Path | None, exited: float,
                      timeout: float = 1800.0) -> tuple[float | None, float | None, float | None]:
     """Wait for a writer the command left: its lock(s) in ``cache_dir``, and (as subreaper)
-    its exit.  ``(seconds from the exit until the locks were free, writer's peak RSS MB,
-    writer's CPU seconds)``, or ``(None, None, None)`` when there was no writer."""
+    its exit.  ``(seconds from the exit until the locks were free and the writer gone,
+    writer's peak RSS MB, writer's CPU seconds)``, or ``(None, None, None)`` when there was no writer."""
     held = False
     if cache_dir is not None and cache_dir.is_dir():
-        for lock in sorted(cache_dir.glob("*.lock")):
-            try:
-                fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    held = True
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-            finally:
-                os.close(fd)
+        for lock in sorted([*cache_dir.glob("*.lock"), *cache_dir.glob("*.store")]):
+            held = _wait_lock(lock) or held
     freed = time.perf_counter()
     rss = cpu = None
     reaped = False
@@ -168,6 +184,7 @@ def _wait_background(cache_dir: Path | None, exited: float,
                 break  # no child left: no writer, or reaped
             if pid:
                 reaped = True
+                freed = max(freed, time.perf_counter())  # a writer may sleep without its lock
                 rss = max(rss or 0.0, usage.ru_maxrss / 1024)
                 cpu = (cpu or 0.0) + usage.ru_utime + usage.ru_stime
                 continue

@@ -43,7 +43,12 @@ from registry_server import (  # noqa: E402
 )
 
 import ocigraph as og  # noqa: E402
-from io_adapters.registry import RegistryClient, apply_plan, read_repository  # noqa: E402
+from io_adapters.registry import (  # noqa: E402
+    RegistryClient,
+    apply_plan,
+    plan_prune_repository,
+    read_repository,
+)
 
 REPO = "bench/app"
 SIG = "application/vnd.example.signature"
@@ -109,11 +114,27 @@ def measure(host: str, workers: int) -> tuple[dict[str, Any], og.Plan]:
     }, plan
 
 
+def measure_prune(host: str, workers: int) -> dict[str, Any]:
+    """Plan prune on the repository, each image aged by its own date (its config read once)."""
+    client = RegistryClient(host, tls_verify=False, workers=workers)
+    rules = og.RetentionRules(keep_last=100, age_from="created")
+    with contextlib.closing(client):
+        start = time.perf_counter()
+        plan, _ = plan_prune_repository(f"docker://{host}/{REPO}", rules, time.time(),
+                                        client=client)
+        seconds = time.perf_counter() - start
+    assert plan.retention is not None
+    return {"seconds": seconds, "requests": client.requests, "workers": workers,
+            "expired": sum(1 for d in plan.retention.decisions if d.expired)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", default="1,8", help="worker counts to measure (default 1,8)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per worker count; best kept")
     ap.add_argument("--apply", action="store_true", help="apply the last GC plan, timed")
+    ap.add_argument("--prune", action="store_true",
+                    help="also plan prune --keep-last 100 --age-from created (config GETs), timed")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
     if not HAVE_REGISTRY:
@@ -143,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"{best['core_s']:>6.3f}s {100 * best['core_share']:>5.1f}%  "
                       f"{best['manifests']:>9}  {best['planned_manifests']:>7}")
             figures["rows"] = rows
+            if args.prune:
+                figures["prune"] = measure_prune(reg.host, rows[-1]["workers"])
+                print(f"prune --keep-last 100 --age-from created: {figures['prune']['requests']} "
+                      f"requests in {figures['prune']['seconds']:.2f} s, "
+                      f"{figures['prune']['expired']} tags expired")
             if args.apply and plan is not None:
                 client = RegistryClient(reg.host, tls_verify=False, workers=rows[-1]["workers"])
                 with contextlib.closing(client):

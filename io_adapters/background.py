@@ -1,18 +1,12 @@
 """Work a command leaves for after its answer, as ``git`` detaches its automatic ``gc``.
 
-Storing a layout's graph for later deletes (:mod:`io_adapters.store`) takes a second or two
-per hundred thousand blobs, and the command that built the graph has no use for it.  So the
-``ocigraph`` script answers first and then, if a job is waiting, forks: the parent leaves at
-once with the command's exit status, and the child -- in a session of its own, its standard
-streams on ``/dev/null``, the cyclic garbage collector still off -- does the job and exits.
-Nothing a job does is needed for correctness: each checks that the layout is still as it was
-read, writes to a temporary file and renames, and gives up silently on any error; killed
-halfway, it leaves only a temporary file that the next writer ignores.
-
-The command line calls :func:`finish` when a command is done: it detaches when :data:`detach`
-is set (the ``ocigraph`` script sets it) and otherwise does the jobs there and then, so that
-callers in Python (:func:`io_adapters.cli.main`, click's test runner) see them finished.
-``OCIGRAPH_NO_DETACH=1`` makes the script do the same.
+Storing a layout's graph (:mod:`io_adapters.store`) takes seconds the command's answer does not
+need.  So the ``ocigraph`` script answers, then forks if a job waits: the parent leaves with the
+command's status; the child -- a session of its own, its streams on ``/dev/null`` -- does the
+jobs and leaves by ``os._exit``, without freeing a million-node graph object by object.  No job
+is needed for correctness: each checks the layout is still as read, writes a temporary file
+and renames, and gives up silently on any error.  :func:`finish` detaches when :data:`detach`
+is set (by the script; not with ``OCIGRAPH_NO_DETACH=1``), else does the jobs there and then.
 """
 
 from __future__ import annotations
@@ -82,6 +76,7 @@ def run_detached() -> None:
             with contextlib.suppress(OSError):
                 os.close(_fds.pop())
         return
+    held = list(_jobs)  # noqa: F841 -- what the jobs hold is freed by the exit, not by us
     try:  # the child: nothing it does may reach the terminal, or outlive a failure
         os.setsid()
         devnull = os.open(os.devnull, os.O_RDWR)

@@ -1,6 +1,7 @@
 """The cache folder: list, clear, bound.  Only ocigraph's files there are ever removed: stores
-(``<32 hex>.store``, with its lock ``.store.lock`` and a crash's ``-journal``), temp files
-(``.tmp-*``) and earlier versions' dead ``.cache``, ``.graph``, ``.plans/`` -- never locked ones."""
+(``<32 hex>.store``, each its own writers' lock, with a crash's ``-journal``), temp files
+(``.tmp-*``) and earlier versions' dead ``.cache``, ``.graph``, ``.plans/``, ``.store.lock`` --
+never a store a writer holds."""
 
 import contextlib
 import fcntl
@@ -84,14 +85,18 @@ def cache_info(cache_dir: Path | str | None) -> CacheInfo:
 
 
 def _remove(entry: CacheEntry) -> int:
-    """Remove an entry's file, journal and lock, holding the lock: its bytes (0: in use)."""
-    lock = entry.file if entry.file.name.endswith(".lock") else Path(f"{entry.file}.lock")
+    """Remove an entry's file and journal (and an old version's lock file), holding the
+    store's own lock: its bytes (0: in use, or replaced by a writer meanwhile)."""
+    lock = entry.file if entry.file.name.endswith((".lock", ".store")) else None
     with contextlib.suppress(OSError), contextlib.ExitStack() as held:
-        if lock.is_file():
+        if lock is not None and lock.is_file():
             fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
             held.callback(os.close, fd)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        for p in dict.fromkeys((entry.file, Path(f"{entry.file}-journal"), lock)):
+            if os.fstat(fd).st_ino != lock.stat().st_ino:
+                return 0  # a writer renamed a new store into place: it is in use
+        old_lock = Path(f"{entry.file}.lock")  # earlier versions locked beside the store
+        for p in dict.fromkeys((entry.file, Path(f"{entry.file}-journal"), old_lock)):
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)  # an old .plans/ folder: all of it ocigraph's
             elif p.is_file() and not p.is_symlink():

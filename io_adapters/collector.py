@@ -1,43 +1,32 @@
 """Pausing Python's cyclic garbage collector around big builds -- a shell decision.
 
-Building a graph of a million nodes makes millions of small containers; every few hundred
-allocations the collector would walk all the live ones (at 100k blobs, half the time of a
-build).  The core never touches the collector: the shell pauses it around the calls that build
-or walk large graphs, and restores it after.  What is made meanwhile is freed by reference
-counting as usual; only cycles wait for the collector's next run.
+Building a graph of a million nodes makes millions of small containers, and every few hundred
+allocations the collector would walk all the live ones (at 100k blobs, half a build's time).
+The core never touches it: the shell pauses it around what builds or walks large graphs.
+Reference counting frees as usual meanwhile; only cycles wait for the collector's next run.
 """
 
 from __future__ import annotations
 
-import functools
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import ParamSpec, TypeVar
 
 __all__ = ["collector_paused", "pauses_collector"]
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
 
 
 @contextmanager
 def collector_paused() -> Iterator[None]:
-    """``with collector_paused():`` -- the collector is off inside, and as it was after."""
-    if not gc.isenabled():
-        yield
-        return
+    """``with collector_paused():`` (or as a decorator, ``@collector_paused()``) -- the
+    collector is off inside, and as it was after."""
+    was = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        gc.enable()
+        if was:
+            gc.enable()
 
 
-def pauses_collector(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Decorator form of :func:`collector_paused`."""
-    @functools.wraps(fn)
-    def paused(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        with collector_paused():
-            return fn(*args, **kwargs)
-    return paused
+#: ``@pauses_collector``: :func:`collector_paused` around every call of the function
+pauses_collector = collector_paused()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ocigraph import LayoutError, OcigraphError, RequestError
 
 __all__ = ["LayoutAccessError", "LayoutLockedError", "ApplyError", "PlanMismatchError",
-           "LayoutMovedError", "PlanOriginError"]
+           "LayoutMovedError", "PlanOriginError", "ApplyInterrupted"]
 
 
 class LayoutAccessError(LayoutError):
@@ -59,13 +59,12 @@ class PlanMismatchError(RequestError):
 
 class LayoutMovedError(RequestError):
     """The layout's path no longer names the directory this command opened (it was renamed,
-    exchanged or replaced while the command ran): nothing more is done to either."""
+    exchanged, replaced or removed while the command ran): nothing more is done to either."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        super().__init__(f"{path}: the layout was moved or replaced while ocigraph worked on it; "
-                         "nothing more was changed -- run the command again on the layout now "
-                         "at that path")
+        super().__init__(f"{path} was moved or replaced while ocigraph worked on it: nothing "
+                         "more was changed; run the command again on the layout now at that path")
 
 
 class PlanOriginError(RequestError):
@@ -73,6 +72,15 @@ class PlanOriginError(RequestError):
 
     def __init__(self, path: str) -> None:
         self.path = path
-        super().__init__(f"{path}: this plan was made from another directory (the layout was "
-                         "moved, replaced or copied since); nothing was changed -- plan again "
-                         "on this layout")
+        super().__init__(f"{path} was moved or replaced since the plan was made (the plan is of "
+                         "another directory): nothing was changed; plan again on this layout")
+
+
+class ApplyInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`io_adapters.apply.apply_plan`, with the exact state: whether
+    index.json was already rewritten, and how many of the plan's ``total`` blobs were
+    ``deleted`` (out of ``blobs/``).  The layout is valid; the next command finishes."""
+
+    def __init__(self, index_written: bool, deleted: int, total: int) -> None:
+        self.index_written, self.deleted, self.total = index_written, deleted, total
+        super().__init__(f"interrupted: index_written={index_written}, {deleted} of {total} deleted")

@@ -1,26 +1,21 @@
 """A layout on disk, opened once: the shell's one way to read and change it.
 
-:class:`LayoutDir` opens the layout's root directory once (``O_DIRECTORY | O_NOFOLLOW``) and
-does everything else relative to that descriptor -- ``oci-layout`` and ``index.json`` are
-opened with ``dir_fd=``, ``blobs/`` and ``blobs/<alg>/`` are opened from it and kept open,
-listed with ``os.scandir(fd)``, stamped with ``fstat``, and blobs are read, stat'ed and
-unlinked relative to their folder's descriptor.  So nothing that happens to the *path* while a
-command runs -- ``mv L L.old && mv M L``, a ``renameat2(RENAME_EXCHANGE)``, a symlink swapped
-in -- can make ocigraph read one directory and change another, or pair one directory's stamps
-with another's listing.  The lock (:mod:`io_adapters.lock`) is a ``flock`` on the same
-descriptor, and :meth:`LayoutDir.require_in_place` tells a command whether the path still
-names the directory it opened.
+:class:`LayoutDir` opens the layout's root once (``O_DIRECTORY | O_NOFOLLOW``) and does
+everything else relative to that descriptor: ``oci-layout`` and ``index.json`` are opened with
+``dir_fd=``, ``blobs/`` and ``blobs/<alg>/`` are opened from it and kept open, listed with
+``os.scandir(fd)``, stamped with ``fstat``, and blobs are read, stat'ed, moved and unlinked
+relative to their folder's descriptor.  So nothing that happens to the *path* while a command
+runs (``mv L L.old && mv M L``, ``renameat2(RENAME_EXCHANGE)``, a symlink swapped in) can make
+ocigraph read one directory and change another, or pair one directory's stamps with another's
+listing.  The lock (:mod:`io_adapters.lock`) is a ``flock`` on the same directory, and
+:meth:`LayoutDir.require_in_place` tells whether the path still names it.
 
-Other rules:
-
-* a path is only ever built from a digest that passed :func:`ocigraph.parse_digest` and uses a
-  sweepable algorithm -- ``sha256:../../x`` never becomes a name;
-* symlinks are never followed: ``oci-layout``, ``index.json``, ``blobs/`` and ``blobs/<alg>/``
-  must be real files and folders, blob files are opened with ``O_NOFOLLOW``, and a symlink
-  under ``blobs/`` is reported as junk and never touched;
-* only what planning needs is read: index.json, the listing of ``blobs/<alg>/`` (names; a
-  blob's size and mtime only when planning asks, see :class:`BlobListing`), and the manifests
-  reachable through manifest-typed descriptors.
+Other rules: a digest becomes a file name only through :func:`ocigraph.blob_parts` (valid,
+sweepable: ``sha256:../../x`` never does); symlinks are never followed (``oci-layout``,
+``index.json``, ``blobs/``, ``blobs/<alg>/`` must be real files and folders, blobs are opened
+with ``O_NOFOLLOW``, a symlink under ``blobs/`` is junk, never touched); only what planning
+needs is read: index.json, the listing of ``blobs/<alg>/`` (names; a blob's size and mtime
+only when asked, :class:`BlobListing`), and the manifests reachable from index.json.
 """
 
 from __future__ import annotations
@@ -39,22 +34,24 @@ from typing import Any
 import orjson
 
 import ocigraph as og
+from ocigraph import printable
 
 from .collector import pauses_collector
 from .errors import LayoutAccessError, LayoutMovedError
 
 __all__ = ["Junk", "LayoutDir", "DiskLayout", "BlobListing", "FolderStamp", "read_layout",
            "open_layout", "blob_path", "blob_name", "printable", "DiskManifestSource", "is_disk_error",
-           "TEMP_PREFIX", "PROBE_PREFIX"]
+           "TEMP_PREFIX", "PROBE_PREFIX", "read_at", "write_at"]
 
 #: the prefix of the temporary file a new index.json is written to, beside it
 TEMP_PREFIX = ".index.json.ocigraph-"
 #: the prefix of the empty file that reads the file system's clock (:meth:`LayoutDir.clock_offset`)
 PROBE_PREFIX = ".ocigraph-clock-"
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO planted as index.json must not hang (no effect on files).
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 #: a folder under the layout as ``(name relative to blobs/, inode, mtime_ns, ctime_ns)``
 FolderStamp = tuple[str, int, int, int]
@@ -68,38 +65,52 @@ class Junk:
     why: str
 
 
-def printable(name: str) -> str:
-    """A file name safe to print: undecodable bytes become ``\\xNN`` escapes."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def _is_sweepable_hex(alg: str, encoded: str) -> bool:
-    """The common case of a valid, sweepable digest, checked without regular expressions."""
-    width = og.SWEEPABLE_ALGORITHMS.get(alg)
-    return width is not None and len(encoded) == width and not encoded.strip("0123456789abcdef")
-
-
-def _split(digest: str) -> tuple[str, str]:
-    """``(alg, encoded)`` of a valid, sweepable digest; anything else raises -- the one gate
-    through which a digest becomes a file name."""
-    alg, _, encoded = digest.partition(":")
-    if not _is_sweepable_hex(alg, encoded):  # the full check, and its error, for the rest
-        og.parse_digest(digest)
-        if not og.is_sweepable(digest):
-            raise og.InvalidDigestError(digest, "not an algorithm ocigraph stores or deletes")
-    return alg, encoded
-
-
 def blob_path(root: Path | str, digest: str) -> Path:
-    """``root/blobs/<alg>/<encoded>`` for a valid, sweepable digest (for tests and messages;
-    the shell itself works through :class:`LayoutDir`)."""
-    alg, encoded = _split(digest)
-    return Path(root, "blobs", alg, encoded)
+    """``root/blobs/<alg>/<encoded>`` (for tests and messages; the shell uses :class:`LayoutDir`)."""
+    return Path(root, "blobs", *og.blob_parts(digest))
 
 
 def blob_name(digest: str) -> str:
     """``blobs/<alg>/<encoded>``: a (valid) digest's file relative to the layout, for messages."""
     return "blobs/" + digest.replace(":", "/", 1)
+
+
+class _NotRegular(OSError):
+    pass
+
+
+def read_at(fd: int, name: str) -> bytes:
+    """The bytes of the regular file ``name`` in the folder ``fd`` (never through a symlink)."""
+    f = os.open(name, _FILE_FLAGS, dir_fd=fd)
+    try:
+        if not stat.S_ISREG(os.fstat(f).st_mode):
+            raise _NotRegular(errno.EINVAL, "is not a regular file")
+        chunks = []
+        while chunk := os.read(f, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(f)
+
+
+def write_at(fd: int, name: str, data: bytes, tmp: str) -> None:
+    """Replace ``name`` in the folder ``fd`` with ``data``: the temp file ``tmp`` beside it,
+    fsync, rename -- readers see the old file or the new one, never half of one.  On an
+    ``OSError``, ``name`` is unchanged and no temp file is left.  The caller fsyncs ``fd``."""
+    f = os.open(tmp, _NEW_FILE, 0o644, dir_fd=fd)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(f, view):]
+            os.fsync(f)
+        finally:
+            os.close(f)
+        os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=fd)
+        raise
 
 
 def _open_error(what: str, exc: OSError, link: bool = False) -> LayoutAccessError:
@@ -117,20 +128,18 @@ def _open_error(what: str, exc: OSError, link: bool = False) -> LayoutAccessErro
 class LayoutDir:
     """The root directory of a layout, opened once (see the module's docstring).
 
-    ``origin`` -- ``"<device>:<inode>"`` of the directory -- is what a plan made from it
-    records, so that apply can refuse to change any other directory.  Close it (or use it as a
-    context manager); its descriptors are closed when it is collected too.
+    ``origin`` (``"<device>:<inode>"``) is what a plan made from it records, so that apply can
+    refuse any other directory.  Close it, or use it as a context manager.
     """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._fds: dict[str, int] = {}
         try:
-            fd = os.open(self.path, _DIR_FLAGS)
+            self.fd = os.open(self.path, DIR_FLAGS)
         except OSError as exc:
             raise _open_error(printable(str(self.path)), exc, os.path.islink(self.path)) from None
-        self.fd = fd
-        st = os.fstat(fd)
+        st = os.fstat(self.fd)
         self.device, self.inode = st.st_dev, st.st_ino
 
     @property
@@ -138,8 +147,7 @@ class LayoutDir:
         return f"{self.device}:{self.inode}"
 
     def close(self) -> None:
-        fds = [*self._fds.values(), getattr(self, "fd", -1)]
-        self._fds = {}
+        fds, self._fds = [*self._fds.values(), getattr(self, "fd", -1)], {}
         self.fd = -1
         for fd in fds:
             if fd >= 0:
@@ -158,8 +166,6 @@ class LayoutDir:
     def __repr__(self) -> str:
         return f"<LayoutDir {self.path} ({self.origin})>"
 
-    # -- where it is ---------------------------------------------------------------------
-
     def in_place(self) -> bool:
         """Whether the path still names this directory, and ``blobs/`` and each open
         ``blobs/<alg>/`` under it are still the folders this handle opened."""
@@ -168,8 +174,7 @@ class LayoutDir:
             if (st.st_dev, st.st_ino) != (self.device, self.inode):
                 return False
             for rel, fd in self._fds.items():
-                here = os.stat(rel, dir_fd=self.fd, follow_symlinks=False)
-                mine = os.fstat(fd)
+                here, mine = os.stat(rel, dir_fd=self.fd, follow_symlinks=False), os.fstat(fd)
                 if (here.st_dev, here.st_ino) != (mine.st_dev, mine.st_ino):
                     return False
         except OSError:
@@ -181,26 +186,16 @@ class LayoutDir:
         if not self.in_place():
             raise LayoutMovedError(printable(str(self.path)))
 
-    # -- files at the top ------------------------------------------------------------------
-
     def read_file(self, name: str) -> bytes:
-        """The bytes of the regular file ``name`` at the top of the layout (``index.json``,
-        ``oci-layout``); errors name it."""
+        """The bytes of the regular file ``name`` at the top of the layout; errors name it."""
         try:
-            fd = os.open(name, _FILE_FLAGS, dir_fd=self.fd)
+            return read_at(self.fd, name)
+        except _NotRegular:
+            raise LayoutAccessError(name, "is not a regular file") from None
         except OSError as exc:
-            raise _open_error(name, exc) from None
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise LayoutAccessError(name, "is not a regular file")
-            chunks = []
-            while chunk := os.read(fd, 1 << 20):
-                chunks.append(chunk)
-            return b"".join(chunks)
-        except OSError as exc:
+            if exc.filename is not None:  # (the open failed)
+                raise _open_error(name, exc) from None
             raise LayoutAccessError(name, f"cannot read ({exc.strerror})") from None
-        finally:
-            os.close(fd)
 
     def check_oci_layout(self) -> None:
         """Validate ``oci-layout``: a JSON object whose ``imageLayoutVersion`` is 1.x."""
@@ -226,32 +221,15 @@ class LayoutDir:
         return og.parse_index(self.read_file("index.json"))
 
     def replace_index(self, data: bytes) -> None:
-        """Replace ``index.json`` with ``data``: a temp file beside it, fsync, rename, fsync
-        the folder -- readers see the old file or the new one, never half of one.
-
-        Every failure is a :class:`LayoutAccessError`: before the rename, index.json is
-        unchanged; after it (the folder cannot be synced), index.json is new but may not
-        survive a power loss, so the caller must not delete any blob it no longer references.
-        """
+        """Replace ``index.json`` atomically (:func:`write_at`).  Every failure is one line:
+        before the rename, index.json is unchanged; after it (the folder cannot be synced) it
+        is new but may not survive a power loss, so the caller must delete nothing it dropped."""
         tmp = f"{TEMP_PREFIX}{os.getpid()}-{time.monotonic_ns()}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o644, dir_fd=self.fd)
+            write_at(self.fd, "index.json", data, tmp)
         except OSError as exc:
-            raise LayoutAccessError("index.json", f"cannot create a temp file beside it "
-                                    f"({exc.strerror}); it was left unchanged") from None
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, "index.json", src_dir_fd=self.fd, dst_dir_fd=self.fd)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=self.fd)
+            if not self.in_place():  # removed, or moved and replaced: say that, not ENOENT
+                raise LayoutMovedError(printable(str(self.path))) from None
             raise LayoutAccessError("index.json", f"cannot write the new index.json "
                                     f"({exc.strerror}); it was left unchanged") from None
         try:
@@ -268,10 +246,57 @@ class LayoutDir:
                     with contextlib.suppress(OSError):
                         os.unlink(e.name, dir_fd=self.fd)
 
-    # -- blob folders ----------------------------------------------------------------------
+    def clock_offset(self) -> float:
+        """Seconds the file system's clock is ahead of this machine's: the mtime of a new
+        file against this machine's clock around it (blob times are the file system's, a
+        plan's snapshot time this machine's).  The file is unnamed (``O_TMPFILE``: the layout
+        is not touched) or, where the file system has no such files (NFS), a named one at the
+        root, removed at once."""
+        name, start = f"{PROBE_PREFIX}{os.getpid()}", time.time()
+        try:
+            fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=self.fd)
+        except OSError:
+            fd = os.open(name, _NEW_FILE & ~os.O_EXCL | os.O_TRUNC, 0o644, dir_fd=self.fd)
+        else:
+            name = ""
+        try:
+            mtime = os.fstat(fd).st_mtime
+        finally:
+            os.close(fd)
+            if name:
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=self.fd)
+        return mtime - (start + time.time()) / 2
+
+    # -- folders -------------------------------------------------------------------------------
+
+    def open_folder(self, rel: str, *, create: bool = False, at: int | None = None) -> int | None:
+        """A new descriptor (the caller closes it) of the folder ``rel`` (``a/b``) under the
+        root (or under the folder ``at``), each part opened relative to its parent, never
+        through a symlink; a missing part is created (its parent then fsynced) when
+        ``create``, else the answer is ``None``.  Other failures raise ``OSError``."""
+        fd = os.dup(self.fd if at is None else at)
+        try:
+            for name in rel.split("/"):
+                try:
+                    child = os.open(name, DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        return None
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(name, 0o755, dir_fd=fd)
+                    os.fsync(fd)
+                    child = os.open(name, DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = child
+            found, fd = fd, -1
+            return found
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
     def folder(self, rel: str, *, missing_ok: bool = False) -> int | None:
-        """The descriptor of ``blobs`` or ``blobs/<alg>``, opened once (no symlinks)."""
+        """The descriptor of ``blobs`` or ``blobs/<alg>``, opened once and kept (no symlinks)."""
         fd = self._fds.get(rel)
         if fd is not None:
             return fd
@@ -280,25 +305,24 @@ class LayoutDir:
         if at is None:
             return None
         try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=at)
-        except FileNotFoundError:
-            if missing_ok:
-                return None
-            raise LayoutAccessError(rel, "missing") from None
+            fd = self.open_folder(name, at=at)
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR) and stat.S_ISLNK(
                     os.stat(name, dir_fd=at, follow_symlinks=False).st_mode):
                 raise LayoutAccessError(rel, "is a symlink; ocigraph does not follow symlinks "
                                         "out of the layout") from None
             raise _open_error(rel, exc) from None
+        if fd is None:
+            if missing_ok:
+                return None
+            raise LayoutAccessError(rel, "missing")
         self._fds[rel] = fd
         return fd
 
     def _algorithm_folders(self) -> list[tuple[str, bool]]:
         """``(name, is a real folder)`` of each entry of ``blobs/``, sorted."""
-        blobs = self.folder("blobs")
         try:
-            with os.scandir(blobs) as it:  # type: ignore[type-var]
+            with os.scandir(self.folder("blobs")) as it:
                 return sorted((e.name, e.is_dir(follow_symlinks=False)) for e in it)
         except OSError as exc:
             raise LayoutAccessError("blobs", f"cannot list ({exc.strerror})") from None
@@ -315,99 +339,34 @@ class LayoutDir:
                 out.append((name, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
         return tuple(out)
 
-    def _blob_at(self, digest: str, *, missing_ok: bool = True) -> tuple[int | None, str]:
-        alg, encoded = _split(digest)
+    def blob_at(self, digest: str, *, missing_ok: bool = True) -> tuple[int | None, str]:
+        """``(descriptor of blobs/<alg>, file name)`` of a digest (:func:`ocigraph.blob_parts`)."""
+        alg, encoded = og.blob_parts(digest)
         return self.folder(f"blobs/{alg}", missing_ok=missing_ok), encoded
 
     def lstat_blob(self, digest: str) -> os.stat_result | None:
         """The blob file's ``lstat``; ``None`` when it is gone."""
-        fd, name = self._blob_at(digest)
-        if fd is None:
-            return None
+        fd, name = self.blob_at(digest)
         try:
-            return os.stat(name, dir_fd=fd, follow_symlinks=False)
+            return None if fd is None else os.stat(name, dir_fd=fd, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
             return None
 
-    def unlink_blob(self, digest: str) -> None:
-        fd, name = self._blob_at(digest, missing_ok=False)
-        os.unlink(name, dir_fd=fd)
-
     def open_blob(self, digest: str) -> int | None:
-        """A read-only descriptor of the blob file (never through a symlink); ``None`` when
-        it is gone."""
-        fd, name = self._blob_at(digest)
-        if fd is None:
-            return None
+        """A read-only descriptor of the blob file (never through a symlink); ``None`` if gone."""
+        fd, name = self.blob_at(digest)
         try:
-            return os.open(name, _FILE_FLAGS, dir_fd=fd)
+            return None if fd is None else os.open(name, _FILE_FLAGS, dir_fd=fd)
         except FileNotFoundError:
             return None
 
-    # -- folders beside blobs/, and blobs moved in and out (io_adapters.quarantine) ----------
-
-    def open_folder(self, rel: str, *, create: bool = False) -> int | None:
-        """A new descriptor (the caller closes it) of the folder ``rel`` (``a/b/c`` under the
-        root), each part opened relative to its parent without following a symlink; a missing
-        part is created (mode 0755, its parent then fsynced) when ``create``, else the answer is
-        ``None``.  Other failures raise ``OSError``."""
-        fd = os.dup(self.fd)
-        try:
-            for name in rel.split("/"):
-                try:
-                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        return None
-                    with contextlib.suppress(FileExistsError):
-                        os.mkdir(name, 0o755, dir_fd=fd)
-                    os.fsync(fd)
-                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
-                os.close(fd)
-                fd = child
-            found, fd = fd, -1
-            return found
-        finally:
-            if fd >= 0:
-                os.close(fd)
-
-    def clock_offset(self) -> float:
-        """Seconds the file system's clock is ahead of this machine's: the mtime of an empty
-        file created (then removed) at the root, against this machine's clock around it --
-        blob times are the file system's, plans' snapshot times this machine's."""
-        name = f"{PROBE_PREFIX}{os.getpid()}"
-        start = time.time()
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o644, dir_fd=self.fd)
-        try:
-            mtime = os.fstat(fd).st_mtime
-        finally:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(name, dir_fd=self.fd)
-        return mtime - (start + time.time()) / 2
-
-    def move_blob_out(self, digest: str, to_fd: int) -> None:
-        """Rename the blob file into the folder ``to_fd``, same name: relative to both folders'
-        descriptors, on one file system, so no byte is copied."""
-        fd, name = self._blob_at(digest, missing_ok=False)
-        os.rename(name, name, src_dir_fd=fd, dst_dir_fd=to_fd)
-
-    def move_blob_in(self, digest: str, from_fd: int) -> None:
-        """Rename the file named like the blob in the folder ``from_fd`` back to ``blobs/<alg>/``."""
-        fd, name = self._blob_at(digest, missing_ok=False)
-        os.rename(name, name, src_dir_fd=from_fd, dst_dir_fd=fd)
-
 
 class BlobListing(Mapping[str, og.BlobInfo]):
-    """The present blobs of a layout, as the core's ``Layout.blobs`` mapping.
-
-    Which blobs exist comes from the listing alone (names, and the file type the directory entry
-    carries); a blob's size and mtime come from an ``lstat`` made the first time someone asks
-    for them (or from the ``fstat`` of a read, see :meth:`note`).  Planning asks only about the
-    blobs it reads or deletes, so a GC of a million blobs does not stat the million layers that
-    stay.  A blob gone since the listing answers size 0 and no mtime (apply finds it gone and
-    says so); any other failure to stat it is an error naming the file.
+    """The present blobs of a layout, as the core's ``Layout.blobs`` mapping: which exist comes
+    from the listing alone; a blob's size and mtime from an ``lstat`` the first time someone
+    asks (or a read's ``fstat``, :meth:`note`) -- planning asks only about the blobs it reads or
+    deletes, so a GC of a million blobs does not stat the layers that stay.  A blob gone since
+    the listing answers size 0 and no mtime; any other failure to stat it is an error naming it.
     """
 
     __slots__ = ("_dir", "_infos")
@@ -431,10 +390,7 @@ class BlobListing(Mapping[str, og.BlobInfo]):
         return self._stat(digest) if info is None else info
 
     def get(self, digest: str, default: Any = None) -> Any:
-        if digest not in self._infos:
-            return default
-        info = self._infos[digest]
-        return self._stat(digest) if info is None else info
+        return self[digest] if digest in self._infos else default
 
     def __contains__(self, digest: object) -> bool:
         return digest in self._infos
@@ -464,23 +420,6 @@ class BlobListing(Mapping[str, og.BlobInfo]):
 
 
 _HEX = "0123456789abcdef"
-
-
-def _all_digest_names(names: list[str], width: int) -> bool:
-    """Every name is ``width`` lowercase hex characters -- checked for all at once: one
-    ``bytes.fromhex`` of them joined (which also takes uppercase and spaces, so those are
-    ruled out apart) is a tenth of the time of a check per name."""
-    if not names:
-        return True
-    if set(map(len, names)) != {width}:
-        return False
-    joined = "".join(names)
-    if any(c in joined for c in "ABCDEF \t\n\r\x0b\x0c"):
-        return False
-    try:
-        return len(bytes.fromhex(joined)) * 2 == len(joined)
-    except ValueError:
-        return False
 
 
 def _junk_entry(e: os.DirEntry[str], rel: str, width: int) -> Junk:
@@ -518,7 +457,7 @@ def _list_folder(fd: int, rel: str) -> tuple[list[str], list[os.DirEntry[str]]]:
                     regular = e.is_file(follow_symlinks=False)
                 except OSError:
                     regular = False
-                (names.append(e.name) if regular else others.append(e))  # type: ignore[func-returns-value]
+                (names.append(e.name) if regular else others.append(e))
         return names, others
     except OSError as exc:
         raise LayoutAccessError(rel, f"cannot list ({exc.strerror})") from None
@@ -536,7 +475,7 @@ def scan_blobs(layout_dir: LayoutDir) -> tuple[BlobListing, list[Junk]]:
             continue
         width = lengths[name]
         names, others = _list_folder(layout_dir.folder(rel), rel)  # type: ignore[arg-type]
-        if not _all_digest_names(names, width):  # rare: sort the names out one by one
+        if not og.are_digest_names(names, width):  # rare: sort the names out one by one
             bad = [n for n in names if len(n) != width or n.strip(_HEX)]
             junk.extend(Junk(f"{rel}/{printable(n)}", "not a valid digest name") for n in bad)
             names = [n for n in names if len(n) == width and not n.strip(_HEX)]

@@ -1,11 +1,8 @@
-"""A cross-process lock on a layout, with no lock file.
-
-``flock`` on the layout's directory handle (:class:`io_adapters.layout.LayoutDir`) itself --
-the same descriptor every read and write of the command goes through, so the lock is on the
-directory the command works on, wherever its path points meanwhile: nothing is created inside the layout, the kernel
-drops the lock when the holder dies (even by SIGKILL), and two processes -- or two opens in
-one process -- exclude each other.  Who holds it is read from ``/proc/locks`` where Linux
-offers it, for the "locked by pid N" message.
+"""A cross-process lock on a layout, with no lock file: ``flock`` on the layout's directory,
+opened relative to its handle (:class:`io_adapters.layout.LayoutDir`), so the lock is on the
+directory the command works on wherever its path points meanwhile.  Nothing is created in the
+layout, the kernel drops the lock when its holder dies (even by SIGKILL), and two processes --
+or two opens in one -- exclude each other.  The holder's pid comes from ``/proc/locks``.
 """
 
 from __future__ import annotations
@@ -31,14 +28,9 @@ def lock_holder(path: Path) -> int | None:
     except OSError:
         return None
     want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    for line in lines:
-        parts = line.split()
-        # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"
+    for parts in map(str.split, lines):  # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"
         if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == want:
-            try:
-                return int(parts[4])
-            except ValueError:
-                return None
+            return int(parts[4]) if parts[4].isdigit() else None
     return None
 
 
@@ -49,37 +41,30 @@ class LayoutLock:
     def __init__(self, root: Path | str | LayoutDir, timeout: float = 10.0, poll: float = 0.05) -> None:
         self.dir = open_layout(root)
         self.root = self.dir.path
-        self.timeout = timeout
-        self.poll = poll
-        self._held = False
-
-    @property
-    def held(self) -> bool:
-        return self._held
+        self.timeout, self.poll = timeout, poll
+        self.held = False
 
     def acquire(self) -> None:
-        # flock is per open file description: "." opened relative to the handle is the same
-        # directory (wherever its path points now) with a description of its own, so two
-        # locks in one process exclude each other too
+        # "." opened relative to the handle: the same directory, with an open file description
+        # of its own (flock is per description), so two locks in one process exclude each other
         fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.dir.fd)
         start = time.monotonic()
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._fd = fd
-                self._held = True
+                self._fd, self.held = fd, True
                 return
             except BlockingIOError:
                 waited = time.monotonic() - start
                 if waited >= self.timeout:
-                    pid = lock_holder(self.root)
                     os.close(fd)
-                    raise LayoutLockedError(str(self.root), pid, round(waited, 1)) from None
+                    raise LayoutLockedError(str(self.root), lock_holder(self.root),
+                                            round(waited, 1)) from None
                 time.sleep(min(self.poll, max(self.timeout - waited, 0.001)))
 
     def release(self) -> None:
-        if self._held:
-            self._held = False
+        if self.held:
+            self.held = False
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
 

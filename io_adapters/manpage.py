@@ -39,8 +39,8 @@ _SECTIONS = {
         ("OCIGRAPH_DEBUG", "Set to 1 for the Python traceback instead of the one-line error.")],
     "FILES": [
         ("$OCIGRAPH_CACHE_DIR, else $XDG_CACHE_HOME/ocigraph, else ~/.cache/ocigraph",
-         "Per layout, a store of its graph and recent plans (<hash>.store, and its writer lock "
-         "<hash>.store.lock): a command on an unchanged layout answers without reading it all.  "
+         "Per layout, one file: a store of its graph and recent plans (<hash>.store, also its "
+         "writers' lock): a command on an unchanged layout answers without reading it all.  "
          "Entries unused for 30 days or whose layout is gone are removed; ocigraph cache lists "
          "them, ocigraph cache clear removes them.  Deleting the folder is always safe.")],
 }

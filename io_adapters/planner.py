@@ -1,56 +1,42 @@
-"""Plan an operation on a layout on disk: from the one store when it describes the layout as
-it is, else by reading the layout and building its graph.
+"""Plan an operation on a layout on disk: from the one store (:mod:`io_adapters.store`) when it
+was made from the layout's snapshot as its handle reads it now, else by reading the layout.
 
-:func:`plan_layout` is what the command line (and apply's re-check of a saved plan) calls.
-Through the layout's one directory handle (:class:`io_adapters.layout.LayoutDir`) it reads the
-layout's snapshot (:mod:`io_adapters.store`); if the store was made from that snapshot, it
-answers from it:
-
-* a plan made before for the same operation, refs and policy is the plan now (a plan is a
-  pure function of index.json, the blobs present, what the manifests say, the operation and
-  the code -- all fixed by the snapshot -- and, with ``grace``, of the clock: such plans are
-  never kept);
-* a ``delete`` is planned on its targets' neighbourhood in the stored graph
-  (:func:`ocigraph.neighbourhood`).
-
-Otherwise it reads the layout, builds its graph and plans; a graph built is left to the store
-(with the plan) by a job meant to run after the command's answer
-(:mod:`io_adapters.background`).  Every plan records the handle's ``origin``, so that apply
-refuses to change any other directory.
+From the store, a plan made before for the same operation, refs and policy is the plan now (a
+plan is a pure function of what the snapshot fixes and the code; plans with ``grace`` also of
+the clock, and are never kept), and a ``delete`` is planned on its targets' neighbourhood
+(:func:`ocigraph.neighbourhood`).  A graph built is left to the store, with its plan, by a job
+for after the command's answer (:mod:`io_adapters.background`).  Every plan records the
+handle's ``origin``, so that apply refuses to change any other directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import gc
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import networkx as nx
-import orjson
 
 import ocigraph as og
 
+from . import store as st
 from .apply import ApplyReport
 from .cachedir import bound_cache
 from .collector import collector_paused
-from .layout import DiskLayout, Junk, LayoutDir, open_layout, read_layout, scan_blobs
-from .store import (
-    GraphStore,
-    cache_enabled,
-    claim,
-    follow_apply,
-    is_settled,
-    names_checksum,
-    open_store,
-    plan_key,
-    save_store,
-    settles_in,
-    snapshot_of,
-    store_file_for,
+from .layout import (
+    DiskLayout,
+    DiskManifestSource,
+    Junk,
+    LayoutDir,
+    open_layout,
+    read_layout,
+    scan_blobs,
 )
 
 __all__ = ["Planned", "plan_layout", "plan_prune_layout", "restore_later", "plan_graph",
@@ -59,8 +45,8 @@ __all__ = ["Planned", "plan_layout", "plan_prune_layout", "restore_later", "plan
 #: layouts with fewer blobs are planned every time and never stored: they plan in
 #: milliseconds, and test suites make thousands of them
 _MIN_BLOBS = 2048
-#: how long a storing job waits for a layout's folders to settle before it gives up: a clock
-#: far off the file system's would otherwise keep it asleep
+#: the longest a storing job waits for a layout's folders to settle (a clock far off the file
+#: system's would otherwise keep it asleep); it waits without the writer's lock
 _MAX_SETTLE_WAIT = 3.0
 
 
@@ -68,11 +54,10 @@ _MAX_SETTLE_WAIT = 3.0
 class Planned:
     """A plan, where it came from, and the tags of the nodes it names.
 
-    ``how``: ``"built"`` (the layout was read and its graph built: ``graph``), ``"remembered"``
-    (the plan made before on the unchanged layout, from the store: no graph), or ``"stored"``
-    (a delete planned on its targets' neighbourhood in the store: ``graph`` is that view).
-    ``disk`` is the layout as read (``None`` unless built); ``junk`` what lies under ``blobs/``
-    that is not a blob; ``dir`` the layout's handle.
+    ``how``: ``"built"`` (the layout read, its graph built: ``graph``), ``"remembered"`` (the
+    plan made before on the unchanged layout: no graph) or ``"stored"`` (a delete planned on
+    its targets' neighbourhood in the store: ``graph`` is that view).  ``disk``: the layout as
+    read (``None`` unless built); ``junk``: what lies under ``blobs/`` that is not a blob.
     """
 
     dir: LayoutDir
@@ -101,52 +86,28 @@ class Planned:
             return False
 
 
-def plan_graph(graph: nx.DiGraph, operation: str, refs: Sequence[str], policy: og.Policy,
-               whole: og.WholeGraph | None = None, reporter: og.Reporter | None = None) -> og.Plan:
-    """``operation`` (``delete``, ``gc``, ``remove``, ``untag``) on ``graph``.  ``whole``:
-    ``graph`` as a source, whose liveness facts the plan then shares (grace 0)."""
-    given = whole.facts(policy.keep_untagged) if whole is not None and policy.grace <= 0 else None
-    if operation == "delete":
-        return og.plan_delete(graph, refs, policy, reporter, given=given)
-    if operation == "gc":
-        return og.plan_gc(graph, policy, reporter, given=given)
-    if operation == "remove":
-        return og.plan_remove(graph, refs, policy)
-    if operation == "untag":
-        return og.plan_untag(graph, refs)
-    raise ValueError(f"unknown operation {operation!r}")
+#: ``operation`` (``delete``, ``gc``, ``remove``, ``untag``) on a graph
+plan_graph = og.plan_operation
 
 
 def push_times(disk: DiskLayout, rules: og.RetentionRules) -> dict[str, float]:
-    """The push time of every image index.json lists (RETENTION §1): its manifest blob's
-    mtime, or with ``age_from="created"`` the image's own date, read through the handle."""
-    out: dict[str, float] = {}
-    created = rules.age_from == "created"
-    for digest in {e.digest for e in disk.layout.index.entries}:
-        info = disk.layout.blobs.get(digest)
-        mtime = None if info is None else info.mtime
-        annotation = config = None
-        if created and info is not None:
-            data = disk.layout.manifests.read_blobs([digest])[0]  # type: ignore[attr-defined]
-            if isinstance(data, bytes):
-                annotation = og.manifest_created(data)
-                cfg = _config_digest(data)
-                if cfg is not None and cfg in disk.layout.blobs:
-                    raw = disk.layout.manifests.read_blobs([cfg])[0]  # type: ignore[attr-defined]
-                    config = og.config_created(raw) if isinstance(raw, bytes) else None
-        when = og.image_time(mtime, age_from=rules.age_from, annotation=annotation, config=config)
-        if when is not None:
-            out[digest] = when
-    return out
+    """:func:`ocigraph.push_times` of the layout, its blobs read through the handle."""
+    def read(digest: str) -> bytes | None:
+        data = disk.layout.manifests.read_blobs([digest])[0]  # type: ignore[attr-defined]
+        return data if isinstance(data, bytes) else None
+
+    return og.push_times(disk.layout.index, disk.layout.blobs, rules.age_from, read)
 
 
-def _config_digest(manifest: bytes) -> str | None:
-    try:
-        doc = orjson.loads(manifest)
-        digest = doc["config"]["digest"]
-        return digest if isinstance(digest, str) and og.is_sweepable(digest) else None
-    except (orjson.JSONDecodeError, KeyError, TypeError, og.OcigraphError):
-        return None
+def _build(disk: DiskLayout, policy: og.Policy, reporter: og.Reporter | None) -> nx.DiGraph:
+    """The graph of ``disk``.  With ``grace``, its ``now`` is on the file system's clock, as
+    the blob times it is compared with are (the plan's snapshot time stays this machine's:
+    apply shifts it itself); a layout we cannot write a probe into keeps this machine's."""
+    layout = disk.layout
+    if policy.grace > 0:
+        with contextlib.suppress(OSError):
+            layout = dataclasses.replace(layout, now=(layout.now or 0.0) + disk.dir.clock_offset())
+    return og.build_graph(layout, reporter, mtimes=policy.grace > 0)
 
 
 def plan_prune_layout(root: Path | str | LayoutDir, rules: og.RetentionRules, policy: og.Policy,
@@ -156,44 +117,33 @@ def plan_prune_layout(root: Path | str | LayoutDir, rules: og.RetentionRules, po
     layout_dir = open_layout(root)
     with collector_paused():
         disk = read_layout(layout_dir, reporter=reporter)
-        graph = og.build_graph(disk.layout, reporter, mtimes=policy.grace > 0)
+        graph = _build(disk, policy, reporter)
         plan = og.plan_prune(graph, rules, now=now, push_times=push_times(disk, rules),
                              policy=policy)
-    plan = dataclasses.replace(plan, origin=layout_dir.origin)
+    plan = dataclasses.replace(plan, origin=layout_dir.origin, snapshot_time=disk.layout.now)
     return Planned(layout_dir, plan, plan_tags(graph, plan), "built", graph, disk, disk.junk)
 
 
-def _named(plan: og.Plan) -> set[str]:
-    named = {d.digest for d in plan.deletions} | {k.digest for k in plan.kept}
-    named |= {d.reason.via for d in plan.deletions if d.reason.via is not None}
-    named |= {k.via for k in plan.kept if k.via is not None}
-    return named
-
-
-def plan_tags(graph: nx.DiGraph | GraphStore, plan: og.Plan) -> dict[str, list[str]]:
+def plan_tags(graph: nx.DiGraph | st.GraphStore, plan: og.Plan) -> dict[str, list[str]]:
     """Tags of every node ``plan`` names (deletions, reasons, kept nodes), for showing it."""
-    named = sorted(_named(plan))
-    if isinstance(graph, GraphStore):
-        attrs: Mapping[str, Mapping[str, object]] = graph.attributes(named)
-    else:
-        attrs = {n: graph.nodes[n] for n in named if n in graph.nodes}
-    return {n: sorted(a["tags"]) for n, a in attrs.items() if a["tags"]}  # type: ignore[call-overload]
+    source = graph if isinstance(graph, st.GraphStore) else og.WholeGraph(graph)
+    return og.plan_tags(source.attributes, plan)
 
 
 def _from_store(layout_dir: LayoutDir, operation: str, refs: Sequence[str], policy: og.Policy,
                 cache: bool | None, cache_dir: Path | str | None) -> Planned | Path | None:
-    """The plan, answered by the store if it was made from the layout as it is now (see
-    :mod:`io_adapters.store`); ``None`` otherwise -- or the store's path when it did not know
-    a name: a row may be lost, so if reading the layout finds the name, the store goes."""
-    if policy.grace > 0 or not cache_enabled(cache):
+    """The plan, answered by the store if it was made from the layout as it is now; ``None``
+    otherwise -- or the store's path when it did not know a name: a row may be lost, so if
+    reading the layout finds the name, the store goes."""
+    if policy.grace > 0 or not st.cache_enabled(cache):
         return None
     now = time.time()  # the snapshot: as read_layout, before anything is looked at
     layout_dir.check_oci_layout()
-    store = open_store(layout_dir, cache_dir, cache, snapshot_of(layout_dir))
+    store = st.open_store(layout_dir, cache_dir, cache, st.snapshot_of(layout_dir))
     if store is None:
         return None
     try:
-        kept = store.plan(plan_key(operation, refs, policy))
+        kept = store.plan(og.plan_key(operation, refs, policy))
         if (kept is not None and kept.operation == operation and kept.policy == policy
                 and kept.index_fingerprint == store.fingerprint):
             plan = dataclasses.replace(kept, snapshot_time=now)
@@ -217,23 +167,20 @@ def _from_store(layout_dir: LayoutDir, operation: str, refs: Sequence[str], poli
 
 
 def _discard(path: Path) -> None:
-    """Remove a damaged store, so that the next full plan stores the layout anew -- unless
-    another process is writing one right now (it replaces this one anyway)."""
-    claimed = claim(path)
+    """Remove a damaged store so the next full plan stores the layout anew -- unless a writer
+    has it now (it replaces it anyway)."""
+    claimed = st.claim(path)
     if claimed is not None:
-        try:
+        with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
-        except OSError:
-            pass
-        finally:
-            os.close(claimed)
+        os.close(claimed)
 
 
 def _storable(disk: DiskLayout, cache: bool | None) -> bool:
     """A layout worth storing whose graph can be trusted later: big, settled folders, and no
-    read that said something about a file rather than a digest (see :mod:`io_adapters.store`)."""
-    return (cache_enabled(cache) and len(disk.layout.blobs) >= _MIN_BLOBS and is_settled(disk)
-            and getattr(disk.layout.manifests, "disk_errors", 1) == 0)
+    read that said something about a file rather than a digest."""
+    return (st.cache_enabled(cache) and len(disk.layout.blobs) >= _MIN_BLOBS
+            and st.is_settled(disk) and getattr(disk.layout.manifests, "disk_errors", 1) == 0)
 
 
 #: store files this process has a job on its way for (the job owns the writer's lock), and
@@ -242,62 +189,54 @@ _PENDING: set[Path] = set()
 _APPLIED: dict[Path, tuple[og.Plan, ApplyReport]] = {}
 
 
-def _store_path(layout_dir: LayoutDir, cache_dir: Path | str | None) -> Path | None:
-    path = store_file_for(layout_dir.path, cache_dir)
-    return None if path is None else Path(os.path.abspath(path))
-
-
 def _store(disk: DiskLayout, graph: nx.DiGraph, whole: og.WholeGraph, plans: dict[str, og.Plan],
            cache: bool | None, cache_dir: Path | str | None,
            defer: Callable[..., None] | None = None) -> None:
-    """Keep ``graph`` and ``plans`` for later, unless the layout is not :func:`_storable`.
-    ``defer``: hand the writing to it (:func:`io_adapters.background.defer`) rather than write
-    now.  Should the layout change before the job runs (``delete --yes`` applies the plan),
-    the job stores the layout as it is then, like :func:`restore_later`."""
-    if not _storable(disk, cache):
+    """Keep ``graph`` and ``plans`` for later if the layout is :func:`_storable`, in a job
+    handed to ``defer`` (:func:`io_adapters.background.defer`) or done now.  Should the layout
+    change before the job runs (``delete --yes`` applies the plan), it follows the change, or
+    stores the layout as it is then."""
+    path = st.store_file_for(disk.dir.path, cache_dir)
+    if not _storable(disk, cache) or path is None or path in _PENDING:
         return
     plans = {k: p for k, p in plans.items() if p.policy.grace <= 0}  # they depend on the clock
-    path = _store_path(disk.dir, cache_dir)
-    if path is None or path in _PENDING:
-        return
-    kept = [graph, whole]  # let go of before a rebuild: the job may be the graph's last holder
+    kept = [graph, whole]  # let go of before a rebuild; otherwise the exit frees them at once
 
-    def work() -> None:
+    def work(claimed: int) -> None:
         applied = _APPLIED.pop(path, None)
         unchanged = disk.dir.in_place() and disk.dir.folder_stamps() == disk.folders
         snapshot = (disk.dir.origin, kept[0].graph["fingerprint"], disk.folders)
         if unchanged or (applied is not None and applied[1].before == snapshot):
-            facts = {False: kept[1].facts(False), True: kept[1].facts(True)}
-            save_store(path, disk, kept[0], facts, plans if unchanged else {})
-            kept.clear()
+            facts = {k: kept[1].facts(k) for k in (False, True)}
+            st.save_store(path, disk, kept[0], facts, plans if unchanged else {}, claimed)
             if applied is not None and not unchanged:  # the graph as read; then what changed
-                _follow(disk.dir, path, cache, *applied)
+                _follow(disk.dir, path, cache, claimed, *applied, release=kept.clear)
         else:  # changed by someone else since it was read: store it as it is now
             kept.clear()
-            _rebuild(disk.dir, path, cache)
+            _rebuild(disk.dir, path, cache, claimed)
 
     _storing_job(path, work, defer)
 
 
-def _storing_job(path: Path, work: Callable[[], None], defer: Callable[..., None] | None) -> None:
-    """Claim the writer's lock of the store at ``path`` now (so that a deferred job is known to
-    be on its way) and do ``work`` holding it -- here, or handed to ``defer``.  Nothing, if
-    another process is storing it."""
-    claimed = claim(path)
+def _storing_job(path: Path, work: Callable[[int], None], defer: Callable[..., None] | None) -> None:
+    """Claim the writer's lock of the store at ``path`` now (so a deferred job is known to be
+    on its way) and do ``work`` holding it, here or handed to ``defer``; nothing, if another
+    process is storing it."""
+    claimed = st.claim(path)
     if claimed is None:
         return
 
     def job() -> None:
         try:
             with collector_paused():
-                work()
+                work(claimed)
             bound_cache(path.parent)  # entries of layouts gone or unused, and the size cap
         except og.OcigraphError:
             pass  # the layout went bad under us: only a shortcut is lost
         finally:
             _PENDING.discard(path)
             _APPLIED.pop(path, None)
-            os.close(claimed)
+            st.release(path, claimed)
 
     _PENDING.add(path)
     if defer is None:
@@ -306,76 +245,80 @@ def _storing_job(path: Path, work: Callable[[], None], defer: Callable[..., None
         defer(job, owns=(claimed,))
 
 
-def _rebuild(layout_dir: LayoutDir, path: Path, cache: bool | None) -> None:
-    """Store the layout as it is now, once its folders have settled (stamps taken sooner could
-    hide a change still to come): read it and build its graph.  Gives up when the folders
-    would settle only after ``_MAX_SETTLE_WAIT`` (a clock off the file system's).  The caller
-    holds the writer's lock."""
-    gc.collect()  # a graph no longer held (with the collector off, its cycles are still here)
-    wait = settles_in(layout_dir.folder_stamps())
+def _settled(layout_dir: LayoutDir, path: Path, claimed: int) -> bool:
+    """Whether the layout's folders have settled -- waiting for them, at most
+    ``_MAX_SETTLE_WAIT`` (a clock off the file system's would keep us asleep) and without the
+    writer's lock (nobody waits on us), which is claimed again after (False: another writer
+    has it now).  Stamps taken sooner could hide a change still to come."""
+    wait = st.settles_in(layout_dir.folder_stamps())
     if wait > _MAX_SETTLE_WAIT or not layout_dir.in_place():
-        return
+        return False
     if wait > 0:
+        fcntl.flock(claimed, fcntl.LOCK_UN)
         time.sleep(wait + 0.01)
+        return st.reclaim(path, claimed)
+    return True
+
+
+def _rebuild(layout_dir: LayoutDir, path: Path, cache: bool | None, claimed: int) -> None:
+    """Store the layout as it is now, once settled: read it and build its graph."""
+    gc.collect()  # a graph no longer held (with the collector off, its cycles are still here)
+    if not _settled(layout_dir, path, claimed):
+        return
     disk = read_layout(layout_dir)
     graph = og.build_graph(disk.layout)
     if _storable(disk, cache):
         whole = og.WholeGraph(graph)
-        save_store(path, disk, graph, {False: whole.facts(False), True: whole.facts(True)}, {})
+        st.save_store(path, disk, graph, {k: whole.facts(k) for k in (False, True)}, {}, claimed)
 
 
-def _follow(layout_dir: LayoutDir, path: Path, cache: bool | None, plan: og.Plan,
-            report: ApplyReport) -> None:
+def _follow(layout_dir: LayoutDir, path: Path, cache: bool | None, claimed: int, plan: og.Plan,
+            report: ApplyReport, release: Callable[[], None] | None = None) -> None:
     """Bring the store to the layout as ``plan`` left it, changing the rows the plan touched
-    (:func:`io_adapters.store.follow_apply`), once the blob folders have settled -- a new
-    snapshot is taken only then, and a listing after it must show exactly what the plan
-    left; anything else (another writer, a change the store cannot follow exactly) and the
-    layout is stored anew (:func:`_rebuild`).  The caller holds the writer's lock."""
-    wait = settles_in(layout_dir.folder_stamps())
-    if wait > _MAX_SETTLE_WAIT or not layout_dir.in_place():
+    (:func:`io_adapters.store.follow_apply`) once the folders have settled: a new snapshot is
+    taken only then, and a listing after it must show exactly what the plan left.  Anything
+    else, and the layout is stored anew (``release`` first lets go of a graph held)."""
+    if not _settled(layout_dir, path, claimed):
         return
-    if wait > 0:
-        time.sleep(wait + 0.01)
-    after = snapshot_of(layout_dir)
+    after = st.snapshot_of(layout_dir)
     listing, junk = scan_blobs(layout_dir)
     done = (report.before is not None and not report.skipped and not report.already_gone
             and after[1] == report.index_after
-            and follow_apply(path, report.before, plan, after, layout_dir.read_index(),
-                             names_checksum(listing), junk))
+            and st.follow_apply(path, report.before, plan, after, layout_dir.read_index(),
+                                og.names_checksum(listing), junk,
+                                DiskManifestSource(layout_dir, listing).read_manifests))
     if not done:
-        _rebuild(layout_dir, path, cache)
+        if release is not None:
+            release()
+        _rebuild(layout_dir, path, cache, claimed)
 
 
 def restore_later(root: Path | str | LayoutDir, cache: bool | None = None,
                   cache_dir: Path | str | None = None,
                   defer: Callable[..., None] | None = None, *,
                   applied: tuple[og.Plan, ApplyReport] | None = None) -> None:
-    """After an apply changed a layout that had a store: bring the store up to date, so that
-    the next command is quick too -- following the change row by row when the store was
-    current before it (``applied``: the plan and apply's report; :func:`_follow`), else a
-    rebuild (:func:`_rebuild`); meant for ``defer``, done while nobody waits for it.  A layout
-    that had no store, or whose store is current, is left alone; so is one this process has a
-    storing job on its way for (that job sees the change and stores the layout as it is)."""
+    """After an apply changed a layout that had a store: bring the store up to date, following
+    the change row by row when the store was current before it (``applied``: the plan and
+    apply's report), else by a rebuild; meant for ``defer``.  A layout with no store, or a
+    current one, is left alone; so is one this process has a storing job on its way for
+    (that job sees the change)."""
     layout_dir = open_layout(root)
-    path = _store_path(layout_dir, cache_dir)
+    path = st.store_file_for(layout_dir.path, cache_dir)
     if path is not None and path in _PENDING:
         if applied is not None:
             _APPLIED[path] = applied
         return
-    if not cache_enabled(cache) or path is None or not path.exists():
-        return
-    try:
-        held = open_store(layout_dir, cache_dir, cache)
-    except (OSError, og.OcigraphError):
-        return
-    if held is not None:  # unchanged after all (an empty plan)
-        held.close()
-        return
-    if applied is not None and applied[1].before is not None:
-        plan, report = applied
-        _storing_job(path, lambda: _follow(layout_dir, path, cache, plan, report), defer)
-    else:
-        _storing_job(path, lambda: _rebuild(layout_dir, path, cache), defer)
+    with contextlib.suppress(OSError, og.OcigraphError):
+        if not st.cache_enabled(cache) or path is None or path.stat().st_size == 0:
+            return  # (an empty file: a writer's placeholder, no store)
+        held = st.open_store(layout_dir, cache_dir, cache)
+        if held is not None:  # unchanged after all (an empty plan)
+            held.close()
+            return
+        if applied is not None and applied[1].before is not None:
+            _storing_job(path, lambda fd: _follow(layout_dir, path, cache, fd, *applied), defer)
+        else:
+            _storing_job(path, lambda fd: _rebuild(layout_dir, path, cache, fd), defer)
 
 
 def plan_layout(root: Path | str | LayoutDir, operation: str, refs: Sequence[str],
@@ -383,23 +326,22 @@ def plan_layout(root: Path | str | LayoutDir, operation: str, refs: Sequence[str
                 cache: bool | None = None, cache_dir: Path | str | None = None,
                 store: bool = True, defer: Callable[..., None] | None = None) -> Planned:
     """Plan ``operation`` on the layout at ``root`` (a path or an open :class:`LayoutDir`):
-    from the store when it describes the layout as it is now, else by reading the layout
-    (see the module's docstring).  ``cache=False`` (or ``OCIGRAPH_NO_CACHE=1``) neither reads
-    nor writes the store; ``store=False`` only reads it.  A graph built is stored for later;
-    ``defer`` takes that job for after the answer (:mod:`io_adapters.background`)."""
+    from the store when it describes the layout as it is now, else by reading the layout.
+    ``cache=False`` (or ``OCIGRAPH_NO_CACHE=1``) neither reads nor writes the store;
+    ``store=False`` only reads it.  A graph built is stored, in a job for ``defer``."""
     layout_dir = open_layout(root)
     from_store = _from_store(layout_dir, operation, refs, policy, cache, cache_dir)
     if isinstance(from_store, Planned):
         return from_store
     with collector_paused():
         disk = read_layout(layout_dir, reporter=reporter)
-        graph = og.build_graph(disk.layout, reporter, mtimes=policy.grace > 0)
+        graph = _build(disk, policy, reporter)
         whole = og.WholeGraph(graph)
         plan = dataclasses.replace(plan_graph(graph, operation, refs, policy, whole, reporter),
-                                   origin=layout_dir.origin)
+                                   origin=layout_dir.origin, snapshot_time=disk.layout.now)
     if from_store is not None:  # the layout knew a name the store did not: the store lost it
         _discard(from_store)
-    if store and cache_enabled(cache):
-        _store(disk, graph, whole, {plan_key(operation, refs, policy): plan}, cache, cache_dir,
+    if store and st.cache_enabled(cache):
+        _store(disk, graph, whole, {og.plan_key(operation, refs, policy): plan}, cache, cache_dir,
                defer)
     return Planned(layout_dir, plan, plan_tags(graph, plan), "built", graph, disk, disk.junk)

@@ -1,19 +1,20 @@
-"""Re-checking index.json while deleting, and the quarantine that keeps deleted blobs for undo.
+"""The quarantine: where apply moves the blobs it deletes, until nothing can need them.
 
 Tools that take no lock of ours (skopeo, umoci, oras) may write index.json while ocigraph
-applies a plan, listing again what the plan deletes.  So apply deletes in batches and, before
-each batch, asks :class:`IndexWatch` whether index.json is still the file it wrote; if not,
-:func:`live_now` says what the index.json on disk makes live -- every entry a root, tagged or
-not, successors and, to a fixpoint, referrers -- and none of that is deleted (in doubt, such as
-an index.json that does not parse, nothing more is).
+applies a plan, listing again what the plan deletes.  So apply (:mod:`io_adapters.apply`)
+*moves* each blob, predecessors first, into ``.ocigraph/quarantine/<id>/<alg>/`` at the
+layout's root (a rename relative to the folders' descriptors: same file system, and outside
+``blobs/``, which other tools scan); then :meth:`Quarantine.recheck` reads index.json as it is
+now, and if it is not the file apply wrote, walks what it makes live (:func:`live_now`: every
+entry a root, successors and referrers) and moves that back; only then is the rest unlinked --
+at once, or, with ``keep_deleted``, once its ``keepUntil`` has passed (:func:`purge_expired`;
+until then :func:`restore` undoes the apply).
 
-With ``keep_deleted``, apply *moves* each blob instead, predecessors first, into
-``.ocigraph/quarantine/<id>/<alg>/`` at the layout's root (a rename relative to the folders'
-descriptors, outside ``blobs/`` so no tool scanning it sees them), re-checks once all are in,
-and keeps them until the journal's ``keepUntil``: :func:`restore` undoes the apply, the next
-command under the lock (:func:`recover`) re-checks kept blobs against any newer index.json,
-and :func:`purge_expired` removes them when their time is up.  ``journal.json`` is fsynced
-before the first move and removed last, so every crash leaves a state :func:`recover` finishes.
+Crash safety: ``journal.json`` (the apply's index.json digests before and after, its changes,
+``keepUntil``) and ``index.json.before`` are fsynced before index.json is written, and the
+journal is removed last.  What the quarantine holds is its listing -- no record per blob is
+needed -- so every crash leaves a state the next command under the lock finishes
+(:func:`recover`: re-check, then purge unless kept), whatever the instant.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,17 +33,23 @@ import orjson
 import ocigraph as og
 
 from .errors import LayoutAccessError
-from .layout import BlobListing, DiskManifestSource, LayoutDir, open_layout, scan_blobs
+from .layout import (
+    BlobListing,
+    DiskManifestSource,
+    LayoutDir,
+    open_layout,
+    read_at,
+    scan_blobs,
+    write_at,
+)
 from .lock import LayoutLock
 
-__all__ = ["QUARANTINE", "Quarantine", "QuarantineInfo", "Recovery", "Restored", "IndexWatch",
-           "live_now", "recover", "purge_expired", "quarantined", "restore", "RestoreRefusedError"]
+__all__ = ["QUARANTINE", "Quarantine", "QuarantineInfo", "Recovery", "Restored", "live_now",
+           "recover", "purge_expired", "quarantined", "restore", "RestoreRefusedError"]
 
 QUARANTINE = ".ocigraph/quarantine"
 JOURNAL, BEFORE = "journal.json", "index.json.before"
 _ID = re.compile(r"\d{8}T\d{6}\.\d{6}Z-\d+")
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_RACY = 0.1  # seconds: an index.json stat this young may hide a rewrite in the same clock tick
 
 
 class RestoreRefusedError(og.RequestError):
@@ -112,10 +119,8 @@ class Quarantine:
         try:
             top = layout_dir.open_folder(QUARANTINE, create=True)
             try:
-                os.mkdir(name, 0o755, dir_fd=top)
-                q = cls(layout_dir, name, os.open(name, _DIR, dir_fd=top),
+                q = cls(layout_dir, name, layout_dir.open_folder(name, create=True, at=top),  # type: ignore[arg-type]
                         {"ocigraphQuarantine": 1, "id": name, "created": t, **journal})
-                os.fsync(top)  # type: ignore[arg-type]
             finally:
                 os.close(top)  # type: ignore[arg-type]
             q._write(BEFORE, before)
@@ -127,9 +132,8 @@ class Quarantine:
 
     @classmethod
     def open_all(cls, layout_dir: LayoutDir) -> list[Quarantine]:
-        """The layout's quarantines, oldest first; a folder whose journal is missing or bad
-        (never one of ours: it is written by rename) has default answers: no expiry, and a
-        re-check that reads everything."""
+        """The layout's quarantines, oldest first; one whose journal is missing or bad (never
+        ours: it is written by rename) has no expiry and a re-check that reads everything."""
         top = layout_dir.open_folder(QUARANTINE)
         if top is None:
             return []
@@ -138,7 +142,7 @@ class Quarantine:
             with os.scandir(top) as it:
                 names = [e.name for e in it if _ID.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
             for name in names:
-                fd = os.open(name, _DIR, dir_fd=top)
+                fd: int = layout_dir.open_folder(name, at=top)  # type: ignore[assignment]
                 try:
                     journal = orjson.loads(_read(fd, JOURNAL) or b"{}")
                 except orjson.JSONDecodeError:
@@ -155,18 +159,7 @@ class Quarantine:
         self._algs, self.fd = {}, -1
 
     def _write(self, name: str, data: bytes) -> None:
-        """Write ``name`` whole: a temp file, fsync, rename, fsync of the folder."""
-        tmp = f".{name}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o644, dir_fd=self.fd)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        write_at(self.fd, name, data, f".{name}.{os.getpid()}.tmp")
         os.fsync(self.fd)
 
     def update(self, **fields: Any) -> None:
@@ -174,18 +167,13 @@ class Quarantine:
         self._write(JOURNAL, orjson.dumps(self.journal))
 
     def folder(self, alg: str, create: bool = False) -> int | None:
+        """The descriptor of the quarantine's ``<alg>/`` folder (kept open)."""
         if alg not in self._algs:
-            if create:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(alg, 0o755, dir_fd=self.fd)
-            try:
-                self._algs[alg] = os.open(alg, _DIR, dir_fd=self.fd)
-            except FileNotFoundError:
+            fd = self.dir.open_folder(alg, create=create, at=self.fd)
+            if fd is None:
                 return None
+            self._algs[alg] = fd
         return self._algs[alg]
-
-    def move_in(self, digest: str) -> None:
-        self.dir.move_blob_out(digest, self.folder(digest.partition(":")[0], True))  # type: ignore[arg-type]
 
     def listing(self) -> dict[str, int]:
         """``digest -> size`` of the blobs held."""
@@ -199,16 +187,23 @@ class Quarantine:
         return held
 
     def read(self, digest: str) -> bytes | None:
-        alg, _, name = digest.partition(":")
+        alg, name = og.blob_parts(digest)
         fd = self.folder(alg)
         return None if fd is None else _read(fd, name)
 
-    def take_back(self, digest: str) -> bool:
-        """Move the blob back to blobs/ (``False``: a file of that name is there again)."""
-        if self.dir.lstat_blob(digest) is not None:
-            return False
-        self.dir.move_blob_in(digest, self.folder(digest.partition(":")[0]))  # type: ignore[arg-type]
-        return True
+    def take_back(self, digests: Iterable[str]) -> tuple[str, ...]:
+        """Move the blobs back to ``blobs/`` (not one whose name is taken there again), then
+        fsync the folders they went to: a purge after this cannot outlive the move."""
+        back, folders = [], set()
+        for digest in digests:
+            to, name = self.dir.blob_at(digest, missing_ok=False)
+            if self.dir.lstat_blob(digest) is None:
+                os.rename(name, name, src_dir_fd=self.folder(digest.partition(":")[0]), dst_dir_fd=to)
+                back.append(digest)
+                folders.add(to)
+        for fd in folders:
+            os.fsync(fd)  # type: ignore[arg-type]
+        return tuple(back)
 
     def recheck(self) -> tuple[str, ...]:
         """Move back each held blob the index.json on disk makes live (:func:`live_now`; in
@@ -221,20 +216,25 @@ class Quarantine:
             return ()
         held = self.listing()
         live = live_now(self.dir, self, held) if held else frozenset()
-        back = tuple(d for d in sorted(held) if (live is None or d in live) and self.take_back(d))
+        back = self.take_back(d for d in sorted(held) if live is None or d in live)
         if now is not None and self.keep_until is not None:
             self.update(checked=now)
         return back
 
-    def purge(self, digests: list[str] | None = None) -> tuple[int, int]:
+    def purge(self, digests: Iterable[str] | None = None) -> tuple[int, int]:
         """Unlink the blobs held (``digests``: those known held, bytes not counted), then
         the journal, then the folders: ``(blobs, bytes)``."""
         count = size = 0
+        unlink, folders = os.unlink, {alg: self.folder(alg) for alg in og.SWEEPABLE_ALGORITHMS}
         for digest, n in self.listing().items() if digests is None else ((d, 0) for d in digests):
             alg, _, name = digest.partition(":")
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name, dir_fd=self.folder(alg))
-                count, size = count + 1, size + n
+            if (fd := folders.get(alg)) is None:  # (never dir_fd=None: that is the cwd)
+                continue
+            try:
+                unlink(name, dir_fd=fd)
+            except FileNotFoundError:
+                continue
+            count, size = count + 1, size + n
         self._remove()
         return count, size
 
@@ -273,38 +273,9 @@ def _prune(layout_dir: LayoutDir, name: str | None = None) -> None:
 
 def _read(fd: int, name: str) -> bytes | None:
     try:
-        f = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd)
+        return read_at(fd, name)
     except FileNotFoundError:
         return None
-    try:
-        chunks = []
-        while chunk := os.read(f, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(f)
-
-
-class IndexWatch:
-    """Whether index.json is still the file with digest ``digest``: one ``stat`` per question,
-    its bytes read only when the stat changed or is too young to trust (as racy git)."""
-
-    def __init__(self, layout_dir: LayoutDir, digest: str, clock_offset: float = 0.0) -> None:
-        self.dir, self.digest, self.offset = layout_dir, digest, clock_offset
-        self.seen: tuple[int, ...] | None = None
-
-    def changed(self) -> bool:
-        try:
-            st = os.stat("index.json", dir_fd=self.dir.fd, follow_symlinks=False)
-            seen = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-            if seen == self.seen and time.time() + self.offset - st.st_ctime > _RACY:
-                return False
-            self.seen = seen
-            now = og.digest_bytes(self.dir.read_file("index.json"))
-        except (OSError, og.OcigraphError):
-            return True
-        changed, self.digest = now != self.digest, now
-        return changed
 
 
 class _Source(DiskManifestSource):
@@ -392,7 +363,7 @@ def recover(root: Path | str | LayoutDir, *, lock: LayoutLock | None = None,
             lock_timeout: float = 10.0) -> Recovery:
     """Finish what a killed apply left: each quarantine is re-checked (blobs live again go
     back) and purged unless kept.  Call it under the lock before reading the layout to plan (a
-    live blob may be held).  Without a quarantine folder: nothing, and no lock taken."""
+    live blob may be held).  Without a ``.ocigraph`` folder: nothing, and no lock taken."""
     return _settle(root, lock, lock_timeout, lambda q: q.keep_until is None)
 
 
@@ -419,10 +390,10 @@ def quarantined(root: Path | str | LayoutDir) -> tuple[QuarantineInfo, ...]:
 def restore(root: Path | str | LayoutDir, apply_id: str | None = None, *,
             lock: LayoutLock | None = None, lock_timeout: float = 10.0) -> Restored:
     """Undo the last apply that kept its blobs (or the one named): the blobs go back, then
-    index.json -- as it was when no one changed it since, else the current one with the
-    entries the apply dropped or untagged put back.  Refused, changing nothing, when a tag now
-    names another digest, a blob of that name holds other bytes, or one a restored entry
-    needs is gone."""
+    index.json -- as it was, when no one changed it since, else the current one with the
+    entries the apply dropped or untagged put back (:func:`ocigraph.restore_index_entries`).
+    Refused, changing nothing, when a tag now names another digest, a blob of that name holds
+    other bytes, or one a restored entry needs is gone."""
     from .fsck import hash_file
 
     layout_dir = open_layout(root)
@@ -438,19 +409,23 @@ def restore(root: Path | str | LayoutDir, apply_id: str | None = None, *,
             if before is None:
                 raise RestoreRefusedError(f"quarantine {q.name} has no copy of index.json")
             for digest in sorted(held):
-                alg, _, encoded = digest.partition(":")
                 fd = layout_dir.open_blob(digest)
+                alg, encoded = og.blob_parts(digest)
                 if fd is not None and hash_file(fd, alg)[0] != encoded:
                     raise RestoreRefusedError(f"blobs/{alg}/{encoded} exists with other content")
-            changes = q.journal.get("changes") or []
+            changes = [(int(p), str(d), str(a)) for p, d, a in q.journal.get("changes") or []]
             now = og.digest_bytes(current)
-            data = (before if now == q.journal.get("indexAfter") else current
-                    if now == q.journal.get("indexBefore") else _merged(current, before, changes))
+            try:
+                data = (before if now == q.journal.get("indexAfter") else current
+                        if now == q.journal.get("indexBefore")
+                        else og.restore_index_entries(current, before, changes))
+            except ValueError as exc:
+                raise RestoreRefusedError(str(exc)) from None
             graph = _graph(layout_dir, q, held, og.parse_index(data))
             needed = og.live_set(graph, root_set=[c[1] for c in changes if c[1] in graph])
             if lost := sorted(n for n in needed if not graph.nodes[n]["present"] and og.is_sweepable(n)):
                 raise RestoreRefusedError(f"{lost[0]}, which a restored entry needs, is gone")
-            moved = tuple(d for d in sorted(held) if q.take_back(d))
+            moved = q.take_back(sorted(held))
             if data != current:
                 layout_dir.replace_index(data)
             q.purge()  # what is left: copies of blobs that were back already
@@ -458,34 +433,3 @@ def restore(root: Path | str | LayoutDir, apply_id: str | None = None, *,
         finally:
             for q in qs:
                 q.close()
-
-
-def _tag(entry: Any) -> str | None:
-    ann = entry.get("annotations") if isinstance(entry, dict) else None
-    return ann.get(og.REF_NAME) if isinstance(ann, dict) else None
-
-
-def _merged(current: bytes, before: bytes, changes: list[Any]) -> bytes:
-    """index.json as it is now, with the entries the apply dropped or untagged put back."""
-    try:
-        doc, was = orjson.loads(current), orjson.loads(before)["manifests"]
-        entries = doc["manifests"]
-        assert isinstance(entries, list)
-    except (orjson.JSONDecodeError, KeyError, TypeError, AssertionError):
-        raise RestoreRefusedError("index.json changed since the apply and is not a JSON object "
-                                  "with a manifests list") from None
-    tags = {_tag(e): e.get("digest") for e in entries if _tag(e) is not None}
-    missing = [(c, was[c[0]]) for c in changes if was[c[0]] not in entries]
-    if not missing:
-        return current
-    for (_, digest, action), entry in missing:
-        if (tag := _tag(entry)) is not None and tags.setdefault(tag, digest) != digest:
-            raise RestoreRefusedError(f"tag {tag!r} now names {tags[tag]}, not {digest}")
-        plain = {k: v for k, v in entry.items() if k != "annotations"}
-        if others := {k: v for k, v in (entry.get("annotations") or {}).items() if k != og.REF_NAME}:
-            plain["annotations"] = others
-        if action == "untag" and plain in entries:
-            entries[entries.index(plain)] = entry
-        else:
-            entries.append(entry)
-    return orjson.dumps(doc)

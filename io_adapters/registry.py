@@ -1,26 +1,15 @@
-"""Plan against a live registry: read a repository into the core's :class:`ocigraph.Layout`
-and apply an :class:`ocigraph.Plan` back to it -- the same core, a second shell.
-
-Reading: index.json gets an entry per tag (``org.opencontainers.image.ref.name``) and an
-untagged one per manifest known without a tag: the referrers the Referrers API lists, else the
-``sha256-<hex>`` fallback tag indexes list, and the subjects those tags name.  Fallback tags are
-bookkeeping, never entries: a signature lives exactly as long as its image.  The present blobs
-are the manifests fetched and every blob they name, at its descriptor's size (none downloaded).
-
-Applying: a registry has no lock and no compare-and-swap, so the repository is read again first
-(a GET per tag; other manifests come from the client's cache).  If its index is the plan's, the
-plan is applied as it is; otherwise a tag changes only while it names the digest it named at
-planning, and a manifest goes only if the core's liveness, from the tags left after the plan's
-own tag changes, does not reach it now.  What is left out is reported with why.  Tags go first,
-then manifests by digest in the plan's order (predecessors first); a fallback index is rewritten
-without its deleted referrers (or deleted with the last) just before the first of them goes.
-Configs and layers are left to the registry's own GC; the result counts what it can reclaim.
+"""Plan against a live registry through the OCI Distribution API: the same core, a second
+shell.  This module only makes requests; what they carry, the order a repository is read in
+and what a plan re-read before applying may still do are the core's (``og.RepositoryReader``,
+``og.repository_changes``, ``og.revalidate``).  Applying deletes manifests by digest, never
+blobs: configs and layers are left to the registry's own garbage collection.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -30,38 +19,35 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode, urljoin
+from urllib.parse import urlencode, urljoin
 
+import networkx as nx
 import orjson
 import urllib3
 
 import ocigraph as og
 
 __all__ = ["RegistryRef", "parse_reference", "Credentials", "find_credentials", "RegistryClient",
-           "FallbackIndex", "RegistrySnapshot", "read_repository", "Skipped",
-           "RegistryApplyResult", "apply_plan", "RegistryError", "RegistryUnreachableError",
-           "RegistryTLSError", "RegistryAuthError", "RegistryNotFoundError",
-           "DeleteUnsupportedError", "RegistryServerError", "RegistryApplyError"]
+           "RegistrySnapshot", "read_repository", "plan_repository",
+           "image_times", "plan_prune_repository", "Skipped", "RegistryApplyResult",
+           "apply_plan", "RegistryError", "RegistryUnreachableError", "RegistryTLSError",
+           "RegistryAuthError", "RegistryNotFoundError", "DeleteUnsupportedError",
+           "RegistryServerError", "RegistryApplyError", "PushTimeUnknownError"]
 
 ACCEPT = ", ".join(sorted(og.MANIFEST_MEDIA_TYPES))
-EMPTY = {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2,
-         "digest": "sha256:" + hashlib.sha256(b"{}").hexdigest()}
 #: A digest no manifest has: how a registry answers its DELETE says whether it deletes at all.
 PROBE_DIGEST = "sha256:" + hashlib.sha256(b"ocigraph: does this registry delete?").hexdigest()
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 GC_HINT = ("`registry garbage-collect CONFIG` on the registry host reclaims them (blobs another "
            "repository still uses stay)")
-_FALLBACK_TAG = re.compile(r"(sha256(?=-[0-9a-f]{64}$)|sha512(?=-[0-9a-f]{128}$))-([0-9a-f]+)")
 _PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REFERENCE = re.compile(  # docker://HOST[:PORT]/REPO[:TAG|@DIGEST]
     r"(?:docker://)?(?P<host>(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
     rf"(?::\d{{1,5}})?)/(?P<repo>{_PART}(?:/{_PART})*)"
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})|@(?P<digest>[^@/]+))?")
-_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 Progress = Callable[[int, "int | None"], None]
+Skipped = og.SkippedStep  # a step of a plan left out: ``what`` (a digest or ``tag NAME``), why
 
 
 class RegistryError(og.RequestError):
@@ -82,13 +68,21 @@ class RegistryAuthError(RegistryError):
     """401 or 403: no credentials, rejected credentials, or no permission."""
 
 class RegistryNotFoundError(RegistryError):
-    """404: an unknown repository, tag or manifest."""
+    """404: an unknown repository, tag, manifest or blob."""
 
 class DeleteUnsupportedError(RegistryError):
     """The registry refuses DELETE (405 or UNSUPPORTED): deleting is switched off there."""
 
 class RegistryServerError(RegistryError):
     """429 or 5xx after every retry, no answer within the timeout, or a malformed answer."""
+
+_ERRORS: dict[og.FailureKind, type[RegistryError]] = {
+    "auth": RegistryAuthError, "not-found": RegistryNotFoundError,
+    "delete-refused": DeleteUnsupportedError, "server": RegistryServerError}
+
+
+class PushTimeUnknownError(og.RequestError):
+    """``prune --age-from push`` on a registry, whose API does not say when an image came."""
 
 
 class RegistryApplyError(RegistryError):
@@ -123,15 +117,13 @@ def parse_reference(text: str) -> RegistryRef:
     'team/app'
     """
     m = _REFERENCE.fullmatch(text)
-    try:
+    with contextlib.suppress(og.InvalidDigestError):
         if m is not None and m["digest"] is not None:
             og.parse_digest(m["digest"])
-    except og.InvalidDigestError:
-        m = None
-    if m is None:
-        raise og.RequestError(f"not a registry reference: {text!r} (expected "
-                              "docker://HOST[:PORT]/REPO[:TAG|@DIGEST])")
-    return RegistryRef(m["host"], m["repo"], m["tag"], m["digest"])
+        if m is not None:
+            return RegistryRef(m["host"], m["repo"], m["tag"], m["digest"])
+    raise og.RequestError(f"not a registry reference: {text!r} (expected "
+                          "docker://HOST[:PORT]/REPO[:TAG|@DIGEST])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,18 +155,11 @@ def find_credentials(host: str, *, credentials: str | Credentials | None = None,
         Path(env.get("HOME") or Path.home(), ".docker/config.json")]
     for path in (Path(f) for f in files if f and (auth_file is not None or Path(f).exists())):
         try:
-            auths = orjson.loads(path.read_bytes()).get("auths") or {}
-        except (OSError, orjson.JSONDecodeError, AttributeError) as exc:
+            found = og.auth_config_credentials(orjson.loads(path.read_bytes()), host)
+        except (OSError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
             raise og.RequestError(f"auth file {path}: {exc}") from None
-        for key, entry in auths.items() if isinstance(auths, dict) else ():
-            if re.sub(r"^[a-z]+://", "", key).split("/", 1)[0] != host:  # "https://host/v1/"
-                continue
-            with contextlib.suppress(KeyError, TypeError, ValueError, UnicodeDecodeError):
-                user, sep, password = base64.b64decode(entry["auth"]).decode().partition(":")
-                if sep:
-                    return Credentials(user, password, str(path))
-            raise og.RequestError(f'auth file {path}: the entry for {key} has no "auth" (base64 '
-                                  "of user:pass)")
+        if found is not None:
+            return Credentials(*found, str(path))
     return None
 
 
@@ -185,20 +170,11 @@ def _json(data: bytes) -> Any:
     return None
 
 
-def _error_code(data: bytes) -> tuple[str, str]:
-    """The first ``errors[]`` code and message of an error body (else its first line)."""
-    with contextlib.suppress(KeyError, IndexError, TypeError, AttributeError):
-        err = _json(data)["errors"][0]
-        return str(err.get("code", "")), str(err.get("message", ""))
-    return "", data[:80].decode("utf-8", "replace").split("\n", 1)[0].strip()
-
-
 class RegistryClient:
-    """HTTP to one registry: HTTPS first (plain HTTP too only with ``tls_verify=False``, as
+    """HTTP to one registry: HTTPS first (also plain HTTP with ``tls_verify=False``, as
     containers/image); Basic or Bearer auth on challenge; 429/5xx and dropped connections
-    retried with backoff, honouring Retry-After; ``timeout`` per request; ``workers`` at a time.
-    It keeps the manifests it fetched, so a second read costs a GET per tag.  ``requests`` and
-    ``request_seconds`` (their durations, summed) measure it.  Thread-safe; close it."""
+    retried with backoff or as Retry-After says; ``timeout`` per request; ``workers`` at a time;
+    manifests fetched by digest kept.  ``requests``, ``request_seconds`` (summed) measure it."""
 
     def __init__(self, host: str, *, tls_verify: bool = True,
                  credentials: str | Credentials | None = None,
@@ -265,19 +241,16 @@ class RegistryClient:
         if isinstance(exc, urllib3.exceptions.SSLError):
             return RegistryTLSError(self.host, f"TLS failure ({why})" + (
                 "; for a registry with a self-signed certificate or plain HTTP, turn TLS "
-                "verification off (--tls-verify=false; tls_verify=False in Python)" if hint and self.tls_verify else ""))
+                "verification off (--tls-verify=false; tls_verify=False in Python)"
+                if hint and self.tls_verify else ""))
         if isinstance(exc, urllib3.exceptions.TimeoutError):
             return RegistryServerError(self.host, f"no answer within {self.timeout:g}s")
         return RegistryServerError(self.host, f"connection failed ({why})")
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
-        """Retry-After (seconds or a date) if given, else exponential backoff; a minute at most."""
-        wait: float = self.backoff * 2 ** (attempt - 1)
-        with contextlib.suppress(TypeError, ValueError):
-            if retry_after:
-                wait = (float(retry_after) if retry_after.strip().isdigit() else
-                        parsedate_to_datetime(retry_after).timestamp() - time.time())
-        return min(max(wait, 0.0), 60.0)
+        """Retry-After if given, else exponential backoff; a minute at most."""
+        wait = og.retry_after(retry_after, time.time())
+        return min(max(self.backoff * 2 ** (attempt - 1) if wait is None else wait, 0.0), 60.0)
 
     def request(self, method: str, path: str, *, headers: Mapping[str, str] | None = None,
                 body: bytes | None = None, url: str | None = None) -> urllib3.BaseHTTPResponse:
@@ -288,7 +261,7 @@ class RegistryClient:
         attempt, authed = 0, url is not None
         while True:
             # The registry's authorization goes to the registry only: not to a token service,
-            # nor to the storage an upload's Location may name.
+            # nor to the storage an upload's Location or a blob's redirect may name.
             sent = self._auth if url is None and target.startswith(origin + "/") else None
             try:
                 r = self._send(method, target, {**(headers or {}),
@@ -304,7 +277,7 @@ class RegistryClient:
             if r.status == 401 and not authed:
                 authed = True
                 self._authenticate(r.headers.get("WWW-Authenticate", ""), sent)
-            elif r.status in RETRY_STATUSES and attempt < self.retries:
+            elif r.status in og.RETRY_STATUSES and attempt < self.retries:
                 attempt += 1
                 time.sleep(self._delay(attempt, r.headers.get("Retry-After")))
             else:
@@ -313,16 +286,15 @@ class RegistryClient:
     def _authenticate(self, header: str, sent: str | None) -> None:
         """Answer a 401: Basic, or Bearer with the realm's token for the challenged scope (kept
         per scope).  Where it cannot, the retry's 401 says why."""
-        scheme, _, rest = header.strip().partition(" ")
-        params = dict(re.findall(r'(\w+)\s*=\s*"([^"]*)"', rest))
+        scheme, params = og.parse_challenge(header)
         creds, realm, scope = self.credentials, params.get("realm"), params.get("scope", "")
         basic = creds and "Basic " + base64.b64encode(
             f"{creds.username}:{creds.password}".encode()).decode()
         if self._auth != sent:
             return  # another thread has authenticated since: just try again
-        if scheme.lower() == "basic" and basic:
+        if scheme == "basic" and basic:
             self._auth = basic
-        elif scheme.lower() == "bearer" and realm:
+        elif scheme == "bearer" and realm:
             token = self._tokens.get(scope)
             if token is None or sent == f"Bearer {token}":
                 query = urlencode({k: params[k] for k in ("service", "scope") if params.get(k)})
@@ -338,24 +310,9 @@ class RegistryClient:
 
     def fail(self, r: urllib3.BaseHTTPResponse, what: str) -> RegistryError:
         """The error to raise for a response that is not what ``what`` needed."""
-        (code, message), s, creds = _error_code(r.data), r.status, self.credentials
-        detail = f" ({s} {code})" if code else f" ({s})"
-        if s == 401:
-            return RegistryAuthError(self.host, "401 unauthorized: " + (
-                f"the credentials ({creds.source}) were rejected" if creds
-                else "no credentials given or found in an auth file for this host"), s)
-        if s == 403:
-            return RegistryAuthError(self.host, f"{what}: access denied{detail}", s)
-        if s == 404:
-            kind = "unknown repository" if code == "NAME_UNKNOWN" else "not found"
-            return RegistryNotFoundError(self.host, f"{what}: {kind}{detail}", s)
-        if s == 405 or code == "UNSUPPORTED":
-            return DeleteUnsupportedError(self.host, f"{what}: the registry refuses it (405 "
-                                          "unsupported; distribution: storage.delete.enabled)", s)
-        if s in RETRY_STATUSES:
-            return RegistryServerError(self.host, f"{what}: HTTP {s} after {self.retries + 1} "
-                                       "attempt(s)", s)
-        return RegistryError(self.host, f"{what}: unexpected HTTP {s} {code} {message}".rstrip(), s)
+        kind, why = og.describe_failure(r.status, r.data, what, attempts=self.retries + 1,
+                                        credentials=self.credentials.source if self.credentials else None)
+        return _ERRORS.get(kind, RegistryError)(self.host, why, r.status)
 
     def _expect(self, r: urllib3.BaseHTTPResponse, ok: tuple[int, ...], what: str) -> Any:
         """``r``'s JSON body (``None`` if it is not JSON) if its status is in ``ok``."""
@@ -370,17 +327,14 @@ class RegistryClient:
         linked = False
         while path is not None:
             r = self.request("GET", path)
-            doc = self._expect(r, (200,), f"tags of {repo}")
-            tags = (doc.get("tags") or []) if isinstance(doc, dict) else None
-            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-                raise RegistryServerError(self.host, f"tags of {repo}: not a list of names")
-            known = set(out)  # a page served twice adds nothing
-            new = [t for t in tags if t not in known]
-            out += new
-            link = _NEXT.search(r.headers.get("Link", ""))
+            link = og.next_link(r.headers.get("Link", ""))
             linked = linked or link is not None
-            path = (link.group(1) if new and link else f"/v2/{repo}/tags/list?n={page}&last="
-                    f"{quote(new[-1])}" if new and len(tags) >= page and not linked else None)
+            got = og.next_tags_page(repo, page, self._expect(r, (200,), f"tags of {repo}"),
+                                    set(out), link, linked)
+            if got is None:
+                raise RegistryServerError(self.host, f"tags of {repo}: not a list of names")
+            out += got[0]
+            path = got[1]
         return out
 
     def get_manifest(self, repo: str, ref: str) -> tuple[str, str, bytes] | None:
@@ -389,25 +343,14 @@ class RegistryClient:
         if hit is not None:
             return ref, hit[0], hit[1]
         r = self.request("GET", f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT})
-        if r.status == 404 and _error_code(r.data)[0] != "NAME_UNKNOWN":
-            return None
-        doc, body = self._expect(r, (200,), f"manifest {ref} of {repo}"), r.data
-        digest = ref if ":" in ref else (r.headers.get("Docker-Content-Digest")
-                                         or "sha256:" + hashlib.sha256(body).hexdigest())
-        media = r.headers.get("Content-Type", "").split(";")[0].strip()
-        if not og.is_manifest_type(media) and isinstance(doc, dict):  # "application/json"
-            media = str(doc.get("mediaType") or media)
-        self._manifests[(repo, digest)] = (media, body)
-        return digest, media, body
-
-    def head_manifest(self, repo: str, ref: str) -> str | None:
-        """The digest a tag names now; ``None`` if it names nothing."""
-        r = self.request("HEAD", f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT})
-        if r.status == 404:
+        if r.status == 404 and og.error_code(r.data)[0] != "NAME_UNKNOWN":
             return None
         self._expect(r, (200,), f"manifest {ref} of {repo}")
-        got = r.headers.get("Docker-Content-Digest") or self.get_manifest(repo, ref)
-        return got[0] if isinstance(got, tuple) else got
+        body = bytes(r.data)
+        digest, media = og.manifest_identity(ref, r.headers.get("Docker-Content-Digest"),
+                                             r.headers.get("Content-Type", ""), body)
+        self._manifests[(repo, digest)] = (media, body)
+        return digest, media, body
 
     def put_manifest(self, repo: str, ref: str, body: bytes, media_type: str) -> str:
         self._expect(self.request("PUT", f"/v2/{repo}/manifests/{ref}", body=body, headers={
@@ -417,11 +360,22 @@ class RegistryClient:
     def delete_manifest(self, repo: str, digest: str) -> bool:
         """DELETE by digest: ``True`` deleted, ``False`` it was already gone."""
         r = self.request("DELETE", f"/v2/{repo}/manifests/{digest}")
-        if r.status == 404 and _error_code(r.data)[0] in ("MANIFEST_UNKNOWN", ""):
+        if r.status == 404 and og.error_code(r.data)[0] in ("MANIFEST_UNKNOWN", ""):
             return False
         self._expect(r, (200, 202), f"delete of {digest} in {repo}")
         self._manifests.pop((repo, digest), None)
         return True
+
+    def get_blob(self, repo: str, digest: str, what: str) -> bytes:
+        """A small blob's bytes, verified, following a redirect to storage (without the
+        registry's authorization)."""
+        r = self.request("GET", f"/v2/{repo}/blobs/{digest}")
+        if r.status in (301, 302, 303, 307, 308) and r.headers.get("Location"):
+            r = self.request("GET", "", url=urljoin(self._origin(), r.headers["Location"]))
+        self._expect(r, (200,), what)
+        if og.digest_bytes(r.data, digest.partition(":")[0]) != digest:
+            raise RegistryServerError(self.host, f"{what}: content does not match its digest")
+        return bytes(r.data)
 
     def push_blob(self, repo: str, digest: str, data: bytes) -> None:
         """Upload ``data`` to ``repo`` (POST, then PUT the whole blob)."""
@@ -440,60 +394,39 @@ class RegistryClient:
             r = self.request("GET", path, headers={"Accept": og.OCI_INDEX})
             if r.status in (400, 404, 405):
                 return None
-            out += _listed(self._expect(r, (200,), f"referrers of {digest} in {repo}"))
-            link = _NEXT.search(r.headers.get("Link", ""))
-            path = link.group(1) if link else None
+            self._expect(r, (200,), f"referrers of {digest} in {repo}")
+            out += og.index_descriptors(r.data)
+            path = og.next_link(r.headers.get("Link", ""))
         return out
 
 
-def _listed(doc: Any) -> list[og.Descriptor]:
-    """The well-formed descriptors of an index document's ``manifests``."""
-    out = []
-    for obj in (doc.get("manifests") or []) if isinstance(doc, dict) else []:
-        with contextlib.suppress(ValueError, og.OcigraphError):  # a bad entry names nothing
-            out.append(og.parse_descriptor(obj))
-    return out
-
-
 @dataclass(frozen=True, slots=True)
-class FallbackIndex:
-    """A ``sha256-<hex>`` tag: the index (``digest``, ``raw``) listing a subject's referrers."""
-
-    tag: str
-    digest: str
-    raw: bytes = field(repr=False)
-    referrers: tuple[og.Descriptor, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class RegistrySnapshot:
-    """A repository as read: the core's ``layout``, ``tags`` (fallback tags left out), subject ->
-    ``fallback`` index, the ``manifests`` fetched and those ``missing``, ``requests`` made."""
+class RegistrySnapshot(og.Repository):
+    """An ``og.Repository`` read from ``ref`` with ``requests`` requests."""
 
     ref: RegistryRef
-    layout: og.Layout
-    tags: Mapping[str, str]
-    fallback: Mapping[str, FallbackIndex]
-    manifests: frozenset[str]
-    missing: frozenset[str]
-    referrers_api: bool
     requests: int
+
+
+def _client(ref: RegistryRef, client: RegistryClient | None,
+            options: Mapping[str, Any]) -> contextlib.AbstractContextManager[RegistryClient]:
+    """``client`` (it stays open), else a new one made with ``options`` (closed after)."""
+    return (contextlib.nullcontext(client) if client
+            else contextlib.closing(RegistryClient(ref.host, **options)))
 
 
 def read_repository(ref: RegistryRef | str, *, client: RegistryClient | None = None,
                     progress: Progress | None = None, **options: Any) -> RegistrySnapshot:
-    """Read the repository ``ref`` names (not its tag or digest), with ``client`` or a new
-    :class:`RegistryClient` made with ``options``; ``progress(done, None)`` as manifests
-    arrive.  Raises :class:`RegistryError`'s subclasses."""
+    """Read the repository ``ref`` names (not its tag or digest); ``progress(done, None)`` as
+    manifests arrive.  Raises :class:`RegistryError`'s subclasses."""
     ref = ref if isinstance(ref, RegistryRef) else parse_reference(ref)
-    with (contextlib.nullcontext(client) if client  # a client given stays open
-          else contextlib.closing(RegistryClient(ref.host, **options))) as c:
+    with _client(ref, client, options) as c:
         return _read(c, ref, progress)
 
 
 def _read(client: RegistryClient, ref: RegistryRef, progress: Progress | None) -> RegistrySnapshot:
-    repo, requests, done = ref.repository, client.requests, itertools.count(1)
-    tags = client.list_tags(repo)
+    repo, first, done = ref.repository, client.requests, itertools.count(1)
+    reader = og.RepositoryReader(client.list_tags(repo))
 
     def fetch(name: str) -> tuple[str, str, bytes] | None:
         got = client.get_manifest(repo, name)  # by digest: from the cache if fetched before
@@ -501,76 +434,72 @@ def _read(client: RegistryClient, ref: RegistryRef, progress: Progress | None) -
             progress(next(done), None)  # next(): one C call, atomic under threads
         return got
 
-    manifests, tagged = dict[str, tuple[str, bytes]](), dict[str, str]()
-    fallback = dict[str, FallbackIndex]()
-    blobs, pending = dict[str, og.BlobInfo](), dict[str, None]()  # pending: to fetch, in order
-    missing, untagged = set[str](), set[str]()  # untagged: referrers, subjects of fallback tags
-
-    def walk(digest: str, media: str, body: bytes) -> None:
-        # Only the fields the core walks for this media type: the graph explains every blob.
-        manifests[digest] = (media, body)
-        fields = og.SUCCESSOR_FIELDS.get(media, ())
-        for name, desc in og.parse_manifest(digest, body).refs:
-            if name in fields and og.is_manifest_type(desc.media_type):
-                pending.setdefault(desc.digest)
-            elif name in fields:
-                blobs.setdefault(desc.digest, og.BlobInfo(desc.size))
-
-    for tag, got in zip(tags, client.map(fetch, tags), strict=True):
-        m = _FALLBACK_TAG.fullmatch(tag)
-        if got is None:
-            continue  # deleted since it was listed
-        if m and got[1] == og.OCI_INDEX:
-            subject, listed = f"{m[1]}:{m[2]}", tuple(_listed(_json(got[2])))
-            fallback[subject] = FallbackIndex(tag, got[0], got[2], listed)
-            for d in (subject, *(x.digest for x in listed)):
-                untagged.add(d)
-                pending.setdefault(d)
+    while True:
+        if batch := reader.to_fetch():
+            for name, got in zip(batch, client.map(fetch, batch), strict=True):
+                reader.fetched(name, got)
+        elif ask := reader.to_ask():
+            listed = client.map(lambda d: client.referrers(repo, d), ask)
+            for digest, found in zip(ask, listed, strict=True):
+                reader.referred(digest, found)
         else:
-            tagged[tag] = got[0]
-            walk(*got)
-    api: bool | None = None
-    asked: set[str] = set()
-    while pending or len(asked) < len(manifests):
-        batch = [d for d in pending if d not in manifests and d not in missing and og.is_sweepable(d)]
-        pending.clear()
-        for d, got in zip(batch, client.map(fetch, batch), strict=True):
-            if got is None:
-                missing.add(d)
-            else:
-                walk(*got)
-        ask = [d for d in manifests if d not in asked]
-        asked.update(ask)
-        found: list[list[og.Descriptor] | None] = []
-        if ask and api is None:  # the first answer says whether there is a Referrers API
-            found = [client.referrers(repo, ask[0])]
-            api, ask = found[0] is not None, ask[1:]
-        if ask and api:
-            found += client.map(lambda d: client.referrers(repo, d), ask)
-        for x in (x for descs in found for x in descs or ()):
-            untagged.add(x.digest)
-            if x.digest not in manifests:
-                pending.setdefault(x.digest)
-
-    entries = [{"mediaType": manifests[d][0], "digest": d, "size": len(manifests[d][1]),
-                **({"annotations": {og.REF_NAME: t}} if t else {})}
-               for t, d in [*sorted(tagged.items()), *((None, d) for d in sorted(
-                   untagged - set(tagged.values())) if d in manifests)]]
-    index = og.parse_index(orjson.dumps({"schemaVersion": 2, "mediaType": og.OCI_INDEX,
-                                         "manifests": entries}))
-    blobs.update((d, og.BlobInfo(len(body))) for d, (_, body) in manifests.items())
-    layout = og.Layout(index=index, blobs=blobs, now=time.time(),
-                       manifests=og.BytesManifestSource({d: b for d, (_, b) in manifests.items()}))
-    return RegistrySnapshot(ref, layout, tagged, fallback, frozenset(manifests),
-                            frozenset(missing), bool(api), client.requests - requests)
+            read = reader.result(time.time())
+            fields = {f.name: getattr(read, f.name) for f in dataclasses.fields(read)}
+            return RegistrySnapshot(**fields, ref=ref, requests=client.requests - first)
 
 
-@dataclass(frozen=True, slots=True)
-class Skipped:
-    """A step of the plan left out: ``what`` (a digest, or ``tag NAME``) and why."""
+def plan_repository(ref: RegistryRef | str, operation: str, refs: Sequence[str],
+                    policy: og.Policy, *, client: RegistryClient,
+                    reporter: og.Reporter | None = None) -> tuple[og.Plan, nx.DiGraph]:
+    """Read the repository and plan ``operation`` (delete, gc, remove, untag) of ``refs`` on
+    it, as the CLI does on a layout; the plan's origin is the repository.  A ref it does not
+    have is a :class:`RegistryNotFoundError` naming host, repository and ref."""
+    ref = ref if isinstance(ref, RegistryRef) else parse_reference(ref)
+    graph = og.build_graph(_read(client, ref, None).layout, reporter)
+    try:
+        plan = og.plan_operation(graph, operation, refs, policy, og.WholeGraph(graph), reporter)
+    except og.UnknownRefError as exc:
+        why = str(exc).split(": not in index.json")[0]  # the layout's wording, not a registry's
+        raise RegistryNotFoundError(ref.host, f"{why} in repository {ref.repository!r}") from None
+    return dataclasses.replace(plan, origin=ref.origin), graph
 
-    what: str
-    reason: str
+
+def _refuse_push_time(rules: og.RetentionRules, ref: RegistryRef) -> None:
+    if rules.age_from == "push":
+        raise PushTimeUnknownError(f"{ref.host}: push time is not exposed by the registry API; "
+                                   "use --age-from created (the image's own date)")
+
+
+def image_times(snapshot: RegistrySnapshot, rules: og.RetentionRules, client: RegistryClient,
+                *, policy: og.Policy | None = None) -> dict[str, float]:
+    """The date of every image prune judges, as ``og.plan_prune``'s ``push_times``: its
+    created annotation, else its config's ``created`` (each config read once, ``workers`` at a
+    time; never a layer).  An image with neither is left out: it counts as the oldest."""
+    _refuse_push_time(rules, snapshot.ref)
+    dating = og.images_to_date(snapshot, rules, policy)  # configs over 1 MiB are not read
+    repo, configs = snapshot.ref.repository, sorted({c for _, c in dating.values() if c})
+
+    def created(config: str) -> str | None:
+        return og.config_created(client.get_blob(repo, config, f"config {config} in {repo}"))
+
+    dates = dict(zip(configs, client.map(created, configs), strict=True))
+    times = {d: og.image_time(None, age_from=rules.age_from, annotation=note,
+                              config=dates.get(config or "")) for d, (note, config) in dating.items()}
+    return {d: t for d, t in times.items() if t is not None}
+
+
+def plan_prune_repository(ref: RegistryRef | str, rules: og.RetentionRules, now: float, *,
+                          client: RegistryClient, policy: og.Policy | None = None,
+                          reporter: og.Reporter | None = None) -> tuple[og.Plan, nx.DiGraph]:
+    """``ocigraph prune`` on a repository: judge its tags by ``rules`` at ``now``, ageing each
+    image by its own date (:func:`image_times`), and plan with ``og.plan_prune``."""
+    ref = ref if isinstance(ref, RegistryRef) else parse_reference(ref)
+    _refuse_push_time(rules, ref)  # before any request
+    snapshot = _read(client, ref, None)
+    graph = og.build_graph(snapshot.layout, reporter)
+    plan = og.plan_prune(graph, rules, now=now, policy=policy, reporter=reporter,
+                         push_times=image_times(snapshot, rules, client, policy=policy))
+    return dataclasses.replace(plan, origin=ref.origin), graph
 
 
 @dataclass(frozen=True, slots=True)
@@ -583,7 +512,7 @@ class RegistryApplyResult:
     deleted: tuple[str, ...] = ()
     untagged: tuple[str, ...] = ()
     referrer_tags: tuple[str, ...] = ()
-    skipped: tuple[Skipped, ...] = ()
+    skipped: tuple[og.SkippedStep, ...] = ()
     blobs_unreferenced: int = 0
     bytes_unreferenced: int = 0
     requests: int = 0
@@ -592,50 +521,24 @@ class RegistryApplyResult:
 
 def apply_plan(ref: RegistryRef | str, plan: og.Plan, *, client: RegistryClient | None = None,
                progress: Progress | None = None, **options: Any) -> RegistryApplyResult:
-    """Apply ``plan`` (``og.plan_*`` of the graph of :func:`read_repository`'s layout) to the
-    repository, by the module's rules; ``progress(done, total)`` after each step.  Raises
+    """Apply ``plan`` (made on :func:`read_repository`'s layout) to the repository, as the
+    module says; ``progress(done, total)`` after each step.  Raises
     :class:`DeleteUnsupportedError` before any change if the registry does not delete,
     :class:`RegistryApplyError` (``result``: what was done) if a step fails part way."""
     ref = ref if isinstance(ref, RegistryRef) else parse_reference(ref)
     if plan.origin is not None and plan.origin != ref.origin:
         raise og.RequestError(f"the plan was made for {plan.origin}, not {ref.origin}")
-    with (contextlib.nullcontext(client) if client  # a client given stays open
-          else contextlib.closing(RegistryClient(ref.host, **options))) as c:
+    with _client(ref, client, options) as c:
         return _apply(c, ref, plan, progress)
 
 
 def _apply(client: RegistryClient, ref: RegistryRef, plan: og.Plan,
            progress: Progress | None) -> RegistryApplyResult:
     repo, first = ref.repository, client.requests
-    fresh = _read(client, ref, None)
-    planned_tags = sorted({(c.tag, c.digest) for c in plan.index_changes if c.tag is not None})
-    skipped = [Skipped(f"tag {t}", f"moved since planning: now names {fresh.tags[t]}"
-                       if t in fresh.tags else "gone since planning")
-               for t, d in planned_tags if fresh.tags.get(t) != d]
-    moved = {s.what[4:] for s in skipped}
-    in_use: frozenset[str] = frozenset()
-    if fresh.layout.index.fingerprint != plan.index_fingerprint:
-        roots = {d for t, d in fresh.tags.items() if (t, d) not in planned_tags}
-        if plan.policy.keep_untagged:
-            roots |= {e.digest for e in fresh.layout.index.entries
-                      if e.tag is None and e.digest not in plan.deleted_digests()}
-        in_use = og.live_set(og.build_graph(fresh.layout), root_set=roots)
-    names = {d: t for t, d in sorted(fresh.tags.items(), reverse=True) if (t, d) not in planned_tags}
-    to_delete: list[og.Deletion] = []
-    blobs = size = 0
-    for d in plan.deletions:
-        if d.digest in in_use:
-            if d.digest in fresh.manifests:
-                skipped.append(Skipped(d.digest, "in use since planning: " + (
-                    f"tag {names[d.digest]} names it" if d.digest in names else "a tag reaches it")))
-        elif d.digest in fresh.manifests or any(og.is_manifest_type(m) for m in d.media_types):
-            to_delete.append(d)
-        elif d.present:
-            blobs, size = blobs + 1, size + d.size
-    doomed = {d.digest for d in to_delete}
-    untags = [(t, d) for t, d in planned_tags if t not in moved and d not in doomed]
+    todo = og.repository_changes(plan, _read(client, ref, None))
     deleted, untagged, referrer_tags = list[str](), list[str](), list[str]()
-    total, touched = len(untags) + len(to_delete), set()
+    skipped, blobs, size = list(todo.skipped), todo.blobs, todo.size
+    total = len(todo.untags) + len(todo.deletions)
 
     def result() -> RegistryApplyResult:
         return RegistryApplyResult(ref.origin, tuple(deleted), tuple(untagged),
@@ -646,19 +549,17 @@ def _apply(client: RegistryClient, ref: RegistryRef, plan: og.Plan,
         client._expect(client.request("DELETE", f"/v2/{repo}/manifests/{PROBE_DIGEST}"),
                        (200, 202, 404), f"DELETE in {repo}")
     try:
-        for n, (tag, digest) in enumerate(untags, 1):
+        for n, (tag, digest) in enumerate(todo.untags, 1):
             why = _untag(client, repo, tag, digest)
             untagged += [tag] if why is None else []
             skipped += [] if why is None else [Skipped(f"tag {tag}", why)]
             if progress is not None:
                 progress(n, total)
-        for n, d in enumerate(to_delete, len(untags) + 1):
-            for fb in fresh.fallback.values():  # before the first referrer it lists goes
-                if fb.tag not in touched and any(x.digest == d.digest for x in fb.referrers):
-                    touched.add(fb.tag)
-                    done = _update_fallback(client, repo, fb, doomed | fresh.missing)
-                    referrer_tags += [] if done.startswith("left") else [done]
-                    skipped += [Skipped(f"tag {fb.tag}", done)] if done.startswith("left") else []
+        for n, d in enumerate(todo.deletions, len(todo.untags) + 1):
+            for fb in todo.fallback[d.digest]:  # before the first referrer it lists goes
+                done = _update_fallback(client, repo, fb, todo.gone)
+                referrer_tags += [] if done.startswith("left") else [done]
+                skipped += [Skipped(f"tag {fb.tag}", done)] if done.startswith("left") else []
             if client.delete_manifest(repo, d.digest):
                 deleted.append(d.digest)
                 blobs, size = blobs + 1, size + d.size
@@ -675,25 +576,22 @@ def _untag(client: RegistryClient, repo: str, tag: str, digest: str) -> str | No
     """Remove ``tag`` if it still names ``digest`` (else say why not): point it at a throw-away
     manifest and delete that by digest.  Not DELETE of the tag: distribution 2.8 refuses it, and
     a registry that took it for its manifest would delete every tag of the image."""
-    now = client.head_manifest(repo, tag)
+    now = (client.get_manifest(repo, tag) or (None,))[0]
     if now != digest:
         return f"moved since planning: now names {now}" if now else "gone since planning"
-    client.push_blob(repo, str(EMPTY["digest"]), b"{}")
-    body = orjson.dumps({"schemaVersion": 2, "mediaType": og.OCI_MANIFEST, "config": EMPTY,
-                         "layers": [EMPTY], "annotations": {"org.ocigraph.untag": os.urandom(8).hex()}})
+    client.push_blob(repo, str(og.EMPTY_DESCRIPTOR["digest"]), b"{}")
+    body = og.throwaway_manifest(os.urandom(8).hex())
     client.delete_manifest(repo, client.put_manifest(repo, tag, body, og.OCI_MANIFEST))
     return None
 
 
-def _update_fallback(client: RegistryClient, repo: str, fb: FallbackIndex, gone: set[str]) -> str:
+def _update_fallback(client: RegistryClient, repo: str, fb: og.FallbackIndex,
+                     gone: frozenset[str]) -> str:
     """Rewrite ``fb`` without the referrers in ``gone``, or delete it if none remain."""
-    if client.head_manifest(repo, fb.tag) != fb.digest:
+    if (client.get_manifest(repo, fb.tag) or (None,))[0] != fb.digest:
         return "left as is: the referrers index changed since it was read"
-    doc = orjson.loads(fb.raw)
-    keep = [m for m in doc.get("manifests") or []
-            if not (isinstance(m, dict) and m.get("digest") in gone)]
-    if keep:
-        doc["manifests"] = keep
-        client.put_manifest(repo, fb.tag, orjson.dumps(doc), og.OCI_INDEX)
+    body = og.without_referrers(fb.raw, gone)
+    if body is not None:
+        client.put_manifest(repo, fb.tag, body, og.OCI_INDEX)
     client.delete_manifest(repo, fb.digest)  # untagged now if rewritten: it takes nothing else
-    return f"rewrote {fb.tag}" if keep else f"deleted {fb.tag}"
+    return f"rewrote {fb.tag}" if body is not None else f"deleted {fb.tag}"

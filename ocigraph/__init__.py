@@ -16,8 +16,44 @@ from ._build import (
     build_graph,
     decode_node_attrs,
     encode_node_attrs,
+    encode_node_columns,
 )
-from ._digest import SWEEPABLE_ALGORITHMS, digest_bytes, is_sweepable, parse_digest, short_digest
+from ._digest import (
+    SWEEPABLE_ALGORITHMS,
+    are_digest_names,
+    blob_parts,
+    digest_bytes,
+    is_sweepable,
+    parse_digest,
+    printable,
+    short_digest,
+)
+from ._distribution import (
+    EMPTY_DESCRIPTOR,
+    RETRY_STATUSES,
+    FailureKind,
+    FallbackIndex,
+    Repository,
+    RepositoryChanges,
+    RepositoryReader,
+    auth_config_credentials,
+    describe_failure,
+    error_code,
+    fallback_subject,
+    fallback_tag,
+    images_to_date,
+    index_descriptors,
+    manifest_identity,
+    manifest_successors,
+    next_link,
+    next_tags_page,
+    parse_challenge,
+    repository_changes,
+    repository_layout,
+    retry_after,
+    throwaway_manifest,
+    without_referrers,
+)
 from ._ecr import (
     LifecycleImage,
     LifecyclePolicy,
@@ -75,6 +111,7 @@ from ._model import (
     ManifestSource,
     Reporter,
 )
+from ._operations import names_checksum, plan_key, plan_operation, plan_tags, push_times
 from ._parse import (
     BytesManifestSource,
     layout_from_bytes,
@@ -83,6 +120,7 @@ from ._parse import (
     parse_index,
     parse_manifest,
     render_index,
+    restore_index_entries,
 )
 from ._plan import (
     KEPT_KINDS,
@@ -121,6 +159,7 @@ from ._retention import (
     plan_prune,
     retention_rules,
 )
+from ._revalidate import Revalidated, SkippedStep, revalidate
 from ._rules import (
     LifecyclePolicyError,
     RefName,
@@ -148,21 +187,25 @@ __all__ = [
     "REASON_KINDS", "KEPT_KINDS", "OPERATIONS", "ReasonKind", "KeptKind", "Operation",
     # digests and media types
     "SWEEPABLE_ALGORITHMS", "parse_digest", "is_sweepable", "digest_bytes", "short_digest",
+    "blob_parts", "are_digest_names", "printable",
     "OCI_MANIFEST", "OCI_INDEX", "OCI_ARTIFACT", "DOCKER_MANIFEST", "DOCKER_LIST",
     "MANIFEST_MEDIA_TYPES", "SUCCESSOR_FIELDS", "ROLE_OF_FIELD", "REF_NAME", "is_manifest_type",
     "MEDIA_KINDS", "media_kind",
     # parsing
     "parse_descriptor", "parse_index", "parse_manifest", "manifest_from_document",
-    "render_index", "BytesManifestSource", "layout_from_bytes",
+    "render_index", "restore_index_entries", "BytesManifestSource", "layout_from_bytes",
     # graph
     "LayoutGraph", "build_graph", "referrers_of", "successors_of", "tags_of", "roots", "live_set", "why_live",
     "resolve_ref", "resolve_refs", "is_young", "young_nodes",
     "NODE_ATTRIBUTES", "NODE_SCHEMA", "NodeAttribute", "encode_node_attrs", "decode_node_attrs",
+    "encode_node_columns",
     # planning
     "Liveness", "liveness", "deletion_closure", "describe_index_drift", "plan_delete", "plan_gc", "plan_untag", "plan_remove", "simulate",
     "format_bytes",
     # neighbourhood views (a delete planned from the targets' surroundings)
     "GraphSource", "NodeRecord", "WholeGraph", "NeighbourhoodView", "neighbourhood", "resolve_in",
+    # for adapters: an operation by name, push times, a plan's tags, keys of a store
+    "plan_operation", "push_times", "plan_tags", "plan_key", "names_checksum",
     # pictures and space (ocigraph.draw.draw needs matplotlib)
     "to_mermaid", "to_dot", "plan_html", "graph_html", "graph_mimebundle",
     "space_by_tag", "SpaceReport", "TagSpace", "LayoutSpace", "format_space_text",
@@ -177,4 +220,12 @@ __all__ = [
     "parse_lifecycle_policy", "evaluate_lifecycle", "RefName", "parse_ref_name", "repository_of",
     "parse_duration", "parse_size", "parse_time", "image_time", "manifest_created",
     "config_created", "age_key",
+    # a plan met by a state it was not made from (a registry re-read before applying)
+    "revalidate", "Revalidated", "SkippedStep",
+    # the OCI Distribution API's formats (a registry adapter's pure part)
+    "EMPTY_DESCRIPTOR", "RETRY_STATUSES", "fallback_tag", "fallback_subject", "parse_challenge", "error_code",
+    "next_link", "retry_after", "index_descriptors", "manifest_successors", "repository_layout",
+    "without_referrers", "throwaway_manifest", "FallbackIndex", "Repository", "RepositoryReader",
+    "FailureKind", "describe_failure", "auth_config_credentials", "next_tags_page",
+    "manifest_identity", "images_to_date", "RepositoryChanges", "repository_changes",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "NODE_ATTRIBUTES",
     "encode_node_attrs",
     "decode_node_attrs",
+    "encode_node_columns",
     "build_graph",
     "content_media_type",
     "SNIFF_LIMIT",
@@ -153,6 +154,32 @@ def encode_node_attrs(attrs: Mapping[str, Any]) -> list[Any]:
             value = [list(v) for v in value] if encoding == "pairs" else list(value)
         out.append(value)
     return out
+
+
+def encode_node_columns(nodes: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    """:func:`encode_node_attrs` of many nodes, one column per attribute: a comprehension per
+    column rather than a Python call per value, and one sorted list per distinct set (JSON
+    encoders take tuples as lists already).
+
+    >>> encode_node_columns([decode_node_attrs([["b", "a"], 3, [3], True, [], [0], True, None,
+    ...                                         "ok", None, None])])[:2]
+    [[['a', 'b']], [3]]
+    """
+    listed: dict[frozenset[Any], list[Any]] = {}
+
+    def as_list(fs: frozenset[Any]) -> list[Any]:
+        got = listed.get(fs)
+        if got is None:
+            got = listed[fs] = sorted(fs)
+        return got
+
+    columns = []
+    for name, encoding, _ in NODE_SCHEMA:
+        values = [a[name] for a in nodes]
+        if encoding == "set":
+            values = [list(v) if len(v) < 2 else as_list(v) for v in values]
+        columns.append(values)
+    return columns
 
 
 def decode_node_attrs(values: Sequence[Any]) -> dict[str, Any]:

@@ -28,6 +28,9 @@ __all__ = [
     "digest_bytes",
     "verify",
     "short_digest",
+    "blob_parts",
+    "are_digest_names",
+    "printable",
 ]
 
 #: algorithm -> length of its lowercase-hex encoding.  Also the set of ``blobs/<alg>`` folders
@@ -110,3 +113,53 @@ def short_digest(digest: str | None, length: int = SHORT_DIGEST_LENGTH) -> str:
     if not sep:
         return digest[:length]
     return f"{alg}:{encoded[:length]}"
+
+
+def blob_parts(digest: str) -> tuple[str, str]:
+    """``(algorithm, encoded)`` of a valid digest of a sweepable algorithm -- the one gate
+    through which a digest becomes a file name (``sha256:../../x`` never does); anything else
+    raises :class:`InvalidDigestError`.  The common case is checked without regular expressions.
+
+    >>> blob_parts("sha256:" + "0" * 64)[0]
+    'sha256'
+    >>> blob_parts("blake3:" + "0" * 64)
+    Traceback (most recent call last):
+    ...
+    ocigraph._errors.InvalidDigestError: invalid digest 'blake3:0000000000000000000000000000000000000000000000000000000000000000': not an algorithm ocigraph stores or deletes
+    """
+    alg, _, encoded = digest.partition(":")
+    width = SWEEPABLE_ALGORITHMS.get(alg)
+    if width is None or len(encoded) != width or encoded.strip("0123456789abcdef"):
+        parse_digest(digest)  # its error, for a digest that is not one
+        raise InvalidDigestError(digest, "not an algorithm ocigraph stores or deletes")
+    return alg, encoded
+
+
+def are_digest_names(names: list[str], width: int) -> bool:
+    """Whether every name is ``width`` lowercase hex characters, checked for all at once: one
+    ``bytes.fromhex`` of them joined (which also takes uppercase and spaces, so those are ruled
+    out apart) takes a tenth of the time of a check per name -- a million names in a listing.
+
+    >>> are_digest_names(["ab" * 32, "cd" * 32], 64), are_digest_names(["AB" * 32], 64)
+    (True, False)
+    """
+    if not names:
+        return True
+    if set(map(len, names)) != {width}:
+        return False
+    joined = "".join(names)
+    if any(c in joined for c in "ABCDEF \t\n\r\x0b\x0c"):
+        return False
+    try:
+        return len(bytes.fromhex(joined)) * 2 == len(joined)
+    except ValueError:
+        return False
+
+
+def printable(name: str) -> str:
+    """A file name safe to print: bytes that are not UTF-8 become ``\\xNN`` escapes.
+
+    >>> printable(bytes([97, 255]).decode("utf-8", "surrogateescape"))
+    'a\\\\xff'
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

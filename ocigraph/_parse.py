@@ -33,6 +33,7 @@ __all__ = [
     "parse_index",
     "parse_manifest",
     "render_index",
+    "restore_index_entries",
     "BytesManifestSource",
     "layout_from_bytes",
 ]
@@ -431,6 +432,76 @@ def _digest_at(text: str, entry: _Item) -> object:
     return value.get("digest") if isinstance(value, dict) else None
 
 
+def _manifests_in(text: str) -> _Items | None:
+    """The top-level ``manifests`` array of an index.json text (the last one, as parsers
+    read a duplicate key), or ``None``; raises :class:`_NotJSON` for a text not an object."""
+    top_at = _after_space(text, 0)
+    if text[top_at:top_at + 1] != "{":
+        raise _NotJSON("not a JSON object")
+    top = _items_at(text, top_at, descend="manifests")
+    listed = [m.inner for m in top.items if m.key == "manifests" and m.inner is not None]
+    return listed[-1] if listed else None
+
+
+def _tag_in(entry: object) -> object:
+    ann = entry.get("annotations") if isinstance(entry, dict) else None
+    return ann.get(REF_NAME) if isinstance(ann, dict) else None
+
+
+def restore_index_entries(current: bytes, before: bytes,
+                          changes: Iterable[tuple[int, str, str]]) -> bytes:
+    """index.json ``current`` with the entries that ``changes`` -- ``(position in before,
+    digest, "drop" | "untag")``, as a plan made from ``before`` changed them -- put back as
+    ``before`` wrote them: a dropped entry is appended, an untagged one gets its tag back in
+    place (appended if it is gone too); an entry already there is left alone.  Every other
+    byte of ``current`` is kept (the lossless rule of :func:`render_index`).  Raises
+    :class:`ValueError`, with the reason, when a tag put back now names another digest, or
+    either text is not an object with a manifests array.
+
+    >>> d, e = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    >>> entry = '{"digest": "%s", "n": 1e400, "annotations": {"%s": "v1"}}' % (d, REF_NAME)
+    >>> before = ('{"manifests": [%s, {"digest": "%s"}]}' % (entry, e)).encode()
+    >>> restore_index_entries(b'{"x": 18446744073709551616, "manifests": []}', before,
+    ...                       [(0, d, "untag")]).decode() == '{"x": 18446744073709551616, "manifests": [%s]}' % entry
+    True
+    """
+    try:
+        old_text, text = before.decode("utf-8"), current.decode("utf-8")
+        old, now = _manifests_in(old_text), _manifests_in(text)
+        if old is None or now is None:
+            raise _NotJSON("no manifests array")
+        values = [_scan_value(text, e.value_at)[0] for e in now.items]
+        edits: dict[int, str | None] = {}
+        added: list[str] = []
+        tags = {_tag_in(v): v.get("digest") for v in values if _tag_in(v) is not None}
+        for position, digest, action in changes:
+            item = old.items[position]
+            if _scan_value(old_text, item.value_at)[0] in values:
+                continue
+            tag = _tag_in(_scan_value(old_text, item.value_at)[0])
+            if tag is not None and tags.setdefault(tag, digest) != digest:
+                raise ValueError(f"tag {tag!r} now names {tags[tag]}, not {digest}")
+            untagged = json.loads(_untagged_entry(old_text, item))
+            where = values.index(untagged) if action == "untag" and untagged in values else None
+            if where is None or where in edits:
+                added.append(old_text[item.start:item.end])
+            else:
+                edits[where] = old_text[item.start:item.end]
+    except (_NotJSON, UnicodeDecodeError, json.JSONDecodeError, StopIteration, IndexError,
+            RecursionError):
+        raise ValueError("index.json is not a JSON object with a manifests list") from None
+    if not edits and not added:
+        return current
+    if not now.items:
+        return (text[:now.open_at + 1] + ", ".join(added) + text[now.close_at:]).encode("utf-8")
+    last = len(now.items) - 1
+    if added:
+        kept = edits.get(last) or text[now.items[last].start:now.items[last].end]
+        edits[last] = ", ".join([kept, *added])
+    new = _spliced(text, now, edits)
+    return (text[:now.open_at] + new + text[now.close_at + 1:]).encode("utf-8")
+
+
 def render_index(index: Index, changes: Iterable[Any]) -> bytes:
     """New index.json bytes: ``index.raw`` with entries dropped or untagged.
 
@@ -456,12 +527,7 @@ def render_index(index: Index, changes: Iterable[Any]) -> bytes:
         return index.raw
     try:
         text = index.raw.decode("utf-8")
-        top_at = _after_space(text, 0)
-        if text[top_at:top_at + 1] != "{":
-            raise _NotJSON("not a JSON object")
-        top = _items_at(text, top_at, descend="manifests")
-        listed = [m.inner for m in top.items if m.key == "manifests" and m.inner is not None]
-        manifests = listed[-1] if listed else None
+        manifests = _manifests_in(text)
         entries = manifests.items if manifests is not None else []
         edits: dict[int, str | None] = {}
         for ch in wanted:

@@ -1,8 +1,9 @@
-"""Plans and layouts as text for people: what the command line prints, as pure functions.
+"""What the command line prints, as pure functions: plans, layouts and reports.
 
-Values in, one string out: no terminal, no file, no clock.  Digests are shortened by
-:func:`ocigraph.short_digest` and kinds named by :func:`ocigraph.media_kind`, as everywhere
-else; JSON (``Plan.to_json``) keeps them whole.
+Values in, text or a JSON document (a plain dict) out: no terminal, no file, no clock.  Each
+report is built once as its JSON document, and its text is rendered from that document, so the
+two formats cannot disagree.  Digests are shortened by :func:`ocigraph.short_digest` and kinds
+named by :func:`ocigraph.media_kind`, as everywhere else; JSON keeps them whole.
 
 >>> import ocigraph as og
 >>> g = og.build_graph(og.layout_from_bytes(b'{"schemaVersion": 2, "manifests": []}', {}))
@@ -13,22 +14,40 @@ nothing to do
 
 from __future__ import annotations
 
+import errno
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import networkx as nx
+import orjson
 
-from ._digest import short_digest
+from ._digest import printable, short_digest
+from ._errors import OcigraphError
 from ._graph import live_set, referrers_of, successors_of
 from ._mediatypes import media_kind
 from ._model import IndexEntry
 from ._plan import REASON_KINDS, Kept, Plan, format_bytes
 from ._policy import Policy
 
-__all__ = ["PLAN_TEXT_LIMIT", "format_plan_text", "format_show_text"]
+__all__ = ["PLAN_TEXT_LIMIT", "REPORT_FORMAT_VERSION", "SHOW_FORMAT_VERSION",
+           "format_plan_text", "format_plan_output", "untagged_note", "plan_json_chunks",
+           "confirm_question", "report_document", "format_report_text", "show_document",
+           "format_show_text", "format_quarantined", "interrupted_line",
+           "registry_report_document", "format_registry_report_text", "restore_document",
+           "format_restore_text", "one_line", "error_line"]
 
 #: How many deletions of each reason :func:`format_plan_text` lists by default.
 PLAN_TEXT_LIMIT = 50
+#: Version of the JSON report of a command that applied a plan (``ocigraphReport``).
+REPORT_FORMAT_VERSION = 1
+#: Version of the JSON printed by ``show --format json`` (``ocigraphShow``).
+SHOW_FORMAT_VERSION = 1
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _plan_tags(plan: Plan) -> dict[str, list[str]]:
@@ -193,3 +212,227 @@ def _tree(graph: nx.DiGraph, start: str, live: frozenset[str], shown: set[str]) 
         children += [(r, depth + 1, "<- referrer") for r in referrers_of(graph, n)]
         stack.extend(reversed(children))
     return lines
+
+
+# --- the command line's plans and reports -----------------------------------------------------
+
+
+def untagged_note(plan: Plan) -> str | None:
+    """One line when a gc or prune drops untagged index.json entries under a policy that does
+    not keep them: skopeo and umoci users often keep such entries on purpose."""
+    if plan.operation not in ("gc", "prune") or plan.policy.keep_untagged:
+        return None
+    n = sum(1 for c in plan.index_changes if c.action == "drop" and c.tag is None)
+    if not n:
+        return None
+    return (f"{n} untagged index.json entr{'ies are' if n != 1 else 'y is'} garbage under policy "
+            f"{plan.policy.name} (--keep-untagged or --policy spec keep them)")
+
+
+def format_plan_output(plan: Plan, tags: Mapping[str, Sequence[str]] | None,
+                       verbosity: int) -> str:
+    """The plan as the commands print it: all of it with ``-v`` (verbosity 1), the summary
+    alone with ``-q`` (-1), else at most ``PLAN_TEXT_LIMIT`` deletions per reason."""
+    if verbosity < 0:
+        lines = [plan.summary()]
+        if plan.retention is not None:
+            lines.append(plan.retention.summary())
+    else:
+        lines = [format_plan_text(plan, tags, limit=None if verbosity > 0 else PLAN_TEXT_LIMIT)]
+        if plan.retention is not None:
+            lines += ["", *plan.retention.lines()]
+    note = untagged_note(plan)
+    return "\n".join(lines if note is None else [*lines, note])
+
+
+def plan_json_chunks(plan: Plan) -> Iterator[str]:
+    """``plan.to_json()`` indented, a deletion at a time: a million-blob plan is tens of MB,
+    and its text is never held at once."""
+    doc = plan.to_dict()
+    deletions = doc.pop("deletions")
+    yield orjson.dumps(doc, option=orjson.OPT_INDENT_2)[:-2].decode() + ',\n  "deletions": ['
+    for i, d in enumerate(deletions):
+        yield ("," if i else "") + "\n    " + orjson.dumps(d).decode()
+    yield "\n  ]\n}\n" if deletions else "]\n}\n"
+
+
+def confirm_question(plan: Plan, layout: str) -> str:
+    """What a one-shot command asks before it changes ``layout``."""
+    n = sum(1 for d in plan.deletions if d.present)
+    return (f"Delete {n} blob(s) ({format_bytes(plan.bytes_freed)}) and make "
+            f"{len(plan.index_changes)} index.json change(s) in {layout}?")
+
+
+def report_document(layout: str, plan: Plan, result: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON report of a command that applied ``plan`` (``result``: what apply did)."""
+    return {"ocigraphReport": REPORT_FORMAT_VERSION, "layout": layout, "plan": plan.to_dict(),
+            "result": dict(result)}
+
+
+def format_report_text(doc: Mapping[str, Any]) -> str:
+    """:func:`report_document`'s ``doc`` for people: what was deleted and freed, the
+    index.json edits, blobs already gone or skipped; and, when apply met them, what the blobs
+    moved back, the quarantine and a clock warning mean.
+
+    >>> print(format_report_text({"layout": "L", "plan": {"indexChanges": [{"action": "drop"}]},
+    ...     "result": {"deleted": ["sha256:" + "a" * 64], "bytesFreed": 2048, "indexWritten": True,
+    ...                "quarantine": "20261203T101500.000000Z-7"}}))
+    deleted 1 blob(s), freed 2.0 KiB; index.json updated (1 entry dropped)
+    the deleted blobs are kept in quarantine 20261203T101500.000000Z-7: `ocigraph restore L` brings them back until their time is up
+    """
+    result = doc["result"]
+    parts = [f"deleted {len(result['deleted'])} blob(s), freed "
+             f"{format_bytes(result['bytesFreed'])}"]
+    if result["indexWritten"]:
+        changes = doc["plan"]["indexChanges"]
+        drops = sum(1 for c in changes if c["action"] == "drop")
+        edits = [_plural(drops, "entry dropped", "entries dropped")] if drops else []
+        if len(changes) - drops:
+            edits.append(f"{len(changes) - drops} untagged")
+        parts.append(f"index.json updated ({', '.join(edits)})")
+    lines = ["; ".join(parts)]
+    if result.get("alreadyGone"):
+        lines.append(f"{len(result['alreadyGone'])} blob(s) were already gone")
+    lines += [f"skipped {short_digest(s['digest'])}: {s['why']}" for s in result.get("skipped", ())]
+    if result.get("relisted"):
+        lines.append(f"{len(result['relisted'])} planned blob(s) were left in place: index.json "
+                     "was rewritten meanwhile (by another tool) and makes them live again")
+    if result.get("quarantine"):
+        lines.append(f"the deleted blobs are kept in quarantine {result['quarantine']}: "
+                     f"`ocigraph restore {doc['layout']}` brings them back until their time is up")
+    if result.get("clockWarning"):
+        lines.append(f"warning: {result['clockWarning']}")
+    return "\n".join(lines)
+
+
+def show_document(layout: str, graph: nx.DiGraph, policy: Policy,
+                  junk: Sequence[Mapping[str, str]] = (),
+                  quarantined: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The JSON of ``show --format json``: index entries, nodes, edges, junk (``path``,
+    ``why``) and the quarantines that hold deleted blobs for undo (not counted in nodes)."""
+    live = live_set(graph, policy)
+    index = graph.graph["index"]
+    return {
+        "ocigraphShow": SHOW_FORMAT_VERSION,
+        "layout": layout,
+        "indexFingerprint": index.fingerprint,
+        "policy": policy.to_dict(),
+        "entries": [{"position": e.position, "digest": e.digest, "mediaType": e.descriptor.media_type,
+                     "size": e.descriptor.size, "tag": e.tag} for e in index.entries],
+        "nodes": [{"digest": n, "mediaTypes": sorted(a["media_types"]), "size": a["size"],
+                   "present": a["present"], "tags": sorted(a["tags"]), "indexed": a["indexed"],
+                   "artifactType": a["artifact_type"], "status": a["status"], "error": a["error"],
+                   "live": n in live}
+                  for n, a in sorted(graph.nodes(data=True))],
+        "edges": [{"from": u, "to": v, "roles": sorted(r)}
+                  for u, v, r in sorted(graph.edges(data="roles"))],
+        "junk": [dict(j) for j in junk],
+        "quarantined": [dict(q) for q in quarantined],
+    }
+
+
+def _utc(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def format_quarantined(quarantined: Sequence[Mapping[str, Any]], layout: str) -> str | None:
+    """One line for the blobs quarantines hold (``QuarantineInfo.to_dict()`` each), or
+    ``None`` when there are none.
+
+    >>> format_quarantined([{"id": "x", "blobs": 3, "bytes": 1258291, "keepUntil": 1796464800.0}], "L")
+    'quarantined: 3 blobs, 1.2 MiB, until 2026-12-05T10:00Z (`ocigraph restore L` brings them back)'
+    """
+    if not quarantined:
+        return None
+    blobs = sum(int(q["blobs"]) for q in quarantined)
+    until = [float(q["keepUntil"]) for q in quarantined if q.get("keepUntil") is not None]
+    line = (f"quarantined: {_plural(blobs, 'blob', 'blobs')}, "
+            f"{format_bytes(sum(int(q['bytes']) for q in quarantined))}")
+    if until:
+        line += f", until {_utc(max(until))}"
+    if len(quarantined) == 1:
+        return line + f" (`ocigraph restore {layout}` brings them back)"
+    return (line + f" in {len(quarantined)} applies (`ocigraph restore {layout} [APPLY_ID]` "
+            "brings back the last one's, or APPLY_ID's)")
+
+
+def interrupted_line(*, applying: bool, index_written: bool | None = None,
+                     deleted: int = 0, total: int = 0) -> str:
+    """What Ctrl-C leaves, in one line.  ``index_written`` ``None``: the exact state is
+    unknown, ``deleted`` is a lower bound.
+
+    >>> interrupted_line(applying=True, index_written=True, deleted=643, total=2788)
+    'interrupted while applying: index.json already updated, 643 of 2,788 blobs deleted; the layout is valid; run the same command again to finish'
+    """
+    if not applying or (index_written is False and deleted == 0):
+        return "interrupted: nothing was changed"
+    if index_written is None:
+        state = f"index.json may already be updated, at least {deleted:,} of {total:,}"
+    else:
+        state = f"index.json {'already' if index_written else 'not'} updated, {deleted:,} of {total:,}"
+    return (f"interrupted while applying: {state} blobs deleted; the layout is valid; run the "
+            "same command again to finish")
+
+
+def registry_report_document(deleted: Sequence[str], untagged: Sequence[str],
+                             skipped: Sequence[tuple[str, str]], bytes_unreferenced: int,
+                             gc_hint: str) -> dict[str, Any]:
+    """The JSON report of a plan applied to a registry (``skipped``: (what, why) pairs)."""
+    return {"ocigraphRegistryReport": 1, "deleted": list(deleted), "untagged": list(untagged),
+            "skipped": [{"what": what, "why": why} for what, why in skipped],
+            "bytesUnreferenced": bytes_unreferenced, "gcHint": gc_hint}
+
+
+def format_registry_report_text(doc: Mapping[str, Any]) -> str:
+    """:func:`registry_report_document`'s ``doc`` for people."""
+    return "\n".join([
+        f"deleted {len(doc['deleted'])} manifest(s), untagged {len(doc['untagged'])}; "
+        f"{format_bytes(doc['bytesUnreferenced'])} of blobs now unreferenced",
+        *(f"skipped {s['what']}: {s['why']}" for s in doc["skipped"]),
+        doc["gcHint"]])
+
+
+def restore_document(layout: str, apply_id: str, blobs: Sequence[str], entries: int) -> dict[str, Any]:
+    """The JSON of ``ocigraph restore``: the apply undone, the blobs moved back, and how many
+    index.json entries were put back."""
+    return {"ocigraphRestore": 1, "layout": layout, "apply": apply_id, "blobs": list(blobs),
+            "entries": entries}
+
+
+def format_restore_text(doc: Mapping[str, Any]) -> str:
+    """:func:`restore_document`'s ``doc`` for people.
+
+    >>> format_restore_text(restore_document("L", "20261203T101500.000000Z-7", ["sha256:a"], 2))
+    'restored 1 blob(s) and 2 index.json entries in L (the apply 20261203T101500.000000Z-7 is undone)'
+    """
+    return (f"restored {len(doc['blobs'])} blob(s) and "
+            f"{_plural(doc['entries'], 'index.json entry', 'index.json entries')} in "
+            f"{doc['layout']} (the apply {doc['apply']} is undone)")
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line, printable whatever bytes a file name brought in."""
+    text = " ".join(str(message).split())
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def error_line(exc: BaseException) -> str:
+    """What an error that reached the command line says (after ``ocigraph: error: ``).
+
+    >>> error_line(PermissionError(13, "Permission denied", "/x/index.json"))
+    '/x/index.json: Permission denied'
+    >>> error_line(KeyError("k"))
+    "internal error (KeyError: 'k'); set OCIGRAPH_DEBUG=1 for a traceback and please report it"
+    """
+    if isinstance(exc, OcigraphError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        why = exc.strerror or errno.errorcode.get(exc.errno or 0, "") or str(exc)
+        where = exc.filename
+        if isinstance(where, bytes):
+            where = where.decode("utf-8", "surrogateescape")
+        return f"{printable(str(where))}: {why}" if where is not None and where != "" else why
+    if isinstance(exc, UnicodeError):
+        return f"cannot encode or decode text: {exc}"
+    return (f"internal error ({type(exc).__name__}: {exc}); set OCIGRAPH_DEBUG=1 for a "
+            "traceback and please report it")

@@ -220,7 +220,8 @@ def test_atomic_write_keeps_other_fields_annotations_and_order(two_images: Any) 
     assert [p.name for p in root.iterdir() if p.name.startswith(TEMP_PREFIX)] == []
 
 
-def test_blobs_are_deleted_predecessors_first_and_reachable_blobs_always_exist(two_images: Any) -> None:
+def test_blobs_are_deleted_predecessors_first_and_reachable_blobs_always_exist(
+        two_images: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     root, b, blobs = two_images
     idx = b.index([blobs["v1"], blobs["v2"]])
     outer = b.index([idx])
@@ -232,13 +233,18 @@ def test_blobs_are_deleted_predecessors_first_and_reachable_blobs_always_exist(t
     plan = og.plan_delete(graph, ["bundle"])
     order: list[str] = []
 
-    def watching_unlink(path: Path) -> None:
-        assert reachable_missing(root) == set(), "a reachable blob went missing before this unlink"
-        order.append(f"{path.parent.name}:{path.name}")
-        os.unlink(path)
-        assert reachable_missing(root) == set(), f"unlinking {path.name} broke the layout"
+    real_rename = os.rename
 
-    report = apply_plan(root, plan, unlink=watching_unlink)
+    def watching_move(src: str, dst: str, **kw: Any) -> None:  # blobs/ into the quarantine
+        assert reachable_missing(root) == set(), "a reachable blob went missing before this move"
+        alg = os.path.basename(os.readlink(f"/proc/self/fd/{kw['dst_dir_fd']}"))
+        order.append(f"{alg}:{dst}")
+        real_rename(src, dst, **kw)
+        assert reachable_missing(root) == set(), f"moving {src} out broke the layout"
+
+    monkeypatch.setattr(os, "rename", watching_move)
+    report = apply_plan(root, plan)
+    monkeypatch.undo()
     assert set(report.deleted) == plan.deleted_digests() == set(order)
     rank = {d: i for i, d in enumerate(order)}
     for d in order:
@@ -283,26 +289,28 @@ def test_apply_report_counts_what_it_did(two_images: Any) -> None:
     assert blobs["shared"]["digest"] in present(root)  # v2 still uses it
 
 
-def test_a_failed_unlink_leaves_a_valid_layout_and_replanning_finishes(two_images: Any) -> None:
+def test_a_failed_move_leaves_a_valid_layout_and_replanning_finishes(
+        two_images: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     root, _, _ = two_images
     plan = plan_of(root, "delete", "v1")
-    calls = 0
+    calls, real_rename = 0, os.rename
 
-    def failing_unlink(path: Path) -> None:
+    def failing_rename(src: str, dst: str, **kw: Any) -> None:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise PermissionError(13, "Permission denied")
-        os.unlink(path)
+        real_rename(src, dst, **kw)
 
+    monkeypatch.setattr(os, "rename", failing_rename)
     with pytest.raises(ApplyError, match="plan again"):
-        apply_plan(root, plan, unlink=failing_unlink)
+        apply_plan(root, plan)
+    monkeypatch.undo()
     assert reachable_missing(root) == set()
     leftover = plan.deleted_digests() & present(root)
     assert leftover
     apply_plan(root, plan_of(root, "gc"))
     assert present(root).isdisjoint(plan.deleted_digests())
-
 
 
 def test_progress_counts_blobs_handled_and_ends_at_the_total(
@@ -472,10 +480,8 @@ def test_fsck_hashes_a_large_blob_in_chunks(two_images: Any) -> None:
     (["0" * 64, "g" * 64], False),
 ])
 def test_digest_names_are_checked_all_at_once_exactly_as_one_by_one(names: list[str], ok: bool) -> None:
-    from io_adapters.layout import _HEX, _all_digest_names
-
-    assert _all_digest_names(names, 64) is ok
-    assert ok == all(len(n) == 64 and not n.strip(_HEX) for n in names)
+    assert og.are_digest_names(names, 64) is ok
+    assert ok == all(len(n) == 64 and not n.strip("0123456789abcdef") for n in names)
 
 
 def test_the_one_by_one_listing_sets_aside_everything_but_regular_files(tmp_path: Path) -> None:

@@ -178,7 +178,7 @@ def test_clear_removes_every_entry_and_leftover_and_nothing_else(tmp_path):
     cache = tmp_path / "cache"
     foreign = foreign_files(cache, tmp_path / "outside")
     path = real_store(tmp_path / "layout", cache)
-    os.close(store.claim(path))  # leaves its lock file, as a writer does
+    os.close(store.claim(path))  # a writer's claim is on the store itself: no other file
     made = old_files(cache)
     expected = path.stat().st_size + 300 + 200 + 50 + 70 + 45
     assert clear_cache(cache) == expected
@@ -216,7 +216,7 @@ def test_a_held_writer_lock_protects_its_entry(tmp_path):
     try:
         assert bound_cache(cache, cap_bytes=0, max_age=0, now=NOW) == 0
         assert clear_cache(cache) == 0
-        assert path.is_file() and Path(f"{path}.lock").is_file() and orphan.is_file()
+        assert path.is_file() and orphan.is_file()
     finally:
         os.close(held)
         os.close(held_orphan)
@@ -302,3 +302,24 @@ def test_a_store_whose_journal_is_a_symlink_goes_without_what_it_points_to(tmp_p
     assert clear_cache(cache) == size
     assert not path.exists() and outside.read_bytes() == b"precious"
     assert Path(f"{path}-journal").is_symlink()
+
+
+def test_a_store_replaced_while_it_is_being_locked_is_not_removed(tmp_path, monkeypatch):
+    """A writer renames a new store over the path between our open and our flock: the file
+    the path now names is not the one we locked, and stays."""
+    cache = tmp_path / "cache"
+    path = real_store(tmp_path / "layout", cache)
+    replaced = []
+    real_flock = cachedir.fcntl.flock
+
+    def flock(fd, op):
+        if not replaced:
+            new = cache / ".tmp-new-store"
+            new.write_bytes(path.read_bytes())
+            os.rename(new, path)
+            replaced.append(path.stat().st_ino)
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(cachedir.fcntl, "flock", flock)
+    assert clear_cache(cache) == 0
+    assert replaced and path.is_file() and path.stat().st_ino == replaced[0]

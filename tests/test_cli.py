@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 import ocigraph as og
 from io_adapters import cli as cli_module
 from io_adapters import planner as planner_module
+from io_adapters import progress, targets
 from io_adapters.cli import cli
 from io_adapters.layout import blob_path, read_layout
 from io_adapters.lock import lock_holder
@@ -255,7 +256,7 @@ def test_an_unexpected_exception_is_one_line_unless_debugging(
     def explode(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("kaboom\nsecond line")
 
-    monkeypatch.setattr(og, "plan_gc", explode)
+    monkeypatch.setattr(targets, "plan_layout", explode)
     line = assert_one_line_error(run("plan", "gc", root), 1, "internal error", "kaboom")
     assert "second line" in line  # folded onto the one line
     result = run("plan", "gc", root, env={"OCIGRAPH_DEBUG": "1"})
@@ -268,7 +269,7 @@ def test_an_os_error_is_one_line(worked: Any, monkeypatch: pytest.MonkeyPatch) -
     def denied(*args: Any, **kwargs: Any) -> None:
         raise PermissionError(13, "Permission denied", str(root / "index.json"))
 
-    monkeypatch.setattr(cli_module, "read_layout", denied)
+    monkeypatch.setattr(targets, "read_layout", denied)
     assert_one_line_error(run("show", root), 1, "index.json", "Permission denied")
 
 
@@ -508,7 +509,7 @@ def test_progress_bars_go_to_stderr_on_a_terminal_only(
     root, _ = gc_case
     quiet = run("gc", root, "--yes", "--format", "json", "--dry-run")
     assert "reading manifests" not in quiet.stderr
-    monkeypatch.setattr(cli_module, "_stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(progress, "stderr_is_terminal", lambda: True)
     result = run("gc", root, "--yes", "--format", "json")
     assert result.exit_code == 0, result.output
     assert "reading manifests" in result.stderr and "deleting" in result.stderr

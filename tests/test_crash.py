@@ -150,21 +150,24 @@ def plan_gc(root: Path) -> og.Plan:
 
 
 @pytest.mark.parametrize("code", [errno.EACCES, errno.EIO, errno.EROFS])
-def test_unlink_failing_half_way_is_a_clear_error_and_a_rerun_finishes(
-    workload: Workload, tmp_path: Path, code: int
+def test_a_move_failing_half_way_is_a_clear_error_and_a_rerun_finishes(
+    workload: Workload, tmp_path: Path, code: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = copy_of(workload, tmp_path)
-    calls = 0
+    calls, real_rename = 0, os.rename
 
-    def failing_unlink(path: Path) -> None:
+    def failing_rename(src: str, dst: str, **kw: object) -> None:
         nonlocal calls
         calls += 1
         if calls > workload.deletions // 2:
-            raise OSError(code, os.strerror(code), str(path))
-        os.unlink(path)
+            raise OSError(code, os.strerror(code), src)
+        real_rename(src, dst, **kw)  # type: ignore[arg-type]
 
+    plan = plan_gc(root)
+    monkeypatch.setattr(os, "rename", failing_rename)
     with pytest.raises(ApplyError) as info:
-        apply_plan(root, plan_gc(root), unlink=failing_unlink)
+        apply_plan(root, plan)
+    monkeypatch.undo()
     err = info.value
     assert_one_line(str(err))
     assert os.strerror(code) in str(err) and "plan again" in str(err)
@@ -417,7 +420,7 @@ def nothing_lost(root: Path, w: Workload) -> list[str]:
 
 
 def apply_points(moves: int) -> list[str]:
-    return ["lock", "probe", "journal-temp:1", "journal:1", "journal-temp:2", "journal:2",
+    return ["lock", "journal-temp:1", "journal:1", "journal-temp:2", "journal:2",
             "temp-open", "temp-partial", "before-rename", "after-rename",
             *(f"move:{n}" for n in range(1, moves + 1)),
             "read-index:1", "journal-temp:3", "journal:3"]
@@ -445,6 +448,32 @@ def test_sigkill_of_a_kept_apply_loses_nothing_and_the_next_run_converges(
     assert compare_with_reference(root, w.reference) == []
     assert quarantined_blobs(root) == quarantined_blobs(kept.reference)  # (in one or two folders)
     assert quarantine_leftovers(root) == []
+
+
+# The default apply goes through the same quarantine, purged before it returns: SIGKILL at
+# every step of it -- each move out of blobs/, each unlink of the purge, the quarantine's own
+# files and folders -- and the next gc converges to the uninterrupted gc's layout.
+PURGED_POINTS = [*apply_points(56)[:-2], *(f"unlink:{n}" for n in range(1, 59)),
+                 *(f"rmdir:{n}" for n in range(1, 5))]
+
+
+def test_the_default_apply_has_over_100_distinct_kill_points() -> None:
+    assert len(set(PURGED_POINTS)) == len(PURGED_POINTS) >= 100
+
+
+@pytest.mark.parametrize("point", PURGED_POINTS)
+def test_sigkill_of_a_default_apply_loses_nothing_and_the_next_run_converges(
+        kept: Kept, tmp_path: Path, point: str) -> None:
+    w = kept.w
+    root = copy_of(w, tmp_path)
+    assert run_forked(root, point) == -signal.SIGKILL, f"not killed at {point}"
+    assert check_valid_layout(root, w.live) == []  # (what the purge unlinked was garbage)
+    assert present_blobs(w.reference) <= present_blobs(root)
+    assert (root / "index.json").read_bytes() in {(w.template / "index.json").read_bytes(),
+                                                  (w.reference / "index.json").read_bytes()}
+    assert run_forked(root) == 0
+    assert compare_with_reference(root, w.reference) == []
+    assert not (root / ".ocigraph").exists() and quarantine_leftovers(root) == []
 
 
 # A tool that read index.json before the run writes it back (in place) during the moves: the

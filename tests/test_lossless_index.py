@@ -361,3 +361,41 @@ def test_random_rewrites_keep_every_untouched_value_exactly(data: st.DataObject)
     assert member(after, "manifests") == want
     if not changes:
         assert new == raw
+
+
+# --- putting entries back (restore after an apply kept its blobs) ----------------------------
+
+
+@pytest.mark.parametrize("action", ["drop", "untag"])
+def test_restoring_entries_puts_back_their_exact_text_and_keeps_the_rest(action: str) -> None:
+    before = HOSTILE.encode()
+    index = og.parse_index(before)
+    changes = [change(index, 0, action)]
+    after = og.render_index(index, changes)
+    # another tool then rewrote index.json its own way, with a value no double holds
+    current = after.replace(b'"schemaVersion"', f'"pushedBy": {BIG_INT}, "schemaVersion"'.encode(), 1)
+    restored = og.restore_index_entries(current, before, [(c.position, c.digest, c.action)
+                                                           for c in changes])
+    assert BIG_INT.encode() in restored
+    doc, was = lossless(restored), lossless(before)
+    assert member(doc, "pushedBy") == int(BIG_INT)
+    entries, old = member(doc, "manifests"), member(was, "manifests")
+    assert old[0] in entries and len(entries) == len(old)
+    assert og.restore_index_entries(restored, before, [(0, changes[0].digest, action)]) == restored
+
+
+def test_restoring_a_tag_another_image_now_has_is_refused() -> None:
+    d, e = digest(1), digest(2)
+    before = json.dumps({"manifests": [{"digest": d, "annotations": {REF_NAME: "v1"}}]}).encode()
+    current = json.dumps({"manifests": [{"digest": e, "annotations": {REF_NAME: "v1"}}]}).encode()
+    with pytest.raises(ValueError, match=f"tag 'v1' now names {e}, not {d}"):
+        og.restore_index_entries(current, before, [(0, d, "drop")])
+    with pytest.raises(ValueError, match="not a JSON object"):
+        og.restore_index_entries(b"[1, 2]", before, [(0, d, "drop")])
+
+
+def test_blob_parts_is_the_only_way_a_digest_becomes_a_name() -> None:
+    assert og.blob_parts(digest(3)) == ("sha256", digest(3)[7:])
+    for bad in ["sha256:../../etc/passwd", "sha256:" + "A" * 64, "blake3:" + "0" * 64, "sha256"]:
+        with pytest.raises(og.InvalidDigestError):
+            og.blob_parts(bad)

@@ -16,7 +16,9 @@ from click.testing import CliRunner, Result
 
 import ocigraph as og
 from io_adapters import cli as cli_module
+from io_adapters import targets
 from io_adapters.cli import cli
+from ocigraph import present
 
 
 def run(*args: str | Path, input: str | None = None) -> Result:
@@ -96,7 +98,7 @@ def test_ctrl_c_exits_130_and_says_nothing_was_changed(layout: Path, monkeypatch
         raise KeyboardInterrupt
 
     before = sorted(p.name for p in (layout / "blobs" / "sha256").iterdir())
-    monkeypatch.setattr(cli_module, "plan_layout", interrupted)
+    monkeypatch.setattr(targets, "plan_layout", interrupted)
     result = run("gc", layout, "--yes")
     assert result.exit_code == 130
     assert result.stderr.strip() == "ocigraph: interrupted: nothing was changed"
@@ -107,7 +109,7 @@ def test_ctrl_c_during_apply_says_the_state(layout: Path, monkeypatch: Any) -> N
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli_module, "apply_plan", interrupted)
+    monkeypatch.setattr(targets, "apply_plan", interrupted)
     result = run("gc", layout, "--yes")
     assert result.exit_code == 130
     assert "interrupted while applying" in result.stderr and "run the same command again" in result.stderr
@@ -184,3 +186,149 @@ def test_every_phase_of_a_plan_shows_on_a_terminal(layout: Path, capsys: Any) ->
     quiet = cli_module.ProgressReporter(enabled=False)
     plan_layout(layout, "gc", [], og.Policy(), reporter=quiet, cache=False)
     assert capsys.readouterr().err == ""
+
+
+# --- issue 12: --keep-deleted, restore, quarantined bytes -------------------------------------
+
+
+def blob_names(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / "blobs" / "sha256").iterdir())
+
+
+def test_keep_deleted_then_restore_brings_the_blobs_and_the_tag_back(layout: Path) -> None:
+    before, index = blob_names(layout), (layout / "index.json").read_bytes()
+    done = run("delete", layout, "app:1", "--yes", "--keep-deleted", "1h")
+    assert done.exit_code == 0, done.output
+    assert "kept in quarantine" in done.stdout and f"`ocigraph restore {layout}`" in done.stdout
+    assert len(blob_names(layout)) == len(before) - 2  # its manifest and layer (config shared)
+    du = run("du", layout)
+    assert du.exit_code == 0
+    assert du.stdout.splitlines()[-1].startswith("quarantined: 2 blobs, ")
+    assert "(`ocigraph restore" in du.stdout.splitlines()[-1]
+    held = orjson.loads(run("du", layout, "--format", "json").stdout)["quarantined"]
+    assert [q["blobs"] for q in held] == [2] and held[0]["keepUntil"] is not None
+    shown = orjson.loads(run("show", layout, "--format", "json").stdout)
+    assert shown["quarantined"] == held
+    assert "quarantined: 2 blobs" in run("show", layout).stdout
+    restored = run("restore", layout, "--format", "json")
+    assert restored.exit_code == 0, restored.output
+    doc = orjson.loads(restored.stdout)
+    assert doc["ocigraphRestore"] == 1 and len(doc["blobs"]) == 2 and doc["entries"] == 1
+    assert blob_names(layout) == before and (layout / "index.json").read_bytes() == index
+    assert "quarantined" not in run("du", layout).stdout
+    again = run("restore", layout)
+    assert again.exit_code == 1 and again.stderr.count("\n") == 1
+    assert again.stderr.startswith("ocigraph: error: refusing to restore")
+
+
+def test_gc_purges_the_quarantines_whose_time_is_up(layout: Path) -> None:
+    assert run("delete", layout, "app:0", "--yes", "--keep-deleted", "0.001").exit_code == 0
+    assert orjson.loads(run("du", layout, "--format", "json").stdout)["quarantined"]
+    result = run("gc", layout, "--yes")
+    assert result.exit_code == 0 and "purged 2 quarantined blob(s)" in result.stdout
+    assert orjson.loads(run("du", layout, "--format", "json").stdout)["quarantined"] == []
+    assert run("restore", layout).exit_code == 1
+
+
+def test_the_apply_report_says_what_relisted_quarantine_and_clock_mean() -> None:
+    text = present.format_report_text({
+        "layout": "L", "plan": {"indexChanges": []},
+        "result": {"deleted": [], "bytesFreed": 0, "indexWritten": False,
+                   "relisted": ["sha256:" + "1" * 64], "quarantine": "Q",
+                   "clockWarning": "the file system's clock is 3600 s behind this machine's"}})
+    lines = text.splitlines()
+    assert len(lines) == 4
+    assert "index.json was rewritten meanwhile" in lines[1] and "live again" in lines[1]
+    assert "quarantine Q" in lines[2] and "`ocigraph restore L`" in lines[2]
+    assert lines[3] == "warning: the file system's clock is 3600 s behind this machine's"
+
+
+def test_keep_deleted_and_restore_are_refused_on_a_registry_before_any_request() -> None:
+    nowhere = "docker://127.0.0.1:9/app"  # the discard port: nothing is ever asked there
+    for args in (["delete", nowhere, "a", "--yes", "--keep-deleted", "1h"],
+                 ["gc", nowhere, "--dry-run", "--keep-deleted", "1d"],
+                 ["untag", nowhere, "a", "--keep-deleted", "1h"],
+                 ["restore", nowhere]):
+        result = run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.count("\n") == 1 and "applies to layouts" in result.stderr, args
+        assert "unreachable" not in result.stderr
+
+
+# --- issue 14: an unreadable LAYOUT; Ctrl-C with apply's exact state ---------------------------
+
+
+def _unprivileged() -> list[str] | None:
+    """A command prefix running as nobody (when root), [] when not root, None if impossible."""
+    if os.geteuid() != 0:
+        return []
+    import shutil
+
+    if shutil.which("setpriv"):
+        return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    if shutil.which("runuser"):
+        return ["runuser", "-u", "nobody", "--"]
+    return None
+
+
+def test_an_unreadable_layout_folder_is_one_line_exit_1(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    prefix = _unprivileged()
+    if prefix is None:
+        pytest.skip("running as root without setpriv or runuser")
+    b, _ = store_with(1)
+    home = tmp_path / "home"
+    home.mkdir()
+    root = write_layout(home / "store", b.index_json(), b.blobs)
+    for folder in (tmp_path, home):
+        folder.chmod(0o755)  # traversable by the unprivileged user
+    root.chmod(0)
+    try:
+        for command in (["show"], ["gc", "--dry-run"], ["delete", "--yes", "--dry-run"]):
+            args = [*command[:1], str(root), *(["app:0"] if command[0] == "delete" else []),
+                    *command[1:]]
+            done = subprocess.run([*prefix, sys.executable, "-m", "io_adapters", *args],
+                                  capture_output=True, text=True, timeout=60, check=False,
+                                  cwd=Path(__file__).parent.parent,
+                                  env={**os.environ, "OCIGRAPH_CACHE_DIR": str(tmp_path / "c")})
+            assert done.returncode == 1, (command, done.stderr)
+            assert done.stderr == f"ocigraph: error: {root}: cannot read (Permission denied)\n"
+    finally:
+        root.chmod(0o755)
+
+
+def test_ctrl_c_during_apply_says_the_exact_state_it_carries(layout: Path, monkeypatch: Any) -> None:
+    from io_adapters.errors import ApplyInterrupted
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise ApplyInterrupted(True, 643, 2788)
+
+    monkeypatch.setattr(targets, "apply_plan", interrupted)
+    result = run("gc", layout, "--yes")
+    assert result.exit_code == 130
+    assert result.stderr == ("ocigraph: interrupted while applying: index.json already updated, "
+                             "643 of 2,788 blobs deleted; the layout is valid; run the same "
+                             "command again to finish\n")
+
+    def before_anything(*args: object, **kwargs: object) -> None:
+        raise ApplyInterrupted(False, 0, 2)
+
+    monkeypatch.setattr(targets, "apply_plan", before_anything)
+    result = run("gc", layout, "--yes")
+    assert result.exit_code == 130 and result.stderr == "ocigraph: interrupted: nothing was changed\n"
+
+
+# --- issue 15: an empty one-shot plan prints no report ------------------------------------------
+
+
+def test_an_empty_one_shot_plan_says_nothing_to_do_and_prints_no_report(tmp_path: Path) -> None:
+    b, _ = store_with(2)
+    root = write_layout(tmp_path / "store", b.index_json(), b.blobs)
+    result = run("gc", root, "--yes")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[-1] == "nothing to do" and "deleted" not in result.stdout
+    quiet = run("gc", root, "--yes", "-q")
+    assert quiet.stdout.splitlines() == [
+        "gc plan (policy default): 0 blob(s) to delete, 0 B freed, 0 index.json change(s)"]

@@ -161,6 +161,65 @@ def test_plans_with_grace_depend_on_the_clock_and_never_come_from_the_store(layo
     assert plan_layout(root, "delete", ["app:0"], og.Policy(), cache_dir=cache_dir).how == "stored"
 
 
+@pytest.mark.parametrize("offset", [3600.0, -3600.0])
+def test_grace_counts_blob_ages_by_the_file_systems_clock(tmp_path, monkeypatch, offset) -> None:
+    """This machine's clock ``offset`` seconds off the file system's (an hour behind, or
+    ahead): grace spares exactly the blobs younger than it by the file system's clock, whose
+    times the blobs carry -- while the plan's snapshot time stays this machine's."""
+    b = Builder()
+    young, old = b.blob("young"), b.blob("old")
+    b.entry(b.manifest(layers=[b.blob("kept")]), "kept")
+    root = write_layout(tmp_path / "layout", b.index_json(), b.blobs)
+    fs_now = time.time() + offset
+    for desc, age in ((young, 60), (old, 600)):
+        os.utime(_blob(root, desc["digest"]), (fs_now - age, fs_now - age))
+    monkeypatch.setattr(LayoutDir, "clock_offset", lambda self: offset)
+    before = time.time()
+    plan = plan_layout(root, "gc", [], og.Policy(grace=300), cache=False).plan
+    assert young["digest"] not in plan.deleted_digests()
+    assert old["digest"] in plan.deleted_digests()
+    assert before <= plan.snapshot_time <= time.time()
+
+
+def test_a_storing_job_waits_on_a_clock_briefly_and_without_the_writers_lock(layout, monkeypatch) -> None:
+    """Folders that settle only later by this machine's clock: the job sleeps without the
+    store's lock (another writer could take it meanwhile), and never longer than a few
+    seconds -- an hour off, it gives up at once."""
+    root, cache_dir, _ = layout
+    path = store.store_file_for(root, cache_dir)
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        other = store.claim(path)  # free while the job sleeps
+        assert other is not None
+        os.close(other)
+
+    for settles in (1.5, 3600.0):
+        if path.exists():
+            path.unlink()
+        monkeypatch.setattr(store, "settles_in", lambda folders, s=settles: s)
+        monkeypatch.setattr(planner.time, "sleep", sleep)
+        claimed = store.claim(path)
+        assert claimed is not None
+        planner._rebuild(LayoutDir(root), path, None, claimed)
+        store.release(path, claimed)
+    assert waits == [1.5 + 0.01]
+    assert 0 < planner._MAX_SETTLE_WAIT <= 5
+    # another writer takes the store while the job sleeps: the job gives up and leaves it be
+    taken: list[int | None] = []
+    monkeypatch.setattr(store, "settles_in", lambda folders: 1.0)
+    monkeypatch.setattr(planner.time, "sleep", lambda seconds: taken.append(store.claim(path)))
+    assert not path.exists()  # (a job that wrote nothing leaves no placeholder)
+    claimed = store.claim(path)
+    assert claimed is not None
+    planner._rebuild(LayoutDir(root), path, None, claimed)
+    store.release(path, claimed)
+    assert taken[0] is not None and path.stat().st_size == 0  # the other's placeholder, kept
+    assert store.claim(path) is None  # and still the other's
+    store.release(path, taken[0])
+
+
 def test_without_the_cache_nothing_is_stored(layout, monkeypatch) -> None:
     root, cache_dir, _ = layout
     plan_layout(root, "gc", [], og.Policy(), cache=False, cache_dir=cache_dir)
@@ -376,7 +435,7 @@ def test_the_store_lives_outside_the_layout_and_leaves_no_temporary_file(rich) -
         plan_layout(root, "delete", ["app:1"], policy, cache_dir=cache_dir)
     assert sorted((p.relative_to(root), p.stat().st_mtime_ns) for p in root.rglob("*")) == before
     name = store.store_file_for(root, cache_dir).name
-    assert sorted(os.listdir(cache_dir)) == [name, name + ".lock"]
+    assert sorted(os.listdir(cache_dir)) == [name]  # one file: the store is its own lock
 
 
 def test_a_layout_growing_run_after_run_is_planned_as_a_cold_run(rich) -> None:

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ocigraph as og
+from ocigraph import present
 from ocigraph.present import PLAN_TEXT_LIMIT, format_plan_text, format_show_text
 from ocigraph.testing import generated_layouts, policies
 
@@ -162,3 +163,90 @@ def test_show_lists_a_tree_per_entry_then_what_index_json_does_not_reach():
     assert format_show_text("t", g, og.Policy(), entries=()).count("[garbage]") == 1
     with_entries = format_show_text("my store", g, og.Policy(), g.graph["index"].entries)
     assert with_entries == text
+
+
+# --- the command line's reports: a JSON document, and text rendered from it ------------------
+
+def test_the_streamed_plan_json_is_the_plans_json():
+    b, _ = app_store()
+    for plan in (og.plan_delete(b.graph(), ["app-1"]), og.plan_gc(b.graph())):
+        text = "".join(present.plan_json_chunks(plan))
+        assert og.Plan.from_json(text.encode()) == og.Plan.from_json(plan.to_json())
+        assert text.endswith("}\n")
+
+
+def test_the_report_text_is_rendered_from_the_report_document():
+    b, _ = app_store()
+    plan = og.plan_untag(b.graph(), ["base"])  # the entry stays, untagged
+    gone, skipped = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    doc = present.report_document("L", plan, {
+        "deleted": [], "alreadyGone": [gone], "skipped": [{"digest": skipped, "why": "odd"}],
+        "bytesFreed": 0, "indexWritten": True, "relisted": [], "quarantine": None,
+        "clockWarning": None})
+    assert doc["ocigraphReport"] == present.REPORT_FORMAT_VERSION and doc["layout"] == "L"
+    assert doc["plan"] == plan.to_dict()
+    assert present.format_report_text(doc).splitlines() == [
+        "deleted 0 blob(s), freed 0 B; index.json updated (1 untagged)",
+        "1 blob(s) were already gone",
+        f"skipped {S(skipped)}: odd"]
+
+
+def test_the_interrupted_line_says_the_state_exact_or_at_least():
+    assert present.interrupted_line(applying=False) == "interrupted: nothing was changed"
+    assert present.interrupted_line(applying=True, index_written=False, deleted=0,
+                                    total=9) == "interrupted: nothing was changed"
+    exact = present.interrupted_line(applying=True, index_written=False, deleted=3, total=9)
+    assert "index.json not updated, 3 of 9 blobs deleted; the layout is valid" in exact
+    unknown = present.interrupted_line(applying=True, deleted=1024, total=5000)
+    assert "index.json may already be updated, at least 1,024 of 5,000 blobs deleted" in unknown
+
+
+def test_quarantined_blobs_are_one_line_and_none_without_quarantines():
+    assert present.format_quarantined([], "L") is None
+    two = [{"id": "a", "blobs": 1, "bytes": 1024, "keepUntil": 0.0},
+           {"id": "b", "blobs": 2, "bytes": 2048, "keepUntil": None}]
+    assert present.format_quarantined(two, "L") == (
+        "quarantined: 3 blobs, 3.0 KiB, until 1970-01-01T00:00Z in 2 applies "
+        "(`ocigraph restore L [APPLY_ID]` brings back the last one's, or APPLY_ID's)")
+
+
+def test_the_registry_report_and_the_restore_report():
+    doc = present.registry_report_document(["sha256:1"], [], [("tag x", "moved")], 2048, "hint")
+    assert present.format_registry_report_text(doc).splitlines() == [
+        "deleted 1 manifest(s), untagged 0; 2.0 KiB of blobs now unreferenced",
+        "skipped tag x: moved", "hint"]
+    restored = present.restore_document("L", "id", ["sha256:1", "sha256:2"], 1)
+    assert present.format_restore_text(restored) == (
+        "restored 2 blob(s) and 1 index.json entry in L (the apply id is undone)")
+
+
+def test_show_document_lists_junk_and_quarantines_apart_from_nodes():
+    b, _ = app_store()
+    g = b.graph()
+    doc = present.show_document("L", g, og.Policy(), [{"path": "blobs/md5", "why": "x"}],
+                                [{"id": "q", "blobs": 1, "bytes": 5, "keepUntil": None}])
+    assert doc["ocigraphShow"] == present.SHOW_FORMAT_VERSION
+    assert doc["junk"] == [{"path": "blobs/md5", "why": "x"}]
+    assert doc["quarantined"][0]["id"] == "q" and len(doc["nodes"]) == g.number_of_nodes()
+
+
+def test_an_error_is_one_line_naming_the_file():
+    assert present.error_line(og.OcigraphError("bad thing")) == "bad thing"
+    name = b"/x/\xff.json"
+    assert present.error_line(FileNotFoundError(2, "No such file or directory", name)) == (
+        "/x/\\xff.json: No such file or directory")
+    assert present.error_line(OSError(5, "")) == "EIO"
+    assert present.error_line(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad")).startswith(
+        "cannot encode or decode text")
+    assert present.one_line("two\nlines  here") == "two lines here"
+
+
+def test_quiet_output_is_the_summary_and_the_untagged_note():
+    b = Builder()
+    b.entry(b.manifest(layers=[b.blob("kept")]), "t")
+    b.entry(b.manifest(layers=[b.blob("untagged")]))
+    plan = og.plan_gc(b.graph())
+    quiet = present.format_plan_output(plan, None, -1).splitlines()
+    assert quiet == [plan.summary(), "1 untagged index.json entry is garbage under policy "
+                     "default (--keep-untagged or --policy spec keep them)"]
+    assert present.untagged_note(og.plan_gc(b.graph(), og.Policy.preset("spec"))) is None

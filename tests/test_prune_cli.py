@@ -769,14 +769,31 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.parametrize("mode", ["--dry-run", "--yes"])
-def test_prune_on_a_registry_is_refused_as_usage_before_contacting_it(mode: str) -> None:
-    target = f"docker://127.0.0.1:{_closed_port()}/app"
-    r = run("prune", target, "--keep-last", "1", mode)
-    assert r.exit_code == 2, (r.exit_code, r.stderr)
-    assert "prune on a registry is not supported" in r.stderr and "unreachable" not in r.stderr
+@pytest.mark.parametrize("command", [("prune", "--yes"), ("plan", "prune")])
+def test_prune_on_an_unreachable_registry_is_one_line_naming_the_host(
+        command: tuple[str, str]) -> None:
+    port = _closed_port()
+    verb = [c for c in command if c != "--yes"]
+    r = run(*verb, f"docker://127.0.0.1:{port}/app", "--keep-last", "1",
+            *(["--yes"] if "--yes" in command else []))
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1, (r.exit_code, r.stderr)
+    assert f"127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_plan_prune_on_a_registry_is_refused_as_usage() -> None:
-    r = run("plan", "prune", f"docker://127.0.0.1:{_closed_port()}/app", "--keep-last", "1")
-    assert r.exit_code == 2 and "prune on a registry is not supported" in r.stderr
+def test_age_from_push_on_a_registry_says_the_registry_does_not_expose_it() -> None:
+    for command in (["prune"], ["plan", "prune"]):
+        r = run(*command, f"docker://127.0.0.1:{_closed_port()}/app", "--keep-last", "1",
+                "--age-from", "push", *(["--yes"] if command == ["prune"] else []))
+        assert r.exit_code == 2 and r.stderr.count("\n") == 1, (r.exit_code, r.stderr)
+        assert "push time is not exposed by the registry API" in r.stderr
+        assert "--age-from created" in r.stderr and "unreachable" not in r.stderr
+
+
+def test_age_from_defaults_to_push_on_a_layout(tmp_path: Path) -> None:
+    root, _, _ = app_layout(tmp_path / "L")
+    plan = orjson.loads(ok("plan", "prune", root, "--keep-last", "1", "--now", NOW,
+                           "--format", "json").stdout)
+    created = orjson.loads(ok("plan", "prune", root, "--keep-last", "1", "--now", NOW,
+                              "--age-from", "created", "--format", "json").stdout)
+    assert plan["retention"]["rules"]["ageFrom"] == "push"
+    assert created["retention"]["rules"]["ageFrom"] == "created"

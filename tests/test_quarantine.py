@@ -2,11 +2,11 @@
 
 The rules (``io_adapters/quarantine.py``, docs/guarantees.md §5):
 
-* apply checks, between batches, that index.json is still the file it wrote; when another tool
-  rewrote it, nothing that file makes live (every entry a root) is deleted from then on;
-* ``keep_deleted`` moves the deleted blobs into ``.ocigraph/quarantine/<id>/`` instead; a
-  re-check moves back what is live again; ``restore`` undoes the apply (refusing what a later
-  change makes unsafe); ``recover`` and ``purge_expired`` finish and end quarantines;
+* apply moves the deleted blobs into ``.ocigraph/quarantine/<id>/``; once all are, a re-check
+  moves back whatever the index.json then on disk makes live (every entry a root), and the rest
+  is unlinked -- or, with ``keep_deleted``, kept: ``restore`` undoes the apply (refusing what a
+  later change makes unsafe); ``recover`` and ``purge_expired`` finish and end quarantines;
+* Ctrl-C raises ``ApplyInterrupted`` with the exact state;
 * apply compares blob times on the file system's clock, whatever this machine's says;
 * fsck checks unlisted referrers of live images like any manifest, and names the quarantine
   holding a blob index.json lists.
@@ -33,13 +33,11 @@ from hostile.layoutgen import (
 )
 
 import ocigraph as og
-from io_adapters import apply as apply_module
-from io_adapters.apply import apply_plan
+from io_adapters.apply import ApplyInterrupted, apply_plan
 from io_adapters.cli import cli
 from io_adapters.fsck import MISSING_HINT, fsck
 from io_adapters.layout import LayoutDir, blob_path, read_layout
 from io_adapters.quarantine import (
-    IndexWatch,
     RestoreRefusedError,
     purge_expired,
     quarantined,
@@ -198,77 +196,101 @@ def test_recover_brings_back_what_a_tool_lists_again_later(tmp_path: Path) -> No
     assert fsck(root).ok
 
 
-# --- the default apply: re-checks between batches -------------------------------------------
+# --- the default apply: the same quarantine, purged before apply returns ------------------
 
 
 def test_a_default_apply_leaves_nothing_behind_in_the_layout(tmp_path: Path) -> None:
     root = tmp_path / "L"
     two_tags(root)
     before = snapshot_tree(root)
-    apply_plan(root, plan_of(root, "delete", "a"))
+    report = apply_plan(root, plan_of(root, "delete", "a"))
+    assert report.quarantine is None and report.deleted
     created = [line for line in diff_snapshots(before, snapshot_tree(root))
                if line.startswith("created")]
     assert created == []
 
 
-def test_blobs_a_tool_lists_again_mid_apply_are_spared_from_then_on(
+def test_blobs_a_tool_lists_again_mid_apply_all_come_back(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = gc_workload(60, n_dangling=0).write(tmp_path / "L")
     old = (root / "index.json").read_bytes()
     plan = plan_of(root)
     todo = [d.digest for d in plan.deletions if d.present]
     assert len(todo) > 300
-    monkeypatch.setattr(apply_module, "_PROGRESS_EVERY", 100)
-    first: list[str] = []
 
     def writer_after_the_first_batch(done: int) -> None:
-        if done == 100:  # a tool that read index.json before the run writes it back now
-            first.extend(d for d in todo[:100] if d not in present_blobs(root))
+        if done == min(1024, len(todo)):  # a tool that read index.json before writes it back now
             (root / "index.json").write_bytes(old)
 
     report = apply_plan(root, plan, progress=writer_after_the_first_batch)
     reachable = model_reachable(root)
-    assert reachable is not None
-    missing = reachable - present_blobs(root)
-    # what the first batch deleted is gone (the documented loss: read before, written after);
-    # nothing after it that index.json lists again was deleted
-    assert missing == reachable & set(first) and missing
-    assert set(report.relisted) == reachable & set(todo[100:])
-    assert set(report.deleted) == set(first) | (set(todo[100:]) - reachable)
-    report_fsck = fsck(root)
-    assert {p.where for p in report_fsck.problems if p.kind == "missing"} == missing
-    assert report_fsck.hints == (MISSING_HINT,)
+    assert reachable is not None and reachable <= present_blobs(root)  # nothing it lists is lost
+    assert reachable & set(todo) and set(report.relisted) == reachable & set(todo)
+    assert set(report.deleted) == set(todo) - reachable
+    assert not (root / ".ocigraph").exists() and fsck(root).ok
 
 
-def test_the_index_watch_sees_a_rewrite_in_place_of_the_same_size(tmp_path: Path) -> None:
-    root = tmp_path / "L"
-    two_tags(root)
-    data = (root / "index.json").read_bytes()
-    layout_dir = LayoutDir(root)
-    watch = IndexWatch(layout_dir, og.digest_bytes(data))
-    assert not watch.changed()
-    with open(root / "index.json", "r+b") as f:  # same inode, same size, same clock tick
-        f.write(data.replace(b'"a"', b'"x"', 1))
-    assert watch.changed()
-    assert not watch.changed()
-
-
-def test_the_index_watch_trusts_an_old_stat_without_reading(
+def test_a_rename_failing_half_way_settles_what_was_moved(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = gc_workload(10, n_dangling=0).write(tmp_path / "L")
+    plan = plan_of(root)
+    total = sum(d.present for d in plan.deletions)
+    real, calls = os.rename, [0]
+
+    def failing(src: str, dst: str, **kw: Any) -> None:
+        calls[0] += 1
+        if calls[0] > total // 2:
+            raise PermissionError(13, "Permission denied")
+        real(src, dst, **kw)
+
+    monkeypatch.setattr(os, "rename", failing)
+    with pytest.raises(og.OcigraphError, match="Permission denied") as info:
+        apply_plan(root, plan)
+    monkeypatch.undo()
+    err: Any = info.value
+    assert err.done == total // 2 and err.total == total and err.index_written
+    assert "\n" not in str(err) and not (root / ".ocigraph").exists()
+    assert model_reachable(root) <= present_blobs(root)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("at", [1, 7, 20])
+@pytest.mark.parametrize("keep", [None, HOUR])
+def test_ctrl_c_says_exactly_how_many_blobs_left_the_layout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int, keep: float | None) -> None:
+    root = gc_workload(6, n_dangling=0).write(tmp_path / "L")
+    before = present_blobs(root)
+    plan = plan_of(root)
+    real, calls = os.rename, [0]
+
+    def interrupted(src: str, dst: str, **kw: Any) -> None:
+        calls[0] += 1
+        real(src, dst, **kw)
+        if calls[0] == at:  # just after the rename, before apply counts it
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "rename", interrupted)
+    with pytest.raises(ApplyInterrupted) as info:
+        apply_plan(root, plan, keep_deleted=keep)
+    monkeypatch.undo()
+    state = info.value
+    assert isinstance(state, KeyboardInterrupt) and state.index_written
+    assert state.total == sum(d.present for d in plan.deletions)
+    assert state.deleted == len(before - present_blobs(root)) == at
+    recover(root)  # what the next command does first
+    assert present_blobs(root) | held(root) | (before - present_blobs(root)) == before
+
+
+def test_restore_by_id_and_quarantined_counts_bytes(tmp_path: Path) -> None:
     root = tmp_path / "L"
     two_tags(root)
-    old = time.time() - 60
-    os.utime(root / "index.json", (old, old))
-    layout_dir = LayoutDir(root)
-    watch = IndexWatch(layout_dir, og.digest_bytes((root / "index.json").read_bytes()))
-    time.sleep(0.2)  # past the ctime the utime set
-    assert not watch.changed()
-
-    def no_reading(name: str) -> bytes:
-        raise AssertionError("read index.json although its stat had not changed")
-
-    monkeypatch.setattr(layout_dir, "read_file", no_reading)
-    assert not watch.changed()
+    first = apply_plan(root, plan_of(root, "delete", "a"), keep_deleted=HOUR)
+    second = apply_plan(root, plan_of(root, "gc"), keep_deleted=HOUR)
+    sizes = {q.id: q.bytes for q in quarantined(root)}
+    assert sizes == {first.quarantine: first.bytes_freed, second.quarantine: second.bytes_freed}
+    assert restore(root, first.quarantine).id == first.quarantine
+    assert [q.id for q in quarantined(root)] == [second.quarantine]
+    with pytest.raises(RestoreRefusedError):
+        restore(root, "20000101T000000.000000Z-1")
 
 
 # --- clocks ---------------------------------------------------------------------------------
@@ -361,3 +383,26 @@ def test_recover_leaves_a_symlinked_ocigraph_folder_alone(tmp_path: Path) -> Non
     with pytest.raises(og.OcigraphError, match=r"\.ocigraph/quarantine"):
         apply_plan(root, plan_of(root, "delete", "a"), keep_deleted=HOUR)
     assert diff_snapshots(before, snapshot_tree(root, outside)) == []
+
+
+@pytest.mark.parametrize("after_the_rename", [False, True])
+def test_ctrl_c_around_the_index_json_write_says_whether_it_was_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after_the_rename: bool) -> None:
+    root = tmp_path / "L"
+    two_tags(root)
+    before = present_blobs(root)
+    plan = plan_of(root, "delete", "a")
+    real = LayoutDir.replace_index
+
+    def interrupted(self: LayoutDir, data: bytes) -> None:
+        if after_the_rename:
+            real(self, data)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LayoutDir, "replace_index", interrupted)
+    with pytest.raises(ApplyInterrupted) as info:
+        apply_plan(root, plan)
+    state = info.value
+    assert (state.index_written, state.deleted) == (after_the_rename, 0)
+    assert state.total == sum(d.present for d in plan.deletions)
+    assert present_blobs(root) == before and not (root / ".ocigraph").exists()

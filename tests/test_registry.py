@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -38,6 +40,7 @@ from registry_server import (
 import ocigraph as og
 from io_adapters.registry import (
     DeleteUnsupportedError,
+    PushTimeUnknownError,
     RegistryApplyError,
     RegistryApplyResult,
     RegistryAuthError,
@@ -51,7 +54,10 @@ from io_adapters.registry import (
     Skipped,
     apply_plan,
     find_credentials,
+    image_times,
     parse_reference,
+    plan_prune_repository,
+    plan_repository,
     read_repository,
 )
 
@@ -419,6 +425,14 @@ def test_a_500_is_retried_then_reported_with_the_host() -> None:
     assert [s.path for s in stub.seen if s.path != "/v2/"] == ["/v2/r/tags/list?n=1000"] * 3
 
 
+def test_a_403_names_the_host_what_was_asked_and_the_code() -> None:
+    denied = b'{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}'
+    with StubRegistry(_v2(lambda m, p, h: (403, {}, denied))) as stub, pytest.raises(
+            RegistryAuthError) as exc:
+        read_repository(f"docker://{stub.host}/r", tls_verify=False)
+    assert str(exc.value) == f"{stub.host}: tags of r: access denied (403 DENIED)"
+
+
 def test_a_429_waits_as_long_as_retry_after_says() -> None:
     calls: list[float] = []
 
@@ -566,3 +580,215 @@ def test_a_failure_part_way_is_raised_with_everything_done_before() -> None:
     assert str(exc.value) == (f"{stub.host}: delete of {image} in r: HTTP 500 after 1 attempt(s); "
                               "stopped after 1 manifest(s) deleted and 0 tag(s) removed (the "
                               "result lists them); plan again to finish")
+
+
+# -- prune: images aged by their own dates -------------------------------------------------------
+
+UMOCI, SKOPEO = shutil.which("umoci"), shutil.which("skopeo")
+DAY = 86400.0
+#: tag -> (the config's created, the manifest's created annotation); pushed in this order, so
+#: push order (v5 last) and age by date (v5 newest by its annotation, oldest by its config) differ
+DATED = {"v1": ("2024-03-01T00:00:00Z", None), "v2": ("2024-01-01T00:00:00Z", None),
+         "v3": ("2024-04-01T00:00:00Z", None), "v4": ("2024-02-01T00:00:00Z", None),
+         "v5": ("2010-01-01T00:00:00Z", "2024-05-01T00:00:00Z")}
+
+
+def epoch(text: str) -> float:
+    return og.parse_time(text)
+
+
+def run(*args: str | Path) -> None:
+    done = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (args, done.stderr)
+
+
+@pytest.fixture(scope="module")
+def dated_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An OCI layout made by umoci: one image per tag of ``DATED``, with its dates."""
+    if UMOCI is None or SKOPEO is None:
+        pytest.skip("umoci and skopeo are needed to make and push dated images")
+    work = tmp_path_factory.mktemp("dated")
+    src = work / "src"
+    run(UMOCI, "init", "--layout", src)
+    run(UMOCI, "new", "--image", f"{src}:base")
+    (work / "file").write_text("a file\n")
+    run(UMOCI, "insert", "--image", f"{src}:base", work / "file", "/file")
+    for tag, (created, annotation) in DATED.items():
+        note = ["--manifest.annotation", f"org.opencontainers.image.created={annotation}"]
+        run(UMOCI, "config", "--image", f"{src}:base", "--tag", tag, "--created", created,
+            *(note if annotation else []))
+    return src
+
+
+def push_dated(registry: Registry, src: Path, repo: str) -> dict[str, str]:
+    """``DATED``'s images pushed by skopeo to ``repo``, in order: tag -> digest."""
+    for tag in DATED:
+        run(SKOPEO, "--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false",
+            f"oci:{src}:{tag}", f"docker://{registry.host}/{repo}:{tag}")
+    return {tag: Pusher(registry.host).resolve(repo, tag) or "" for tag in DATED}
+
+
+@pytest.fixture(scope="module")
+def dated_repo(registry: Registry, dated_images: Path) -> tuple[str, dict[str, str]]:
+    """A repository of the dated images that the tests read only."""
+    return "prune/dated", push_dated(registry, dated_images, "prune/dated")
+
+
+def client_of(reg: Registry | StubRegistry) -> RegistryClient:
+    return RegistryClient(reg.host, tls_verify=False)
+
+
+@needs_registry
+def test_image_times_are_the_annotation_else_the_config_created(
+        registry: Registry, dated_repo: tuple[str, dict[str, str]]) -> None:
+    repo, digests = dated_repo
+    client = client_of(registry)
+    snap = read_repository(f"docker://{registry.host}/{repo}", client=client)
+    before = client.requests
+    times = image_times(snap, og.RetentionRules(keep_last=1, age_from="created"), client)
+    assert times == {digests[t]: epoch(note or created) for t, (created, note) in DATED.items()}
+    assert client.requests - before == 4  # the configs of v1-v4; v5 has its annotation
+
+
+@needs_registry
+def test_prune_keep_last_by_created_dates_picks_and_applies(
+        registry: Registry, dated_images: Path, repo: str, push: Pusher) -> None:
+    digests = push_dated(registry, dated_images, repo)
+    rules = og.RetentionRules(keep_last=2, age_from="created")
+    client = client_of(registry)
+    plan, graph = plan_prune_repository(f"docker://{registry.host}/{repo}", rules,
+                                        epoch("2024-06-01T00:00:00Z"), client=client)
+    # newest by their own dates: v5 (annotation), v3; by push order it would be v5, v4
+    expired = {d.tag for d in plan.retention.decisions if d.expired}
+    assert expired == {"v1", "v2", "v4"}
+    assert plan.origin == f"docker://{registry.host}/{repo}" and plan.operation == "prune"
+    assert {digests[t] for t in ("v1", "v2", "v4")} <= plan.deleted_digests()
+    assert not {digests["v3"], digests["v5"]} & plan.deleted_digests()
+    assert og.build_graph(read(registry, repo).layout).graph["fingerprint"] == (
+        graph.graph["fingerprint"])
+    result = apply_plan(f"docker://{registry.host}/{repo}", plan, client=client)
+    assert sorted(result.deleted) == sorted(digests[t] for t in ("v1", "v2", "v4"))
+    assert not result.skipped and push.tags(repo) == ["v3", "v5"]
+    assert all(push.exists(repo, digests[t]) for t in ("v3", "v5"))
+
+
+@needs_registry
+def test_prune_through_the_command_line_ages_by_created_dates_by_default(
+        registry: Registry, dated_images: Path, repo: str, push: Pusher) -> None:
+    from click.testing import CliRunner
+
+    from io_adapters.cli import cli
+
+    digests = push_dated(registry, dated_images, repo)
+    target = f"docker://{registry.host}/{repo}"
+    args = ["prune", target, "--keep-last", "2", "--tls-verify=false", "--now",
+            "2024-06-01T00:00:00Z"]
+    dry = CliRunner().invoke(cli, [*args, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert dry.output.rstrip().endswith("dry run: nothing was changed")
+    assert push.tags(repo) == sorted(DATED)  # nothing changed
+    done = CliRunner().invoke(cli, [*args, "--yes", "--format", "json"])
+    assert done.exit_code == 0, done.output
+    # newest by their own dates (the default on a registry): v5 by its annotation, then v3
+    assert push.tags(repo) == ["v3", "v5"]
+    assert not any(push.exists(repo, digests[t]) for t in ("v1", "v2", "v4"))
+
+
+@needs_registry
+def test_prune_older_than_by_created_dates(registry: Registry,
+                                           dated_repo: tuple[str, dict[str, str]]) -> None:
+    repo, digests = dated_repo
+    rules = og.RetentionRules(keep_within=50 * DAY, age_from="created")
+    plan, _ = plan_prune_repository(f"docker://{registry.host}/{repo}", rules,
+                                    epoch("2024-04-15T00:00:00Z"), client=client_of(registry))
+    # within 50 days of 15 April: v1 (1 March), v3 (1 April), v5 (1 May by its annotation)
+    assert {d.tag for d in plan.retention.decisions if d.expired} == {"v2", "v4"}
+    assert plan.deleted_digests() & set(digests.values()) == {digests["v2"], digests["v4"]}
+
+
+def test_prune_by_push_time_is_refused_on_a_registry_before_any_request() -> None:
+    client = RegistryClient(f"127.0.0.1:{free_port()}", tls_verify=False)  # nothing there
+    with pytest.raises(PushTimeUnknownError) as exc:
+        plan_prune_repository(f"docker://{client.host}/r", og.RetentionRules(keep_last=1), 0.0,
+                              client=client)
+    assert client.requests == 0 and "\n" not in str(exc.value)
+    assert "push time is not exposed by the registry API" in str(exc.value)
+    assert "--age-from created" in str(exc.value) and isinstance(exc.value, og.RequestError)
+
+
+@needs_registry
+def test_a_config_that_cannot_be_read_is_one_line_naming_the_host(
+        registry: Registry, repo: str, push: Pusher) -> None:
+    image = push.image(repo, "v1", "v1")
+    config = json.loads(push.http.request("GET", f"{push.base}/v2/{repo}/manifests/v1", headers={
+        "Accept": OCI_MANIFEST}).data)["config"]["digest"]
+    assert push.http.request("DELETE", f"{push.base}/v2/{repo}/blobs/{config}").status == 202
+    with pytest.raises(RegistryNotFoundError) as exc:
+        plan_prune_repository(f"docker://{registry.host}/{repo}",
+                              og.RetentionRules(keep_last=1, age_from="created"), 0.0,
+                              client=client_of(registry))
+    assert str(exc.value) == (f"{registry.host}: config {config} in {repo}: not found "
+                              "(404 BLOB_UNKNOWN)")
+    assert push.exists(repo, image["digest"])
+
+
+def test_a_config_with_other_bytes_is_refused() -> None:
+    config = b'{"created": "2024-01-01T00:00:00Z"}'
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {
+        "mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest_of(config),
+        "size": len(config)}, "layers": []}).encode()
+
+    def answer(method: str, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        if path.startswith("/v2/r/tags/list"):
+            return 200, {}, b'{"name":"r","tags":["v1"]}'
+        if path.startswith("/v2/r/manifests/"):
+            return 200, {"Content-Type": OCI_MANIFEST}, manifest
+        if path == f"/v2/r/blobs/{digest_of(config)}":
+            return 307, {"Location": "/storage/config"}, b""  # to storage, as S3 would
+        if path == "/storage/config":
+            assert "authorization" not in headers
+            return 200, {}, b'{"created": "1999-01-01T00:00:00Z"}'
+        return 404, {}, b""
+
+    with StubRegistry(_v2(answer)) as stub, pytest.raises(RegistryServerError) as exc:
+        plan_prune_repository(f"docker://{stub.host}/r",
+                              og.RetentionRules(keep_last=1, age_from="created"), 0.0,
+                              client=client_of(stub))
+    assert str(exc.value) == (f"{stub.host}: config {digest_of(config)} in r: content does not "
+                              "match its digest")
+
+
+# -- unknown names: one line naming host, repository and ref ------------------------------------
+
+@needs_registry
+@pytest.mark.parametrize("ref", ["nosuch", "sha256:" + "e" * 64])
+def test_an_unknown_tag_or_digest_names_host_repository_and_ref(
+        registry: Registry, repo: str, push: Pusher, ref: str) -> None:
+    push.image(repo, "v1", "v1")
+    with pytest.raises(RegistryNotFoundError) as exc:
+        plan_repository(f"docker://{registry.host}/{repo}", "delete", [ref], og.Policy(),
+                        client=client_of(registry))
+    kind = "digest" if ":" in ref else "tag"
+    assert str(exc.value) == f"{registry.host}: unknown {kind} {ref!r} in repository {repo!r}"
+    assert push.tags(repo) == ["v1"]
+
+
+@needs_registry
+def test_an_unknown_repository_is_one_line_when_planning(registry: Registry) -> None:
+    with pytest.raises(RegistryNotFoundError) as exc:
+        plan_repository(f"docker://{registry.host}/no/such", "gc", [], og.Policy(),
+                        client=client_of(registry))
+    assert str(exc.value) == (f"{registry.host}: tags of no/such: unknown repository "
+                              "(404 NAME_UNKNOWN)")
+
+
+@needs_registry
+def test_plan_repository_plans_as_on_a_layout_and_records_the_origin(
+        registry: Registry, repo: str, push: Pusher) -> None:
+    one, two = push.image(repo, "1", "one"), push.image(repo, "2", "two")
+    sig = push.referrer(repo, one, SIG, "one")
+    plan, graph = plan_repository(f"docker://{registry.host}/{repo}", "delete", ["1"],
+                                  og.Policy(), client=client_of(registry))
+    assert plan.origin == f"docker://{registry.host}/{repo}"
+    assert {one["digest"], sig["digest"]} <= plan.deleted_digests()
+    assert two["digest"] not in plan.deleted_digests() and two["digest"] in graph

@@ -309,6 +309,7 @@ def test_dry_runs_change_nothing(registry: Registry, repo: str, push: Pusher) ->
         assert f"{command[0]} plan" in result.stdout, command
         assert "nothing to do" not in result.stdout, command  # a plan that would change things
         assert "deleted" not in result.stdout, command  # no apply report
+        assert result.stdout.rstrip().endswith("dry run: nothing was changed"), command
         assert state(push, repo, digests) == before, command
     # the plan a dry run prints is the one the command would apply, made for this repository
     result = ocigraph("delete", repository, "c", "--tls-verify=false", "--dry-run",
@@ -382,7 +383,7 @@ def test_a_plan_of_a_folder_and_a_plan_of_a_registry_do_not_cross(
                                    rf"not {re.escape(url(registry, repo))}$")
     assert state(push, repo, [old["digest"]]) == before
     refused = ocigraph("apply", folder, registry_plan)
-    assert_one_line_error(refused, "this plan was made from another directory")
+    assert_one_line_error(refused, "another directory")
     assert (folder / "index.json").read_bytes() == index_before
 
 
@@ -510,8 +511,34 @@ def test_an_unknown_tag_is_one_line_and_changes_nothing(registry: Registry, repo
     image = push.image(repo, "a", "a")
     before = state(push, repo, [image["digest"]])
     result = ocigraph("delete", url(registry, repo), "nosuch", "--tls-verify=false", "--yes")
-    assert_one_line_error(result, "unknown tag 'nosuch'")
+    assert_one_line_error(result, rf"^ocigraph: error: {re.escape(registry.host)}: unknown tag "
+                                  rf"'nosuch' in repository '{re.escape(repo)}'$")
     assert state(push, repo, [image["digest"]]) == before
+
+
+def test_du_reports_the_repository_as_on_a_layout(registry: Registry, repo: str,
+                                                  push: Pusher) -> None:
+    a = push.image(repo, "a", "shared")
+    push.retag(repo, "a", "b")
+    push.image(repo, "c", "own")
+    result = ocigraph("du", url(registry, repo), "--tls-verify=false")
+    assert_ok(result)
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines[1:4]] == ["a", "b", "c"], result.stdout
+    assert "quarantined" not in result.stdout
+    doc = json.loads(ocigraph("du", url(registry, repo), "--tls-verify=false", "--format",
+                              "json").stdout)
+    assert [t["tag"] for t in doc["tags"]] == ["a", "b", "c"] and doc["quarantined"] == []
+    assert a["digest"] in doc["tags"][0]["digests"]
+
+
+def test_an_empty_plan_says_nothing_to_do_and_applies_nothing(registry: Registry, repo: str,
+                                                             push: Pusher) -> None:
+    push.image(repo, "a", "a")
+    result = ocigraph("gc", url(registry, repo), "--tls-verify=false", "--yes")
+    assert_ok(result)
+    assert result.stdout.splitlines()[-1] == "nothing to do"
+    assert "deleted" not in result.stdout and "garbage-collect" not in result.stdout
 
 
 # -- a process of its own ----------------------------------------------------------------------

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import shutil
 import sqlite3
@@ -1017,21 +1018,14 @@ def test_no_cache_writes_nothing_and_reads_nothing(tmp_path, monkeypatch):
 
 
 def _cache_files(cache_dir: Path) -> list[str]:
-    """The files in the cache folder, the writers' lock files aside (empty files, one beside
-    each store, kept so that a writer's ``flock`` has a file to hold)."""
-    names = sorted(os.listdir(cache_dir))
-    for name in names:
-        if name.endswith(".lock"):
-            assert (cache_dir / name).stat().st_size == 0
-            assert name[:-len(".lock")] in names
-    return [n for n in names if not n.endswith(".lock")]
+    """The files in the cache folder: a store is its own writers' lock, with no file beside it."""
+    return sorted(os.listdir(cache_dir))
 
 
 def test_one_store_file_per_layout_whatever_is_done_to_it(tmp_path, monkeypatch):
     """The issue's requirement: one persistent cache file per layout.  A layout above the
     real minimum size, and every command on it: after each, the cache folder holds its store
-    -- one file, and the writer's empty lock file beside it, not counted -- and no temporary
-    file; at the end the store is current.  A second layout adds a second file; the first
+    -- one file, no lock file beside it -- and no temporary file; at the end the store is current.  A second layout adds a second file; the first
     layout named through other paths adds none."""
     monkeypatch.setattr(planner, "_MIN_BLOBS", REAL_MIN_BLOBS)
     b, tags = many_images(420)
@@ -1061,6 +1055,40 @@ def test_one_store_file_per_layout_whatever_is_done_to_it(tmp_path, monkeypatch)
         got = _cli("delete", "--dry-run", spelling, tags[10], env=env)
         assert got.exit_code == 0, got.output
     assert len(_cache_files(cache_dir)) == 2
+
+
+def test_two_writers_never_both_write_a_store_even_across_its_replacement(layout):
+    """The store file is its writers' lock: the second claim finds it held -- on the empty
+    placeholder, and on the store that replaced it by rename (the lock moves with the name) --
+    and a lock won on the file the name left guards nothing, so a waiting writer looks again."""
+    root, _, _ = layout
+    cache_dir = root.parent / "another-cache"
+    path = store.store_file_for(root, cache_dir)
+    first = store.claim(path)
+    assert first is not None and path.stat().st_size == 0  # the placeholder
+    assert store.claim(path) is None
+    assert store.open_store(LayoutDir(root), cache_dir) is None  # a placeholder is no store
+    assert path.exists()  # ... and a reader leaves it to its writer
+    stale = os.open(path, os.O_RDONLY)  # what a writer waiting on the placeholder holds
+    disk = layout_mod.read_layout(root)
+    graph = og.build_graph(disk.layout)
+    whole = og.WholeGraph(graph)
+    store.save_store(path, disk, graph, {k: whole.facts(k) for k in (False, True)}, {}, first)
+    try:
+        assert path.stat().st_size > 0 and store.claim(path) is None
+        fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the placeholder's lock is free...
+        assert not store._same_file(stale, path)  # ... and no longer the store's: look again
+    finally:
+        os.close(stale)
+    store.release(path, first)  # a store is kept; the claim ends
+    assert path.stat().st_size > 0
+    second = store.claim(path)
+    assert second is not None
+    store.release(path, second)
+    placeholder = tmp = store.claim(cache_dir / ("0" * 32 + ".store"))
+    assert placeholder is not None
+    store.release(cache_dir / ("0" * 32 + ".store"), tmp)  # wrote nothing: no leftover
+    assert not (cache_dir / ("0" * 32 + ".store")).exists()
 
 
 # -- written after the answer, and kept up to date -------------------------------------------

@@ -192,3 +192,49 @@ def test_a_layer_under_many_images_brings_one_of_them_into_the_view():
     plan = og.plan_delete(view, [target], og.Policy())
     assert plan == og.plan_delete(graph, [target], og.Policy())
     assert [k.via for k in plan.kept if k.digest == base["digest"]] == [others[0]]
+
+
+@settings(max_examples=150, deadline=None)
+@given(generated_layouts(), policies(), st.data())
+def test_liveness_left_after_a_plans_deletions_is_liveness_recomputed(g, policy, data) -> None:
+    """:func:`ocigraph.rows.lost_liveness` (how a store follows an apply without rebuilding):
+    the live set before, less what a delete plan removes and less what it says stops being
+    live, is the live set of the graph that is left, computed from scratch -- under both root
+    rules, with the roots index.json keeps."""
+    from ocigraph.rows import lost_liveness
+
+    graph = og.build_graph(og.layout_from_bytes(g.index_json, g.blobs))
+    policy = og.Policy.preset(policy.name, keep_untagged=policy.keep_untagged,
+                              cascade_referrers=policy.cascade_referrers, force=policy.force)
+    refs = data.draw(delete_targets(g, min_size=0, max_size=2), label="refs")
+    if not refs:
+        return  # (an empty layout: nothing to delete)
+    try:
+        plan = og.plan_delete(graph, refs, policy)
+    except og.OcigraphError:
+        return
+    gone = plan.deleted_digests()
+    if any(p not in gone for d in gone for p in graph.predecessors(d)):
+        return  # a forced delete of a node still referenced: its node stays (no store follows)
+    changes = {c.position: c.action for c in plan.index_changes}
+    entries = [e for e in graph.graph["index"].entries if changes.get(e.position) != "drop"]
+    left = nx.DiGraph(graph)
+    left.remove_nodes_from(gone)
+
+    def flows_to(n: str) -> list[str]:
+        return [*graph.successors(n),
+                *(p for p in graph.predecessors(n) if "subject" in graph.edges[p, n]["roles"])]
+
+    def flows_from(n: str) -> list[str]:
+        return [*graph.predecessors(n),
+                *(s for s in graph.successors(n) if "subject" in graph.edges[n, s]["roles"])]
+
+    for keep_untagged in (False, True):
+        before = og.live_set(graph, og.Policy(keep_untagged=keep_untagged))
+        was_root = og.roots(graph, og.Policy(keep_untagged=keep_untagged))
+        now_root = {e.digest for e in entries if keep_untagged
+                    or (e.tag is not None and changes.get(e.position) != "untag")} - gone
+        seeds = {s for d in gone for s in graph.successors(d)} | (was_root - now_root)
+        lost = lost_liveness(seeds, gone, before.__contains__, now_root.__contains__,
+                             flows_to, flows_from)
+        assert before - gone - lost == og.live_set(left, root_set=now_root)

@@ -32,12 +32,11 @@ import pytest
 from hostile.layoutgen import REF_NAME, LayoutBuilder, model_reachable, present_blobs, sha256
 
 import ocigraph as og
-from io_adapters import apply as apply_module
 from io_adapters.apply import ApplyReport, apply_plan
 from io_adapters.fsck import MISSING_HINT, fsck
 from io_adapters.layout import LayoutDir, read_layout
 from io_adapters.lock import LayoutLock
-from io_adapters.quarantine import Quarantine, quarantined, recover
+from io_adapters.quarantine import quarantined, recover
 
 UMOCI = shutil.which("umoci")
 SKOPEO = shutil.which("skopeo")
@@ -126,7 +125,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Scene:
     return build_scene(tmp_path_factory.mktemp("scene"))
 
 
-def removal_order(scene: Scene, tmp_path: Path, keep: float) -> list[str]:
+def removal_order(scene: Scene, tmp_path: Path, keep: float | None) -> list[str]:
     root = tmp_path / "dry"
     shutil.copytree(scene.template, root)
     report = apply_plan(root, plan_delete_a(root), keep_deleted=keep)
@@ -143,52 +142,49 @@ def steps(n: int) -> Iterator[tuple[int, int]]:
 
 
 @pytest.mark.parametrize("in_place", [False, True], ids=["by-rename", "in-place"])
-@pytest.mark.parametrize("keep", [0.0, KEEP], ids=["unlink", "keep"])
+@pytest.mark.parametrize("keep", [None, KEEP], ids=["purge", "keep"])
 def test_a_writer_at_every_step_loses_only_what_it_saw_before_a_removal_and_wrote_after(
-        scene: Scene, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: float,
+        scene: Scene, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: float | None,
         in_place: bool) -> None:
     order = removal_order(scene, tmp_path, keep)
     n = len(order)
     assert n >= 6
-    monkeypatch.setattr(apply_module, "_PROGRESS_EVERY", 1)  # a re-check before every blob
     losses = 0
+    real_rename = os.rename
     for i, j in steps(n):
         root = tmp_path / f"L-{i}-{j}"
         shutil.copytree(scene.template, root)
         writer = Writer(root, scene.pushed, scene.entry, in_place)
         calls = [0]
 
-        def at_each_removal(real: Callable[..., None], writer: Writer = writer, i: int = i,
-                            j: int = j, calls: list[int] = calls) -> Callable[..., None]:
-            def removal(self: Any, digest: str, *rest: Any) -> None:
+        def removal(src: str, dst: str, writer: Writer = writer, i: int = i, j: int = j,
+                    calls: list[int] = calls, **kw: Any) -> None:
+            into = os.readlink(f"/proc/self/fd/{kw.get('dst_dir_fd')}")
+            if "/.ocigraph/quarantine/" in into:  # a blob leaving blobs/ (not one going back)
                 calls[0] += 1
                 if calls[0] == i:
                     writer.look()
                 if calls[0] == j:
                     writer.write()
-                real(self, digest, *rest)
-            return removal
+            real_rename(src, dst, **kw)
 
         with monkeypatch.context() as m:
-            m.setattr(LayoutDir, "unlink_blob", at_each_removal(LayoutDir.unlink_blob))
-            m.setattr(Quarantine, "move_in", at_each_removal(Quarantine.move_in))
+            m.setattr(os, "rename", removal)
             if i == 0:
                 writer.look()
             with LayoutLock(root, 5) as lock:
                 report = apply_plan(lock.dir, plan_delete_a(lock.dir), lock=lock, keep_deleted=keep)
-            if j == n + 1:
-                writer.write()
+        if j == n + 1:
+            writer.write()
         # every removal went through the hook: moves back are not removals, spared blobs none
-        assert calls[0] == len(report.deleted) + (len(report.relisted) if keep else 0)
+        assert calls[0] == len(report.deleted) + len(report.relisted)
         reachable = model_reachable(root)
         assert reachable is not None
         missing = reachable - present_blobs(root)
-        # what it saw present and ocigraph removed after its last check before the write:
-        # the write lands inside removal j, after the check before it, so blob j goes too
-        seen_then_removed = {order[k - 1] for k in range(max(i, 1), min(j, n) + 1)} - set(writer.missing)
-        expected: frozenset[str] = reachable & seen_then_removed
-        if keep and j <= n:
-            expected = frozenset()  # the re-check after the last move brought it all back
+        # a write before the re-check after the last move gets everything back; one after the
+        # run loses what the writer saw present and ocigraph removed
+        seen_then_removed = {order[k - 1] for k in range(max(i, 1), n + 1)} - set(writer.missing)
+        expected = reachable & seen_then_removed if j == n + 1 else frozenset()
         assert missing == expected, (i, j)
         if missing:
             losses += 1
@@ -197,7 +193,7 @@ def test_a_writer_at_every_step_loses_only_what_it_saw_before_a_removal_and_wrot
     assert losses > 0  # the documented loss does happen, and was reported each time
 
 
-def assert_reported(root: Path, missing: frozenset[str], keep: float) -> None:
+def assert_reported(root: Path, missing: frozenset[str], keep: float | None) -> None:
     """fsck names exactly what is missing (and the quarantine holding it); ``recover`` brings
     back whatever a quarantine holds."""
     report = fsck(root)
@@ -226,7 +222,7 @@ class Span:
     report: ApplyReport | None = None
 
 
-def ocigraph_run(root: Path, operation: str, keep: float, span: Span) -> None:
+def ocigraph_run(root: Path, operation: str, keep: float | None, span: Span) -> None:
     """What ``ocigraph delete a`` / ``gc`` does, in this process: lock, recover, plan, apply."""
     try:
         with LayoutLock(root, 30) as lock:
@@ -242,7 +238,7 @@ def ocigraph_run(root: Path, operation: str, keep: float, span: Span) -> None:
 
 
 def race(root: Path, write: Callable[[], int], delay: float, operation: str,
-         keep: float) -> tuple[Span, Span]:
+         keep: float | None) -> tuple[Span, Span]:
     """The writer starts ``delay`` seconds after ocigraph (before it when negative)."""
     og_span, w_span = Span(), Span()
     t0 = time.monotonic() + 0.05
@@ -265,7 +261,7 @@ def race(root: Path, write: Callable[[], int], delay: float, operation: str,
     return og_span, w_span
 
 
-def judge(root: Path, og_span: Span, w_span: Span, keep: float) -> str:
+def judge(root: Path, og_span: Span, w_span: Span, keep: float | None) -> str:
     """``ok``, ``refused`` or ``documented loss`` -- anything else fails the test."""
     reachable = model_reachable(root)
     assert reachable is not None, "index.json is not valid JSON after both finished"
@@ -345,11 +341,11 @@ def tool_writer(tool: str, root: Path, src: Path, operation: str) -> Callable[[]
 DELAYS = [-0.1, -0.05, -0.03, -0.015, 0.0, 0.01, 0.03]
 
 
-@pytest.mark.parametrize("keep", [0.0, KEEP], ids=["unlink", "keep"])
+@pytest.mark.parametrize("keep", [None, KEEP], ids=["purge", "keep"])
 @pytest.mark.parametrize("operation", ["delete", "gc"])
 @pytest.mark.parametrize("tool", ["skopeo-copy", "umoci-tag", "umoci-new-config"])
 def test_real_tools_racing_a_run_lose_nothing_but_the_documented_case(
-        real_scene: RealScene, tmp_path: Path, tool: str, operation: str, keep: float) -> None:
+        real_scene: RealScene, tmp_path: Path, tool: str, operation: str, keep: float | None) -> None:
     outcomes: dict[str, int] = {}
     for delay in DELAYS:
         root = fresh(real_scene, tmp_path, operation)
@@ -360,10 +356,10 @@ def test_real_tools_racing_a_run_lose_nothing_but_the_documented_case(
     assert outcomes.get("ok", 0) + outcomes.get("documented loss", 0) >= 1, outcomes
 
 
-@pytest.mark.parametrize("keep", [0.0, KEEP], ids=["unlink", "keep"])
+@pytest.mark.parametrize("keep", [None, KEEP], ids=["purge", "keep"])
 @pytest.mark.parametrize("in_place", [False, True], ids=["by-rename", "in-place"])
 def test_python_writers_racing_a_gc_lose_nothing_but_the_documented_case(
-        real_scene: RealScene, tmp_path: Path, in_place: bool, keep: float) -> None:
+        real_scene: RealScene, tmp_path: Path, in_place: bool, keep: float | None) -> None:
     src = real_scene.src
     doc = json.loads((src / "index.json").read_bytes())
     entry = {**doc["manifests"][0], "annotations": {REF_NAME: "pushed"}}

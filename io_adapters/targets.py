@@ -1,0 +1,160 @@
+"""What a command works on: a layout folder or a registry repository -- two adapters of one
+core behind one face, so that the command line says each step once.
+
+Each target reads its graph (``show``, ``du``), plans, and applies a plan, and answers with
+plain values and JSON documents that :mod:`ocigraph.present` renders.  A layout is planned
+from its store or by reading it, locked for a one-shot command (which first finishes, or
+purges, what earlier applies left in its quarantine), and applied through its directory
+handle; a registry repository is read and changed through the Distribution API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+import ocigraph as og
+from ocigraph import present
+
+from . import background, quarantine
+from .apply import apply_plan
+from .collector import collector_paused
+from .layout import LayoutDir, read_layout
+from .lock import LayoutLock
+from .planner import plan_layout, plan_prune_layout, plan_tags, restore_later
+
+__all__ = ["Read", "Planned", "LayoutTarget", "RegistryTarget", "Prune"]
+
+Prune = tuple[og.RetentionRules, float]  # prune's rules and its ``now``
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """A target as read for a report of disk use: its graph (every blob's size is its file's),
+    index.json entries, the junk under ``blobs/`` and the quarantines holding deleted blobs."""
+
+    graph: nx.DiGraph
+    entries: list[og.IndexEntry]
+    junk: list[dict[str, str]]
+    quarantined: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A plan, the tags of the nodes it names, and how many items under ``blobs/`` are junk."""
+
+    plan: og.Plan
+    tags: dict[str, list[str]]
+    junk: int = 0
+
+
+class LayoutTarget:
+    """A layout folder, through one directory handle."""
+
+    is_registry = False
+    report_text = staticmethod(present.format_report_text)
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.path, self.name = path, name
+        self.dir = LayoutDir(path)
+        self.lock: LayoutLock | None = None
+
+    def close(self) -> None:
+        """Nothing to close: the handle lives as long as the command."""
+
+    @contextlib.contextmanager
+    def locked(self, timeout: float) -> Iterator[None]:
+        with LayoutLock(self.dir, timeout) as self.lock:
+            try:
+                yield
+            finally:
+                self.lock = None
+
+    def settle(self, *, purge: bool) -> tuple[int, int]:
+        """Under the lock, before reading: finish what a killed apply left, and with ``purge``
+        remove the quarantines whose keep time is up; (blobs, bytes) purged."""
+        if purge:
+            done = quarantine.purge_expired(self.dir, lock=self.lock)
+            return done.purged, done.purged_bytes
+        quarantine.recover(self.dir, lock=self.lock)
+        return 0, 0
+
+    def read(self, reporter: og.Reporter | None = None, *, mtimes: bool = False) -> Read:
+        disk = read_layout(self.dir)
+        with collector_paused():
+            graph = og.build_graph(disk.layout, reporter, file_sizes=True, mtimes=mtimes)
+        return Read(graph, list(disk.layout.index.entries),
+                    [{"path": j.path, "why": j.why} for j in disk.junk],
+                    [q.to_dict() for q in quarantine.quarantined(self.dir)])
+
+    def plan(self, operation: str, refs: Sequence[str], policy: og.Policy,
+             prune: Prune | None, reporter: og.Reporter | None = None) -> Planned:
+        """From the layout's store when it describes it, else by reading it."""
+        if prune is not None:
+            p = plan_prune_layout(self.dir, prune[0], policy, prune[1], reporter=reporter)
+        else:
+            p = plan_layout(self.dir, operation, refs, policy, reporter=reporter,
+                            defer=background.defer)
+        return Planned(p.plan, p.tags, len(p.junk))
+
+    def apply(self, plan: og.Plan, *, progress: Callable[[int], None] | None = None,
+              lock_timeout: float = 10.0, keep: float | None = None,
+              verify: bool = False) -> dict[str, Any]:
+        """Apply ``plan`` (under the lock held, else one taken); the report document."""
+        report = apply_plan(self.dir, plan, lock=self.lock, lock_timeout=lock_timeout,
+                            progress=progress, verify=verify, keep_deleted=keep)
+        restore_later(self.dir, defer=background.defer, applied=(plan, report))
+        return present.report_document(str(self.path), plan, report.to_dict())
+
+
+class RegistryTarget:
+    """A registry repository ``docker://HOST[:PORT]/REPO``, with one client for the command."""
+
+    is_registry = True
+    report_text = staticmethod(present.format_registry_report_text)
+
+    def __init__(self, text: str, *, tls_verify: bool = True, creds: str | None = None,
+                 authfile: Path | None = None) -> None:
+        from . import registry as reg
+
+        self.reg, self.name = reg, text
+        self.ref = reg.parse_reference(text)
+        self.client = reg.RegistryClient(self.ref.host, tls_verify=tls_verify,
+                                         credentials=creds, auth_file=authfile)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def locked(self, timeout: float) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()  # the registry checks each tag again before a delete
+
+    def settle(self, *, purge: bool) -> tuple[int, int]:
+        return 0, 0
+
+    def read(self, reporter: og.Reporter | None = None, *, mtimes: bool = False) -> Read:
+        snapshot = self.reg.read_repository(self.ref, client=self.client)
+        return Read(og.build_graph(snapshot.layout), list(snapshot.layout.index.entries), [], [])
+
+    def plan(self, operation: str, refs: Sequence[str], policy: og.Policy,
+             prune: Prune | None, reporter: og.Reporter | None = None) -> Planned:
+        """An unknown ref names host and repository; prune ages images by their own date."""
+        if prune is not None:
+            plan, graph = self.reg.plan_prune_repository(self.ref, *prune, client=self.client,
+                                                         policy=policy, reporter=reporter)
+        else:
+            plan, graph = self.reg.plan_repository(self.ref, operation, refs, policy,
+                                                   client=self.client, reporter=reporter)
+        return Planned(plan, plan_tags(graph, plan))
+
+    def apply(self, plan: og.Plan, **_: Any) -> dict[str, Any]:
+        """Apply ``plan`` to the repository; the report document (blobs are left to the
+        registry's own garbage collection)."""
+        r = self.reg.apply_plan(self.ref, plan, client=self.client)
+        return present.registry_report_document(r.deleted, r.untagged,
+                                                [(k.what, k.reason) for k in r.skipped],
+                                                r.bytes_unreferenced, r.gc_hint)
