@@ -17,7 +17,6 @@ import hashlib
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -111,7 +110,9 @@ def retry_after(value: str | None, now: float) -> float | None:
     with contextlib.suppress(TypeError, ValueError):
         if value and value.strip().isdigit():
             return float(value)
-        if value:
+        if value:  # (imported here: email is a heavy import every command would pay)
+            from email.utils import parsedate_to_datetime
+
             return parsedate_to_datetime(value).timestamp() - now
     return None
 
