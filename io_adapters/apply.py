@@ -269,8 +269,13 @@ def _apply(layout_dir: LayoutDir, plan: og.Plan, todo: list[str], data: bytes, c
             with contextlib.suppress(OSError):
                 q.purge([])  # nothing was moved: gone again (else recover() ends it)
         if isinstance(exc, OSError):
-            raise LayoutAccessError(QUARANTINE if q is None else "the layout",
-                                    f"cannot create a file ({_why(exc)}); {unchanged}") from None
+            if q is None:  # e.g. .ocigraph is a file or a symlink: not ours, never followed
+                raise LayoutAccessError(printable(f"{layout_dir.path}/{QUARANTINE}"),
+                                        f"cannot create the quarantine ({_why(exc)}); {unchanged}"
+                                        f"; move {printable(str(layout_dir.path / '.ocigraph'))}"
+                                        " away if it is not ocigraph's") from None
+            raise LayoutAccessError(printable(str(layout_dir.path)),
+                                    f"cannot write index.json ({_why(exc)}); {unchanged}") from None
         if isinstance(exc, KeyboardInterrupt):  # (index.json may be new: the rename is atomic)
             now = og.digest_bytes(layout_dir.read_file("index.json"))
             raise ApplyInterrupted(written and now == index_after, 0, len(todo)) from None

@@ -406,3 +406,27 @@ def test_ctrl_c_around_the_index_json_write_says_whether_it_was_written(
     assert (state.index_written, state.deleted) == (after_the_rename, 0)
     assert state.total == sum(d.present for d in plan.deletions)
     assert present_blobs(root) == before and not (root / ".ocigraph").exists()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "file"])
+def test_a_dot_ocigraph_that_is_not_ours_refuses_the_apply_and_says_what_to_move(
+        tmp_path: Path, kind: str) -> None:
+    root = tmp_path / "L"
+    two_tags(root)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if kind == "symlink":
+        (root / ".ocigraph").symlink_to(elsewhere)
+    else:
+        (root / ".ocigraph").write_text("someone else's\n")
+    before = {p.relative_to(root): p.read_bytes() for p in root.rglob("*")
+              if p.is_file() and not p.is_symlink()}
+    result = CliRunner().invoke(cli, ["gc", str(root), "--yes"])
+    assert result.exit_code == 1, result.output
+    line = result.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert f"{root}/.ocigraph/quarantine: cannot create the quarantine" in line
+    assert f"move {root}/.ocigraph away" in line and "no blob was deleted" in line
+    after = {p.relative_to(root): p.read_bytes() for p in root.rglob("*")
+             if p.is_file() and not p.is_symlink()}
+    assert after == before and list(elsewhere.iterdir()) == []
