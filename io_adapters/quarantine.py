@@ -20,6 +20,7 @@ needed -- so every crash leaves a state the next command under the lock finishes
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import time
@@ -134,7 +135,12 @@ class Quarantine:
     def open_all(cls, layout_dir: LayoutDir) -> list[Quarantine]:
         """The layout's quarantines, oldest first; one whose journal is missing or bad (never
         ours: it is written by rename) has no expiry and a re-check that reads everything."""
-        top = layout_dir.open_folder(QUARANTINE)
+        try:
+            top = layout_dir.open_folder(QUARANTINE)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                return []  # a file or a symlink on the way: not ours, never followed
+            raise
         if top is None:
             return []
         found = []
@@ -402,8 +408,8 @@ def restore(root: Path | str | LayoutDir, apply_id: str | None = None, *,
         try:
             kept = [q for q in qs if q.keep_until is not None and apply_id in (None, q.name)]
             if not kept:
-                raise RestoreRefusedError(f"no apply {apply_id or ''} kept its blobs (only one "
-                                          "made with keep_deleted can be undone, until it expires)")
+                raise RestoreRefusedError(f"no apply{' ' + apply_id if apply_id else ''} kept its blobs (only one "
+                                          "made with --keep-deleted can be undone, until it expires)")
             q = kept[-1]
             before, current, held = _read(q.fd, BEFORE), layout_dir.read_file("index.json"), q.listing()
             if before is None:

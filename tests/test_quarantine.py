@@ -160,7 +160,7 @@ def test_restore_with_nothing_kept_is_refused(tmp_path: Path) -> None:
     root = tmp_path / "L"
     two_tags(root)
     apply_plan(root, plan_of(root, "delete", "a"))
-    with pytest.raises(RestoreRefusedError, match="keep_deleted"):
+    with pytest.raises(RestoreRefusedError, match=r"no apply kept its blobs .*--keep-deleted"):
         restore(root)
 
 
@@ -430,3 +430,23 @@ def test_a_dot_ocigraph_that_is_not_ours_refuses_the_apply_and_says_what_to_move
     after = {p.relative_to(root): p.read_bytes() for p in root.rglob("*")
              if p.is_file() and not p.is_symlink()}
     assert after == before and list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["symlink", "file"])
+def test_du_show_and_restore_read_past_a_dot_ocigraph_that_is_not_ours(
+        tmp_path: Path, kind: str) -> None:
+    root = tmp_path / "L"
+    two_tags(root)
+    if kind == "symlink":
+        (tmp_path / "elsewhere").mkdir()
+        (root / ".ocigraph").symlink_to(tmp_path / "elsewhere")
+    else:
+        (root / ".ocigraph").write_text("someone else's\n")
+    assert quarantined(root) == ()
+    for command in (["du", str(root)], ["show", str(root)]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 0, (command, result.stderr)
+        assert "quarantined" not in result.output
+    result = CliRunner().invoke(cli, ["restore", str(root)])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "no apply kept its blobs" in result.stderr and "--keep-deleted" in result.stderr
