@@ -83,12 +83,15 @@ def read_at(fd: int, name: str) -> bytes:
     """The bytes of the regular file ``name`` in the folder ``fd`` (never through a symlink)."""
     f = os.open(name, _FILE_FLAGS, dir_fd=fd)
     try:
-        if not stat.S_ISREG(os.fstat(f).st_mode):
+        st = os.fstat(f)
+        if not stat.S_ISREG(st.st_mode):
             raise _NotRegular(errno.EINVAL, "is not a regular file")
-        chunks = []
-        while chunk := os.read(f, 1 << 20):
+        # one read of the size fstat says (a 34 MB index.json: no chunks to join), then to the
+        # end, should the file have grown meanwhile
+        chunks = [os.read(f, st.st_size + 1)]
+        while chunks[-1] and (chunk := os.read(f, 1 << 20)):
             chunks.append(chunk)
-        return b"".join(chunks)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
     finally:
         os.close(f)
 
