@@ -12,8 +12,8 @@ import networkx as nx
 import orjson
 
 from ._digest import is_sweepable
-from ._errors import OcigraphError
 from ._model import BlobInfo, Index, Reporter
+from ._parse import parse_manifest
 from ._plan import Plan
 from ._planning import plan_delete, plan_gc, plan_remove, plan_untag
 from ._policy import Policy
@@ -39,12 +39,12 @@ def plan_operation(graph: nx.DiGraph, operation: str, refs: Sequence[str], polic
     raise ValueError(f"unknown operation {operation!r}")
 
 
-def _config_digest(manifest: bytes) -> str | None:
-    try:
-        digest = orjson.loads(manifest)["config"]["digest"]
-        return digest if isinstance(digest, str) and is_sweepable(digest) else None
-    except (orjson.JSONDecodeError, KeyError, TypeError, OcigraphError):
-        return None
+def _config_digest(digest: str, manifest: bytes) -> str | None:
+    """The config a manifest names, read as every manifest is read (:func:`parse_manifest`:
+    verified against its digest); ``None`` for none, a broken manifest or another algorithm."""
+    config = next((d.digest for name, d in parse_manifest(digest, manifest).refs
+                   if name == "config"), None)
+    return config if config is not None and is_sweepable(config) else None
 
 
 def push_times(index: Index, blobs: Mapping[str, BlobInfo], age_from: str,
@@ -57,7 +57,7 @@ def push_times(index: Index, blobs: Mapping[str, BlobInfo], age_from: str,
         annotation = config = None
         if age_from == "created" and info is not None and (data := read(digest)) is not None:
             annotation = manifest_created(data)
-            cfg = _config_digest(data)
+            cfg = _config_digest(digest, data)
             raw = read(cfg) if cfg is not None and cfg in blobs else None
             config = None if raw is None else config_created(raw)
         when = image_time(None if info is None else info.mtime, age_from=age_from,
