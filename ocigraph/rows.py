@@ -468,6 +468,8 @@ def follow_plan(s: NodeRows, plan: Plan, index: Index, indexed_before: Sequence[
         for n, _, holder in unusable[k]:
             if n in gone or n in dead or holder in gone or holder in dead:
                 return None  # who holds a broken manifest changed: a rebuild says it
-    for c in changed:
-        dirty.update(x for x, _ in s.named(s.row(c)[SUCC]) if x not in gone and _fix_firsts(s, x, gone_ids))
+    # once per node, after every change: a node a thousand gone images shared is fixed once,
+    # not once per image (each fix may scan its predecessors)
+    holding = {x for c in changed for x, _ in s.named(s.row(c)[SUCC]) if x not in gone}
+    dirty.update(x for x in sorted(holding) if _fix_firsts(s, x, gone_ids))
     return gone_ids, dirty - gone

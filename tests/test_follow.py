@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 import ocigraph as og
+import ocigraph.rows as R
 from io_adapters import planner, store
 from io_adapters.apply import apply_plan
 from io_adapters.layout import DiskManifestSource, LayoutDir, read_layout, scan_blobs
@@ -81,8 +82,17 @@ OPERATIONS = ("delete", "gc", "remove", "untag")
 
 @settings(max_examples=200, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(generated_layouts(absent_blobs=False), policies(), st.sampled_from(OPERATIONS), st.data())
-def test_a_store_that_follows_an_apply_is_the_store_a_rebuild_makes(tmp_path, g, policy, op, data):
+@given(generated_layouts(absent_blobs=False), policies(), st.sampled_from(OPERATIONS), st.data(),
+       st.booleans())
+def test_a_store_that_follows_an_apply_is_the_store_a_rebuild_makes(tmp_path, g, policy, op, data,
+                                                                     few):
+    # ``few``: every node with two holders or more keeps its first holders (at FEW=8 generated
+    # layouts rarely have one), so following them is checked against a rebuild too
+    with mock.patch.object(R, "FEW", 1 if few else R.FEW):
+        _follow_then_compare(tmp_path, g, policy, op, data)
+
+
+def _follow_then_compare(tmp_path: Path, g: Any, policy: og.Policy, op: str, data: Any) -> None:
     policy = og.Policy.preset(policy.name, keep_untagged=policy.keep_untagged,
                               cascade_referrers=policy.cascade_referrers, force=policy.force)
     refs: list[str] = []
@@ -216,3 +226,41 @@ def test_a_layer_under_two_media_types_is_followed_by_reading_its_holders(tmp_pa
         fresh = tmp_path / "fresh.store"
         store.save_store(fresh, disk, graph, {k: whole.facts(k) for k in (False, True)}, {})
         assert _contents(path) == _contents(fresh)
+
+
+def test_a_node_many_gone_images_shared_keeps_first_holders_a_rebuild_gives(tmp_path):
+    """Forty tagged images share one config and one layer (each node keeps its first
+    holders); ``remove`` takes the thirty with the smallest digests, the first holders among
+    them: the followed rows name the same first holders as a rebuild's."""
+    from builder import Builder
+
+    b = Builder()
+    config, layer = b.blob("shared config"), b.blob("shared layer")
+    images = [b.manifest(config=config, layers=[layer, b.blob(f"own {i}")]) for i in range(40)]
+    for i, m in enumerate(sorted(images, key=lambda m: m["digest"])):
+        b.entry(m, f"img{i:02}")
+    root, cache = tmp_path / "layout", tmp_path / "cache"
+    (root / "blobs" / "sha256").mkdir(parents=True)
+    (root / "oci-layout").write_bytes(b'{"imageLayoutVersion":"1.0.0"}')
+    (root / "index.json").write_bytes(b.index_json())
+    for d, blob in b.blobs.items():
+        (root / "blobs" / "sha256" / d.split(":")[1]).write_bytes(blob)
+    with _small_layouts_stored():
+        planner.plan_layout(root, "untag", [], og.Policy(), cache_dir=cache)
+        path = store.store_file_for(root, cache)
+        before = _contents(path)["nodes"][config["digest"]][5]
+        assert before is not None and before[0] is not None  # first holders kept
+        plan = planner.plan_layout(root, "remove", [f"img{i:02}" for i in range(30)], og.Policy(),
+                                   cache_dir=cache).plan
+        assert len([d for d in plan.deletions if d.digest in {m["digest"] for m in images}]) == 30
+        handle = LayoutDir(root)
+        report = apply_plan(handle, plan)
+        assert _follow(handle, path, report, plan)
+        disk = read_layout(LayoutDir(root))
+        graph = og.build_graph(disk.layout)
+        whole = og.WholeGraph(graph)
+        fresh = tmp_path / "fresh.store"
+        store.save_store(fresh, disk, graph, {k: whole.facts(k) for k in (False, True)}, {})
+        got, want = _contents(path), _contents(fresh)
+        assert got["nodes"][config["digest"]][5] != before  # the first holder was gone
+        assert got == want
