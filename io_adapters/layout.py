@@ -25,13 +25,11 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Iterable, Iterator, KeysView, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, KeysView, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 import ocigraph as og
 from ocigraph import printable
@@ -40,7 +38,7 @@ from .collector import pauses_collector
 from .errors import LayoutAccessError, LayoutMovedError
 
 __all__ = ["Junk", "LayoutDir", "DiskLayout", "BlobListing", "FolderStamp", "read_layout",
-           "open_layout", "blob_path", "blob_name", "printable", "DiskManifestSource", "is_disk_error",
+           "open_layout", "blob_path", "blob_name", "printable", "DiskManifestSource",
            "TEMP_PREFIX", "PROBE_PREFIX", "read_at", "write_at"]
 
 #: the prefix of the temporary file a new index.json is written to, beside it
@@ -56,13 +54,9 @@ _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 #: a folder under the layout as ``(name relative to blobs/, inode, mtime_ns, ctime_ns)``
 FolderStamp = tuple[str, int, int, int]
 
-
-@dataclass(frozen=True, slots=True)
-class Junk:
-    """Something under ``blobs/`` that is not a blob ocigraph may sweep; reported, never touched."""
-
-    path: str  # relative to the layout root
-    why: str
+#: the core's values, under the names the other adapters import from here
+Junk = og.Junk
+blob_name = og.blob_name
 
 
 def blob_path(root: Path | str, digest: str) -> Path:
@@ -70,28 +64,35 @@ def blob_path(root: Path | str, digest: str) -> Path:
     return Path(root, "blobs", *og.blob_parts(digest))
 
 
-def blob_name(digest: str) -> str:
-    """``blobs/<alg>/<encoded>``: a (valid) digest's file relative to the layout, for messages."""
-    return "blobs/" + digest.replace(":", "/", 1)
-
-
 class _NotRegular(OSError):
     pass
+
+
+def _read_open(f: int, seen: Callable[[os.stat_result], object] | None = None) -> bytes:
+    """The bytes of the open file ``f``, which must be a regular file (else :class:`_NotRegular`);
+    ``seen`` hears what its ``fstat`` said, before the read."""
+    st = os.fstat(f)
+    if not stat.S_ISREG(st.st_mode):
+        raise _NotRegular(errno.EINVAL, "is not a regular file")
+    if seen is not None:
+        seen(st)
+    # One read() for the whole file (a 34 MB index.json: no chunks to join): asking for one
+    # byte more than fstat says and getting exactly the size means end of file; else read on
+    # to the end, should the file have changed meanwhile.
+    data = os.read(f, st.st_size + 1)
+    if len(data) != st.st_size:
+        chunks = [data]
+        while chunk := os.read(f, 1 << 20):
+            chunks.append(chunk)
+        data = b"".join(chunks)
+    return data
 
 
 def read_at(fd: int, name: str) -> bytes:
     """The bytes of the regular file ``name`` in the folder ``fd`` (never through a symlink)."""
     f = os.open(name, _FILE_FLAGS, dir_fd=fd)
     try:
-        st = os.fstat(f)
-        if not stat.S_ISREG(st.st_mode):
-            raise _NotRegular(errno.EINVAL, "is not a regular file")
-        # one read of the size fstat says (a 34 MB index.json: no chunks to join), then to the
-        # end, should the file have grown meanwhile
-        chunks = [os.read(f, st.st_size + 1)]
-        while chunks[-1] and (chunk := os.read(f, 1 << 20)):
-            chunks.append(chunk)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return _read_open(f)
     finally:
         os.close(f)
 
@@ -117,15 +118,9 @@ def write_at(fd: int, name: str, data: bytes, tmp: str) -> None:
 
 
 def _open_error(what: str, exc: OSError, link: bool = False) -> LayoutAccessError:
-    """The one-line error for a failed open of ``what``; ``link``: it is a symlink (an
-    ``O_DIRECTORY | O_NOFOLLOW`` open of one fails with ENOTDIR, not ELOOP)."""
-    if isinstance(exc, FileNotFoundError):
-        return LayoutAccessError(what, "missing")
-    if exc.errno == errno.ELOOP or link:
-        return LayoutAccessError(what, "is a symlink; ocigraph does not follow symlinks")
-    if exc.errno == errno.ENOTDIR:
-        return LayoutAccessError(what, "is not a directory")
-    return LayoutAccessError(what, f"cannot open ({exc.strerror})")
+    """The one-line error for a failed open of ``what`` (:func:`ocigraph.open_failure`);
+    ``link``: it is a symlink."""
+    return LayoutAccessError(what, og.open_failure(exc.errno, exc.strerror, link))
 
 
 class LayoutDir:
@@ -212,13 +207,9 @@ class LayoutDir:
                 raise LayoutAccessError(printable(str(self.path)),
                                         f"not an OCI image layout ({hint})") from None
             raise
-        try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise LayoutAccessError("oci-layout", "not valid JSON") from None
-        version = doc.get("imageLayoutVersion") if isinstance(doc, dict) else None
-        if not isinstance(version, str) or not (version == "1" or version.startswith("1.")):
-            raise LayoutAccessError("oci-layout", f"imageLayoutVersion is {version!r}, expected 1.x")
+        problem = og.oci_layout_problem(data)
+        if problem is not None:
+            raise LayoutAccessError("oci-layout", problem)
 
     def read_index(self) -> og.Index:
         return og.parse_index(self.read_file("index.json"))
@@ -392,9 +383,6 @@ class BlobListing(Mapping[str, og.BlobInfo]):
         info = self._infos[digest]
         return self._stat(digest) if info is None else info
 
-    def get(self, digest: str, default: Any = None) -> Any:
-        return self[digest] if digest in self._infos else default
-
     def __contains__(self, digest: object) -> bool:
         return digest in self._infos
 
@@ -422,20 +410,13 @@ class BlobListing(Mapping[str, og.BlobInfo]):
         return f"<BlobListing of {len(self)} blobs in {self._dir.path}>"
 
 
-_HEX = "0123456789abcdef"
-
-
-def _junk_entry(e: os.DirEntry[str], rel: str, width: int) -> Junk:
-    """Why an entry of ``blobs/<alg>/`` is not a blob ocigraph may sweep."""
-    name = e.name
-    if len(name) != width or name.strip(_HEX):
-        return Junk(f"{rel}/{printable(name)}", "not a valid digest name")
+def _entry_kind(e: os.DirEntry[str]) -> str:
+    """What an entry of a blob folder that is not a regular file is, for
+    :func:`ocigraph.entry_junk`: ``symlink``, ``other``, or why that cannot be told."""
     try:
-        if e.is_symlink():
-            return Junk(f"{rel}/{name}", "symlink (never followed, never deleted)")
+        return "symlink" if e.is_symlink() else "other"
     except OSError as exc:
-        return Junk(f"{rel}/{name}", f"cannot stat ({exc.strerror})")
-    return Junk(f"{rel}/{name}", "not a regular file")
+        return f"cannot stat ({exc.strerror})"
 
 
 def _list_folder(fd: int, rel: str) -> tuple[list[str], list[os.DirEntry[str]]]:
@@ -467,23 +448,21 @@ def _list_folder(fd: int, rel: str) -> tuple[list[str], list[os.DirEntry[str]]]:
 
 
 def scan_blobs(layout_dir: LayoutDir) -> tuple[BlobListing, list[Junk]]:
-    """List ``blobs/<alg>/`` for every sweepable algorithm: present blobs, and junk."""
+    """List ``blobs/<alg>/`` for every sweepable algorithm: present blobs, and junk (which is
+    which, the core says: :func:`ocigraph.blob_names`, :func:`ocigraph.entry_junk`)."""
     present: list[str] = []
     junk: list[Junk] = []
-    lengths = og.SWEEPABLE_ALGORITHMS
     for name, is_dir in layout_dir._algorithm_folders():
-        rel = f"blobs/{printable(name)}"
-        if name not in lengths:
-            junk.append(Junk(rel, "unknown algorithm folder" if is_dir else "not an algorithm folder"))
+        odd = og.algorithm_folder_junk(name, is_dir)
+        if odd is not None:
+            junk.append(odd)
             continue
-        width = lengths[name]
+        rel = f"blobs/{name}"
         names, others = _list_folder(layout_dir.folder(rel), rel)  # type: ignore[arg-type]
-        if not og.are_digest_names(names, width):  # rare: sort the names out one by one
-            bad = [n for n in names if len(n) != width or n.strip(_HEX)]
-            junk.extend(Junk(f"{rel}/{printable(n)}", "not a valid digest name") for n in bad)
-            names = [n for n in names if len(n) == width and not n.strip(_HEX)]
-        present.extend(map((name + ":").__add__, names))
-        junk.extend(_junk_entry(e, rel, width) for e in others)
+        digests, bad_names = og.blob_names(name, names)
+        present.extend(digests)
+        junk.extend(bad_names)
+        junk.extend(og.entry_junk(name, e.name, _entry_kind(e)) for e in others)
     return BlobListing(layout_dir, present), junk
 
 
@@ -520,24 +499,13 @@ class DiskManifestSource:
         if fd is None:
             return og.parse_manifest(digest, None)
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):  # replaced since the listing
-                return og.Manifest(digest=digest, error="not a regular file")
-            if self._note is not None:
-                self._note(digest, st)
-            # One read() for the whole file: asking for one byte more than fstat says and
-            # getting exactly the size means end of file.
-            data = os.read(fd, st.st_size + 1)
-            if len(data) != st.st_size:
-                chunks = [data]
-                while chunk := os.read(fd, 1 << 20):
-                    chunks.append(chunk)
-                data = b"".join(chunks)
+            return _read_open(fd, None if self._note is None else partial(self._note, digest))
+        except _NotRegular:  # replaced since the listing
+            return og.Manifest(digest=digest, error="not a regular file")
         except OSError as exc:
             return og.Manifest(digest=digest, error=f"cannot read ({exc.strerror})")
         finally:
             os.close(fd)
-        return data
 
     def _read_chunk(self, digests: Sequence[str]) -> list[bytes | og.Manifest]:
         return [self.read_bytes(d) for d in digests]
@@ -565,23 +533,8 @@ class DiskManifestSource:
         parse = og.parse_manifest
         out = {d: data if isinstance(data, og.Manifest) else parse(d, data)
                for d, data in zip(digests, self.read_blobs(digests), strict=True)}
-        self.disk_errors += sum(map(is_disk_error, out.values()))
+        self.disk_errors += sum(map(og.is_disk_error, out.values()))
         return out
-
-
-#: what the core answers for bytes that do not hash to their digest (asked of it, not copied)
-_MISMATCH = og.parse_manifest(og.digest_bytes(b"a"), b"b").error
-
-
-def is_disk_error(m: og.Manifest) -> bool:
-    """Whether a read said something about the file rather than the digest: unreadable, not a
-    regular file, or not matching its digest -- a file repaired in place (``cp -p``) could
-    come back with other bytes and the same folder stamps.  Bytes that hash right but do not
-    parse are a fact about the digest; a blob missing is a fact about the folder (it coming
-    back changes the folder's stamps)."""
-    e = m.error
-    return e is not None and not m.missing and (
-        e == _MISMATCH or e == "not a regular file" or e.startswith("cannot read"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -595,10 +548,6 @@ class DiskLayout:
     junk: tuple[Junk, ...]
     folders: tuple[FolderStamp, ...] = ()
     listed_at: int = 0
-
-    @property
-    def root(self) -> Path:
-        return self.dir.path
 
 
 def open_layout(root: Path | str | LayoutDir) -> LayoutDir:

@@ -69,10 +69,6 @@ class Planned:
     junk: tuple[Junk, ...]
 
     @property
-    def root(self) -> Path:
-        return self.dir.path
-
-    @property
     def remembered(self) -> bool:
         return self.how == "remembered"
 

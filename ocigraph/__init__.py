@@ -87,6 +87,17 @@ from ._graph import (
     why_live,
     young_nodes,
 )
+from ._listing import (
+    JUNK_KINDS,
+    Junk,
+    algorithm_folder_junk,
+    blob_name,
+    blob_names,
+    entry_junk,
+    is_disk_error,
+    oci_layout_problem,
+    open_failure,
+)
 from ._mediatypes import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -206,6 +217,9 @@ __all__ = [
     "GraphSource", "NodeRecord", "WholeGraph", "NeighbourhoodView", "neighbourhood", "resolve_in",
     # for adapters: an operation by name, push times, a plan's tags, keys of a store
     "plan_operation", "push_times", "plan_tags", "plan_key", "names_checksum",
+    # for adapters: what a listing of blobs/ holds, oci-layout, failed opens and reads
+    "Junk", "JUNK_KINDS", "blob_name", "algorithm_folder_junk", "blob_names", "entry_junk",
+    "oci_layout_problem", "open_failure", "is_disk_error",
     # pictures and space (ocigraph.draw.draw needs matplotlib)
     "to_mermaid", "to_dot", "plan_html", "graph_html", "graph_mimebundle",
     "space_by_tag", "SpaceReport", "TagSpace", "LayoutSpace", "format_space_text",

@@ -485,7 +485,7 @@ def test_digest_names_are_checked_all_at_once_exactly_as_one_by_one(names: list[
 
 
 def test_the_one_by_one_listing_sets_aside_everything_but_regular_files(tmp_path: Path) -> None:
-    from io_adapters.layout import _junk_entry, _list_folder
+    from io_adapters.layout import _entry_kind, _list_folder
 
     (tmp_path / ("a" * 64)).write_bytes(b"x")
     (tmp_path / ("b" * 64)).symlink_to(tmp_path / ("a" * 64))
@@ -496,7 +496,7 @@ def test_the_one_by_one_listing_sets_aside_everything_but_regular_files(tmp_path
     finally:
         os.close(fd)
     assert names == ["a" * 64]
-    assert sorted(_junk_entry(e, "blobs/sha256", 64).why for e in others) == [
+    assert sorted(og.entry_junk("sha256", e.name, _entry_kind(e)).why for e in others) == [
         "not a regular file", "symlink (never followed, never deleted)"]
 
 

@@ -1,0 +1,170 @@
+"""What a layout's files say, judged without touching them: the adapter lists, opens and
+stats; these functions decide what it found.
+
+* Which entries under ``blobs/`` are blobs ocigraph may sweep, and why the others are junk
+  (:class:`Junk`: reported, never touched) -- an algorithm folder ocigraph does not know, a
+  name that is not a digest's, a symlink, anything but a regular file.
+* Whether an ``oci-layout`` file names a layout version ocigraph reads.
+* The one-line reason a failed open gives, from its ``errno``.
+* Whether a manifest read that failed says something about the disk rather than the digest
+  (:func:`is_disk_error`): a graph built from such a read is not worth keeping.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+
+import orjson
+
+from ._digest import SWEEPABLE_ALGORITHMS, are_digest_names, digest_bytes, printable
+from ._model import Manifest
+from ._parse import parse_manifest
+
+__all__ = ["Junk", "JUNK_KINDS", "blob_name", "algorithm_folder_junk", "blob_names", "entry_junk",
+           "oci_layout_problem", "open_failure", "is_disk_error"]
+
+_HEX = "0123456789abcdef"
+
+#: why an entry of ``blobs/<alg>/`` with a digest's name is junk, by what the listing says it is
+JUNK_KINDS: dict[str, str] = {
+    "symlink": "symlink (never followed, never deleted)",
+    "other": "not a regular file",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Junk:
+    """Something under ``blobs/`` that is not a blob ocigraph may sweep; reported, never touched."""
+
+    path: str  # relative to the layout root
+    why: str
+
+
+def blob_name(digest: str) -> str:
+    """``blobs/<alg>/<encoded>``: a (valid) digest's file relative to the layout, for messages.
+
+    >>> blob_name("sha256:" + "a" * 64) == "blobs/sha256/" + "a" * 64
+    True
+    """
+    return "blobs/" + digest.replace(":", "/", 1)
+
+
+def _is_digest_name(name: str, width: int) -> bool:
+    return len(name) == width and not name.strip(_HEX)
+
+
+def algorithm_folder_junk(name: str, is_dir: bool) -> Junk | None:
+    """The junk an entry of ``blobs/`` is (``is_dir``: a real folder, not a symlink to one);
+    ``None`` for the folder of an algorithm ocigraph sweeps, which is listed.
+
+    >>> algorithm_folder_junk("sha256", True) is None
+    True
+    >>> algorithm_folder_junk("blake3", True), algorithm_folder_junk("sha256", False)
+    (Junk(path='blobs/blake3', why='unknown algorithm folder'), None)
+    >>> algorithm_folder_junk("README", False).why
+    'not an algorithm folder'
+    """
+    if name in SWEEPABLE_ALGORITHMS:
+        return None
+    return Junk(f"blobs/{printable(name)}",
+                "unknown algorithm folder" if is_dir else "not an algorithm folder")
+
+
+def blob_names(alg: str, names: list[str]) -> tuple[list[str], list[Junk]]:
+    """The digests named by the regular files ``names`` of ``blobs/<alg>/`` (a sweepable
+    algorithm), and the junk among them: names that are not the algorithm's lowercase hex.
+    A million names are checked at once (:func:`ocigraph.are_digest_names`); only a listing
+    with a bad name is sorted name by name.
+
+    >>> blob_names("sha256", ["a" * 64, "x.tmp"])
+    (['sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'], [Junk(path='blobs/sha256/x.tmp', why='not a valid digest name')])
+    """
+    width = SWEEPABLE_ALGORITHMS[alg]
+    junk: list[Junk] = []
+    if not are_digest_names(names, width):  # rare: sort the names out one by one
+        junk = [Junk(f"blobs/{alg}/{printable(n)}", "not a valid digest name")
+                for n in names if not _is_digest_name(n, width)]
+        names = [n for n in names if _is_digest_name(n, width)]
+    return list(map((alg + ":").__add__, names)), junk
+
+
+def entry_junk(alg: str, name: str, kind: str) -> Junk:
+    """Why an entry of ``blobs/<alg>/`` that is not a regular file is junk: its name, unless
+    that is a digest's, else its ``kind`` -- a key of :data:`JUNK_KINDS`, or the reason the
+    adapter could not tell (``"cannot stat (...)"``).
+
+    >>> entry_junk("sha256", "b" * 64, "symlink").why
+    'symlink (never followed, never deleted)'
+    >>> entry_junk("sha256", "tmp", "symlink").why
+    'not a valid digest name'
+    >>> entry_junk("sha256", "c" * 64, "cannot stat (Permission denied)").why
+    'cannot stat (Permission denied)'
+    """
+    if not _is_digest_name(name, SWEEPABLE_ALGORITHMS[alg]):
+        return Junk(f"blobs/{alg}/{printable(name)}", "not a valid digest name")
+    return Junk(f"blobs/{alg}/{name}", JUNK_KINDS.get(kind, kind))
+
+
+def oci_layout_problem(data: bytes) -> str | None:
+    """What is wrong with the bytes of an ``oci-layout`` file; ``None`` for a JSON object whose
+    ``imageLayoutVersion`` is 1.x.
+
+    >>> oci_layout_problem(b'{"imageLayoutVersion": "1.0.0"}') is None
+    True
+    >>> oci_layout_problem(b'{"imageLayoutVersion": "2.0"}')
+    "imageLayoutVersion is '2.0', expected 1.x"
+    >>> oci_layout_problem(b"{")
+    'not valid JSON'
+    """
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return "not valid JSON"
+    version = doc.get("imageLayoutVersion") if isinstance(doc, dict) else None
+    if not isinstance(version, str) or not (version == "1" or version.startswith("1.")):
+        return f"imageLayoutVersion is {version!r}, expected 1.x"
+    return None
+
+
+def open_failure(code: int | None, strerror: str | None, link: bool = False) -> str:
+    """The reason a failed open of a layout's file or folder gives, from its ``errno``
+    ``code``; ``link``: the adapter found a symlink there (an ``O_DIRECTORY | O_NOFOLLOW`` open
+    of one fails with ENOTDIR, not ELOOP).
+
+    >>> open_failure(errno.ENOENT, "No such file or directory", link=True)
+    'missing'
+    >>> open_failure(errno.ELOOP, "Too many levels of symbolic links")
+    'is a symlink; ocigraph does not follow symlinks'
+    >>> open_failure(errno.EACCES, "Permission denied")
+    'cannot open (Permission denied)'
+    """
+    if code == errno.ENOENT:
+        return "missing"
+    if code == errno.ELOOP or link:
+        return "is a symlink; ocigraph does not follow symlinks"
+    if code == errno.ENOTDIR:
+        return "is not a directory"
+    return f"cannot open ({strerror})"
+
+
+#: what the core answers for bytes that do not hash to their digest (asked of it, not copied)
+_MISMATCH = parse_manifest(digest_bytes(b"a"), b"b").error
+
+
+def is_disk_error(m: Manifest) -> bool:
+    """Whether a read said something about the file rather than the digest: unreadable, not a
+    regular file, or not matching its digest -- a file repaired in place (``cp -p``) could
+    come back with other bytes and the same folder stamps.  Bytes that hash right but do not
+    parse are a fact about the digest; a blob missing is a fact about the folder (it coming
+    back changes the folder's stamps).
+
+    >>> d = digest_bytes(b"{}")
+    >>> is_disk_error(parse_manifest(d, b"[]")), is_disk_error(parse_manifest(d, None))
+    (True, False)
+    >>> is_disk_error(Manifest(d, error="cannot read (Input/output error)"))
+    True
+    """
+    e = m.error
+    return e is not None and not m.missing and (
+        e == _MISMATCH or e == "not a regular file" or e.startswith("cannot read"))
