@@ -25,7 +25,7 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator, KeysView, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -355,56 +355,26 @@ class LayoutDir:
             return None
 
 
-class BlobListing(Mapping[str, og.BlobInfo]):
-    """The present blobs of a layout, as the core's ``Layout.blobs`` mapping: which exist comes
-    from the listing alone; a blob's size and mtime from an ``lstat`` the first time someone
-    asks (or a read's ``fstat``, :meth:`note`) -- planning asks only about the blobs it reads or
-    deletes, so a GC of a million blobs does not stat the layers that stay.  A blob gone since
-    the listing answers size 0 and no mtime; any other failure to stat it is an error naming it.
+class BlobListing(og.ListedBlobs):
+    """The present blobs of a layout, as the core's ``Layout.blobs`` mapping
+    (:class:`ocigraph.ListedBlobs`): which exist comes from the listing alone; a blob's size and
+    mtime from an ``lstat`` the first time someone asks (or a read's ``fstat``, :meth:`note`).
+    A blob gone since the listing answers size 0 and no mtime; any other failure to stat it is
+    an error naming it.
     """
 
-    __slots__ = ("_dir", "_infos")
+    __slots__ = ("_dir",)
 
     def __init__(self, layout_dir: LayoutDir, digests: Iterable[str]) -> None:
+        super().__init__(digests)
         self._dir = layout_dir
-        self._infos: dict[str, og.BlobInfo | None] = dict.fromkeys(digests)
 
-    def _stat(self, digest: str) -> og.BlobInfo:
+    def look(self, digest: str) -> og.BlobInfo:
         try:
             st = self._dir.lstat_blob(digest)
         except OSError as exc:
             raise LayoutAccessError(blob_name(digest), f"cannot stat ({exc.strerror})") from None
-        if st is None:
-            info = self._infos[digest] = og.BlobInfo(0, None)
-            return info
-        return self.note(digest, st)
-
-    def __getitem__(self, digest: str) -> og.BlobInfo:
-        info = self._infos[digest]
-        return self._stat(digest) if info is None else info
-
-    def __contains__(self, digest: object) -> bool:
-        return digest in self._infos
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._infos)
-
-    def __len__(self) -> int:
-        return len(self._infos)
-
-    def keys(self) -> KeysView[str]:
-        return self._infos.keys()
-
-    def note(self, digest: str, st: os.stat_result) -> og.BlobInfo:
-        """Record what a stat of the blob said; returns the blob's info."""
-        info = og.BlobInfo(st.st_size, st.st_mtime)
-        if digest in self._infos:
-            self._infos[digest] = info
-        return info
-
-    def examined(self) -> set[str]:
-        """The blobs whose size and mtime have been asked for (or read) so far."""
-        return {d for d, info in self._infos.items() if info is not None}
+        return og.BlobInfo(0, None) if st is None else og.BlobInfo(st.st_size, st.st_mtime)
 
     def __repr__(self) -> str:
         return f"<BlobListing of {len(self)} blobs in {self._dir.path}>"
@@ -472,21 +442,18 @@ _PROBE_READS = 128
 _SLOW_READ = 150e-6
 
 
-class DiskManifestSource:
-    """Reads manifests from ``blobs/`` through the layout's handle, verifies them, parses
-    them; batches in parallel when reads are slow.
-
-    ``disk_errors`` counts reads that said something about the disk rather than the digest
-    (missing, unreadable, not matching the digest): a graph built from such reads is not
-    worth keeping."""
+class DiskManifestSource(og.BlobManifestSource):
+    """Reads manifests from ``blobs/`` through the layout's handle, in parallel batches when
+    reads are slow; the core verifies and parses them, and counts in ``disk_errors`` the reads
+    that said something about the disk rather than the digest (unreadable, not a regular file,
+    not matching the digest): a graph built from such reads is not worth keeping."""
 
     def __init__(self, layout_dir: LayoutDir, present: Mapping[str, og.BlobInfo],
                  workers: int = 4) -> None:
         self.dir = layout_dir
         self.present = present
         self.workers = workers
-        self.disk_errors = 0
-        self._note = present.note if isinstance(present, BlobListing) else None
+        self._note = present.note if isinstance(present, og.ListedBlobs) else None
 
     def read_bytes(self, digest: str) -> bytes | og.Manifest:
         """The blob's bytes, or the :class:`ocigraph.Manifest` that says why there are none."""
@@ -527,13 +494,6 @@ class DiskManifestSource:
         with ThreadPoolExecutor(self.workers) as pool:
             for part in pool.map(self._read_chunk, chunks):
                 out.extend(part)
-        return out
-
-    def read_manifests(self, digests: Sequence[str]) -> dict[str, og.Manifest]:
-        parse = og.parse_manifest
-        out = {d: data if isinstance(data, og.Manifest) else parse(d, data)
-               for d, data in zip(digests, self.read_blobs(digests), strict=True)}
-        self.disk_errors += sum(map(og.is_disk_error, out.values()))
         return out
 
 

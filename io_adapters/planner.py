@@ -88,10 +88,7 @@ plan_graph = og.plan_operation
 
 def push_times(disk: DiskLayout, rules: og.RetentionRules) -> dict[str, float]:
     """:func:`ocigraph.push_times` of the layout, its blobs read through the handle."""
-    def read(digest: str) -> bytes | None:
-        data = disk.layout.manifests.read_blobs([digest])[0]  # type: ignore[attr-defined]
-        return data if isinstance(data, bytes) else None
-
+    read = disk.layout.manifests.read_blob  # type: ignore[attr-defined]
     return og.push_times(disk.layout.index, disk.layout.blobs, rules.age_from, read)
 
 

@@ -89,7 +89,10 @@ from ._graph import (
 )
 from ._listing import (
     JUNK_KINDS,
+    BlobManifestSource,
+    FileStat,
     Junk,
+    ListedBlobs,
     algorithm_folder_junk,
     blob_name,
     blob_names,
@@ -219,7 +222,8 @@ __all__ = [
     "plan_operation", "push_times", "plan_tags", "plan_key", "names_checksum",
     # for adapters: what a listing of blobs/ holds, oci-layout, failed opens and reads
     "Junk", "JUNK_KINDS", "blob_name", "algorithm_folder_junk", "blob_names", "entry_junk",
-    "oci_layout_problem", "open_failure", "is_disk_error",
+    "oci_layout_problem", "open_failure", "is_disk_error", "FileStat", "ListedBlobs",
+    "BlobManifestSource",
     # pictures and space (ocigraph.draw.draw needs matplotlib)
     "to_mermaid", "to_dot", "plan_html", "graph_html", "graph_mimebundle",
     "space_by_tag", "SpaceReport", "TagSpace", "LayoutSpace", "format_space_text",

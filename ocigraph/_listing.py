@@ -8,21 +8,28 @@ stats; these functions decide what it found.
 * The one-line reason a failed open gives, from its ``errno``.
 * Whether a manifest read that failed says something about the disk rather than the digest
   (:func:`is_disk_error`): a graph built from such a read is not worth keeping.
+
+Two values an adapter fills in: :class:`ListedBlobs`, the present blobs as a listing names
+them, each blob's size and mtime found out only when asked; and :class:`BlobManifestSource`,
+manifests parsed from the blobs an adapter reads, counting the reads that failed on the disk.
 """
 
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterable, Iterator, KeysView, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 
 from ._digest import SWEEPABLE_ALGORITHMS, are_digest_names, digest_bytes, printable
-from ._model import Manifest
+from ._model import BlobInfo, Manifest
 from ._parse import parse_manifest
 
 __all__ = ["Junk", "JUNK_KINDS", "blob_name", "algorithm_folder_junk", "blob_names", "entry_junk",
-           "oci_layout_problem", "open_failure", "is_disk_error"]
+           "oci_layout_problem", "open_failure", "is_disk_error", "FileStat", "ListedBlobs",
+           "BlobManifestSource"]
 
 _HEX = "0123456789abcdef"
 
@@ -168,3 +175,106 @@ def is_disk_error(m: Manifest) -> bool:
     e = m.error
     return e is not None and not m.missing and (
         e == _MISMATCH or e == "not a regular file" or e.startswith("cannot read"))
+
+
+class FileStat(Protocol):
+    """What :meth:`ListedBlobs.note` reads of a stat of a blob (an ``os.stat_result``)."""
+
+    @property
+    def st_size(self) -> int: ...
+
+    @property
+    def st_mtime(self) -> float: ...
+
+
+class ListedBlobs(Mapping[str, BlobInfo]):
+    """The present blobs of a layout as a listing names them, as :attr:`Layout.blobs`: which
+    exist comes from the names alone; a blob's size and mtime from :meth:`look` the first time
+    someone asks (or from a stat the adapter made anyway, :meth:`note`), then kept.  Planning
+    asks only about the blobs it reads or deletes, so a GC of a million blobs need not stat
+    the layers that stay.  An adapter subclasses it and defines :meth:`look`.
+
+    >>> class Sized(ListedBlobs):
+    ...     def look(self, digest):
+    ...         return BlobInfo(len(digest), None)
+    >>> blobs = Sized(["sha256:a", "sha256:bb"])
+    >>> "sha256:a" in blobs, len(blobs), blobs.examined()
+    (True, 2, set())
+    >>> blobs["sha256:bb"], blobs.examined()
+    (BlobInfo(size=9, mtime=None), {'sha256:bb'})
+    """
+
+    __slots__ = ("_infos",)
+
+    def __init__(self, digests: Iterable[str]) -> None:
+        self._infos: dict[str, BlobInfo | None] = dict.fromkeys(digests)
+
+    def look(self, digest: str) -> BlobInfo:
+        """Find out a listed blob's size and mtime (the adapter's part)."""
+        raise NotImplementedError
+
+    def __getitem__(self, digest: str) -> BlobInfo:
+        info = self._infos[digest]
+        if info is None:
+            info = self._infos[digest] = self.look(digest)
+        return info
+
+    def __contains__(self, digest: object) -> bool:
+        return digest in self._infos
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._infos)
+
+    def __len__(self) -> int:
+        return len(self._infos)
+
+    def keys(self) -> KeysView[str]:
+        return self._infos.keys()
+
+    def note(self, digest: str, st: FileStat) -> BlobInfo:
+        """Record what a stat of the blob said; returns the blob's info."""
+        info = BlobInfo(st.st_size, st.st_mtime)
+        if digest in self._infos:
+            self._infos[digest] = info
+        return info
+
+    def examined(self) -> set[str]:
+        """The blobs whose size and mtime have been asked for (or read) so far."""
+        return {d for d, info in self._infos.items() if info is not None}
+
+
+class BlobManifestSource:
+    """A :class:`ManifestSource` over an adapter's reads of blobs: :meth:`read_blobs` (the
+    adapter's part) answers each digest's bytes, or the :class:`Manifest` that says why there
+    are none; this parses them, verified against their digests.
+
+    ``disk_errors`` counts reads that said something about the disk rather than the digest
+    (:func:`is_disk_error`): a graph built from such reads is not worth keeping.
+
+    >>> class InMemory(BlobManifestSource):
+    ...     def read_blobs(self, digests):
+    ...         return [b"{}" for d in digests]
+    >>> source, d = InMemory(), digest_bytes(b"{}")
+    >>> source.read_manifests([d])[d].ok, source.read_blob(d), source.disk_errors
+    (True, b'{}', 0)
+    >>> source.read_manifests([digest_bytes(b"[]")]) and source.disk_errors
+    1
+    """
+
+    disk_errors: int = 0
+
+    def read_blobs(self, digests: Sequence[str]) -> list[bytes | Manifest]:
+        """Each digest's bytes, in order, or the :class:`Manifest` that says why there are none."""
+        raise NotImplementedError
+
+    def read_blob(self, digest: str) -> bytes | None:
+        """One blob's bytes, if it could be read."""
+        data = self.read_blobs([digest])[0]
+        return data if isinstance(data, bytes) else None
+
+    def read_manifests(self, digests: Sequence[str]) -> dict[str, Manifest]:
+        parse = parse_manifest
+        out = {d: data if isinstance(data, Manifest) else parse(d, data)
+               for d, data in zip(digests, self.read_blobs(digests), strict=True)}
+        self.disk_errors += sum(map(is_disk_error, out.values()))
+        return out
