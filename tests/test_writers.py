@@ -339,6 +339,7 @@ def tool_writer(tool: str, root: Path, src: Path, operation: str) -> Callable[[]
 
 
 DELAYS = [-0.1, -0.05, -0.03, -0.015, 0.0, 0.01, 0.03]
+LATE_DELAYS = [0.3, 1.0, 3.0]
 
 
 @pytest.mark.parametrize("keep", [None, KEEP], ids=["purge", "keep"])
@@ -347,7 +348,11 @@ DELAYS = [-0.1, -0.05, -0.03, -0.015, 0.0, 0.01, 0.03]
 def test_real_tools_racing_a_run_lose_nothing_but_the_documented_case(
         real_scene: RealScene, tmp_path: Path, tool: str, operation: str, keep: float | None) -> None:
     outcomes: dict[str, int] = {}
-    for delay in DELAYS:
+    # on a loaded machine every overlap may end in a refusal (index.json changed under the
+    # run); then later starts, until a run that was not refused shows the race was judged
+    for delay in [*DELAYS, *LATE_DELAYS]:
+        if delay in LATE_DELAYS and outcomes.get("ok", 0) + outcomes.get("documented loss", 0):
+            break
         root = fresh(real_scene, tmp_path, operation)
         write = tool_writer(tool, root, real_scene.src, operation)
         og_span, w_span = race(root, write, delay, operation, keep)
