@@ -430,7 +430,8 @@ def follow_plan(s: NodeRows, plan: Plan, index: Index, indexed_before: Sequence[
         if e.tag is not None:
             tags.setdefault(e.digest, set()).add(e.tag)
     order = [d for d in dict.fromkeys(indexed_before) if d in positions]
-    if order_matters and order != [d for d in positions if d in order]:
+    kept_before = set(order)
+    if order_matters and order != [d for d in positions if d in kept_before]:
         return None  # walked in another order
     rooted = (set(indexed_before) | positions.keys()) - gone
     s.load("digest", rooted)
