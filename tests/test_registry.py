@@ -39,27 +39,29 @@ from registry_server import (
 
 import ocigraph as og
 from io_adapters.registry import (
+    RegistryClient,
+    apply_plan,
+    find_credentials,
+    image_times,
+    plan_prune_repository,
+    plan_repository,
+    read_repository,
+)
+from ocigraph import (
     DeleteUnsupportedError,
     PushTimeUnknownError,
     RegistryApplyError,
     RegistryApplyResult,
     RegistryAuthError,
-    RegistryClient,
     RegistryNotFoundError,
     RegistryRef,
     RegistryServerError,
     RegistrySnapshot,
     RegistryTLSError,
     RegistryUnreachableError,
-    Skipped,
-    apply_plan,
-    find_credentials,
-    image_times,
     parse_reference,
-    plan_prune_repository,
-    plan_repository,
-    read_repository,
 )
+from ocigraph import SkippedStep as Skipped
 
 needs_registry = pytest.mark.skipif(
     not HAVE_REGISTRY, reason="docker-registry is not installed (apt-get install docker-registry)")
