@@ -196,18 +196,20 @@ class LayoutDir:
             raise LayoutAccessError(name, f"cannot read ({exc.strerror})") from None
 
     def check_oci_layout(self) -> None:
-        """Validate ``oci-layout``: a JSON object whose ``imageLayoutVersion`` is 1.x."""
+        """Validate ``oci-layout`` (:func:`ocigraph.oci_layout_problem`); without one, the
+        folder is not a layout, which the error says of the folder."""
         try:
-            data = self.read_file("oci-layout")
+            problem = og.oci_layout_problem(self.read_file("oci-layout"))
         except LayoutAccessError as exc:
-            if exc.why == "missing":
-                has_index = os.path.lexists(os.path.join(self.path, "index.json"))
-                hint = ("it has an index.json but no oci-layout file" if has_index
-                        else "no oci-layout file")
-                raise LayoutAccessError(printable(str(self.path)),
-                                        f"not an OCI image layout ({hint})") from None
-            raise
-        problem = og.oci_layout_problem(data)
+            if exc.why != "missing":
+                raise
+            try:  # (the hint asks the handle, as every look at the layout does)
+                os.stat("index.json", dir_fd=self.fd, follow_symlinks=False)
+                has_index = True
+            except OSError:
+                has_index = False
+            raise LayoutAccessError(printable(str(self.path)),
+                                    og.oci_layout_problem(None, has_index)) from None
         if problem is not None:
             raise LayoutAccessError("oci-layout", problem)
 
@@ -459,20 +461,19 @@ class DiskManifestSource(og.BlobManifestSource):
         """The blob's bytes, or the :class:`ocigraph.Manifest` that says why there are none."""
         if digest not in self.present:
             return og.parse_manifest(digest, None)
+        fd = None
         try:
             fd = self.dir.open_blob(digest)
-        except OSError as exc:
-            return og.Manifest(digest=digest, error=f"cannot read ({exc.strerror})")
-        if fd is None:
-            return og.parse_manifest(digest, None)
-        try:
+            if fd is None:
+                return og.parse_manifest(digest, None)
             return _read_open(fd, None if self._note is None else partial(self._note, digest))
         except _NotRegular:  # replaced since the listing
             return og.Manifest(digest=digest, error="not a regular file")
         except OSError as exc:
             return og.Manifest(digest=digest, error=f"cannot read ({exc.strerror})")
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
 
     def _read_chunk(self, digests: Sequence[str]) -> list[bytes | og.Manifest]:
         return [self.read_bytes(d) for d in digests]

@@ -113,9 +113,10 @@ def entry_junk(alg: str, name: str, kind: str) -> Junk:
     return Junk(f"blobs/{alg}/{name}", JUNK_KINDS.get(kind, kind))
 
 
-def oci_layout_problem(data: bytes) -> str | None:
+def oci_layout_problem(data: bytes | None, has_index: bool = False) -> str | None:
     """What is wrong with the bytes of an ``oci-layout`` file; ``None`` for a JSON object whose
-    ``imageLayoutVersion`` is 1.x.
+    ``imageLayoutVersion`` is 1.x.  ``data`` is ``None`` when there is no such file: then the
+    folder is not a layout at all (``has_index``: it has an index.json, the usual mistake).
 
     >>> oci_layout_problem(b'{"imageLayoutVersion": "1.0.0"}') is None
     True
@@ -123,7 +124,12 @@ def oci_layout_problem(data: bytes) -> str | None:
     "imageLayoutVersion is '2.0', expected 1.x"
     >>> oci_layout_problem(b"{")
     'not valid JSON'
+    >>> oci_layout_problem(None, has_index=True)
+    'not an OCI image layout (it has an index.json but no oci-layout file)'
     """
+    if data is None:
+        hint = "it has an index.json but no oci-layout file" if has_index else "no oci-layout file"
+        return f"not an OCI image layout ({hint})"
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError:
