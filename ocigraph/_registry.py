@@ -52,16 +52,14 @@ from ._view import WholeGraph
 __all__ = ["RegistryError", "RegistryUnreachableError", "RegistryTLSError", "RegistryAuthError",
            "RegistryNotFoundError", "DeleteUnsupportedError", "RegistryServerError",
            "RegistryApplyError", "PushTimeUnknownError", "RegistryRef", "parse_reference",
-           "RegistrySnapshot",
-           "Credentials", "parse_credentials", "auth_files", "auth_file_credentials",
-           "credentials_in",
-           "MANIFEST_ACCEPT", "REDIRECT_STATUSES", "NO_REFERRERS_API", "PROBE_DIGEST",
-           "PROBE_ANSWERS", "GC_HINT", "ConnectionFailure", "connection_error", "response_error",
-           "RequestTries", "TokenRequest", "answer_challenge", "bearer_token",
-           "RegistryAuthorization", "upload_url",
-           "manifest_gone", "verified_blob", "TagPages", "plan_on_repository",
-           "refuse_push_time", "image_dates", "check_plan_origin", "UntagStep", "FallbackStep",
-           "DeleteStep", "ApplyStep", "RegistryApplyResult", "RegistryApplying"]
+           "RegistrySnapshot", "Credentials", "parse_credentials", "auth_files",
+           "auth_file_credentials", "credentials_in", "MANIFEST_ACCEPT", "REDIRECT_STATUSES",
+           "NO_REFERRERS_API", "PROBE_DIGEST", "PROBE_ANSWERS", "GC_HINT", "ConnectionFailure",
+           "connection_error", "response_error", "RequestTries", "TokenRequest",
+           "answer_challenge", "bearer_token", "RegistryAuthorization", "upload_url",
+           "manifest_gone", "verified_blob", "TagPages", "plan_on_repository", "refuse_push_time",
+           "image_dates", "check_plan_origin", "UntagStep", "FallbackStep", "DeleteStep",
+           "ApplyStep", "RegistryApplyResult", "RegistryApplying"]
 
 #: The ``Accept`` of a manifest request: every manifest media type the core reads.
 MANIFEST_ACCEPT = ", ".join(sorted(MANIFEST_MEDIA_TYPES))
@@ -73,6 +71,7 @@ NO_REFERRERS_API = frozenset({400, 404, 405})
 PROBE_DIGEST = digest_bytes(b"ocigraph: does this registry delete?")
 #: The answers to the probe's DELETE of a registry that deletes (404: nothing by that digest).
 PROBE_ANSWERS = (200, 202, 404)
+#: What an applied plan's report says of the blobs it left: the registry's own GC takes them.
 GC_HINT = ("`registry garbage-collect CONFIG` on the registry host reclaims them (blobs another "
            "repository still uses stay)")
 _PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
