@@ -283,15 +283,12 @@ def image_times(snapshot: og.RegistrySnapshot, rules: og.RetentionRules, client:
     """The date of every image prune judges, as ``og.plan_prune``'s ``push_times``: its
     created annotation, else its config's ``created`` (each config read once, ``workers`` at a
     time; never a layer).  An image with neither is left out: it counts as the oldest."""
-    og.refuse_push_time(rules, snapshot.ref)
-    dating = og.images_to_date(snapshot, rules, policy)  # configs over 1 MiB are not read
-    repo, configs = snapshot.ref.repository, sorted({c for _, c in dating.values() if c})
+    dating, repo = og.ImageDating(snapshot, rules, policy), snapshot.ref.repository
 
     def created(config: str) -> str | None:
         return og.config_created(client.get_blob(repo, config, f"config {config} in {repo}"))
 
-    dates = dict(zip(configs, client.map(created, configs), strict=True))
-    return og.image_dates(dating, dates, rules.age_from)
+    return dating.times(client.map(created, dating.configs))
 
 
 def plan_prune_repository(ref: og.RegistryRef | str, rules: og.RetentionRules, now: float, *,

@@ -176,6 +176,7 @@ from ._registry import (
     DeleteStep,
     DeleteUnsupportedError,
     FallbackStep,
+    ImageDating,
     PushTimeUnknownError,
     RegistryApplyError,
     RegistryApplying,
@@ -200,7 +201,6 @@ from ._registry import (
     check_plan_origin,
     connection_error,
     credentials_in,
-    image_dates,
     manifest_gone,
     parse_credentials,
     parse_reference,
@@ -302,6 +302,6 @@ __all__ = [
     "GC_HINT", "ConnectionFailure", "connection_error", "response_error", "RequestTries",
     "TokenRequest", "answer_challenge", "bearer_token", "RegistryAuthorization", "upload_url",
     "manifest_gone", "verified_blob", "TagPages", "plan_on_repository", "refuse_push_time",
-    "image_dates", "check_plan_origin", "UntagStep", "FallbackStep", "DeleteStep", "ApplyStep",
+    "ImageDating", "check_plan_origin", "UntagStep", "FallbackStep", "DeleteStep", "ApplyStep",
     "RegistryApplyResult", "RegistryApplying",
 ]

@@ -31,6 +31,7 @@ from ._distribution import (
     auth_config_credentials,
     describe_failure,
     error_code,
+    images_to_date,
     next_link,
     next_tags_page,
     parse_challenge,
@@ -58,7 +59,7 @@ __all__ = ["RegistryError", "RegistryUnreachableError", "RegistryTLSError", "Reg
            "connection_error", "response_error", "RequestTries", "TokenRequest",
            "answer_challenge", "bearer_token", "RegistryAuthorization", "upload_url",
            "manifest_gone", "verified_blob", "TagPages", "plan_on_repository", "refuse_push_time",
-           "image_dates", "check_plan_origin", "UntagStep", "FallbackStep", "DeleteStep",
+           "ImageDating", "check_plan_origin", "UntagStep", "FallbackStep", "DeleteStep",
            "ApplyStep", "RegistryApplyResult", "RegistryApplying"]
 
 #: The ``Accept`` of a manifest request: every manifest media type the core reads.
@@ -552,19 +553,28 @@ def refuse_push_time(rules: RetentionRules, ref: RegistryRef) -> None:
                                    "use --age-from created (the image's own date)")
 
 
-def image_dates(dating: Mapping[str, tuple[str | None, str | None]],
-                created: Mapping[str, str | None], age_from: str) -> dict[str, float]:
-    """The date of each image :func:`~ocigraph.images_to_date` lists (its annotation, else the
-    ``created`` its config says), as ``plan_prune``'s ``push_times``; an image with neither is
-    left out (it counts as the oldest).
+class ImageDating:
+    """The dates of the images prune judges on ``snapshot`` (:func:`~ocigraph.images_to_date`),
+    without reading a blob (as h11: the caller does): read the :attr:`configs` (each once, none
+    over 1 MiB, never a layer) and give :meth:`times` what each says.  Refuses ``rules`` that
+    age images from their push (:func:`refuse_push_time`)."""
 
-    >>> image_dates({"sha256:a": (None, "sha256:c"), "sha256:b": (None, None)},
-    ...             {"sha256:c": "1970-01-02T00:00:00Z"}, "created")
-    {'sha256:a': 86400.0}
-    """
-    times = {d: image_time(None, age_from=age_from, annotation=note,
-                           config=created.get(config or "")) for d, (note, config) in dating.items()}
-    return {d: t for d, t in times.items() if t is not None}
+    def __init__(self, snapshot: RegistrySnapshot, rules: RetentionRules,
+                 policy: Policy | None = None) -> None:
+        refuse_push_time(rules, snapshot.ref)
+        self._dating = images_to_date(snapshot, rules, policy)
+        self._age_from = rules.age_from
+        self.configs = sorted({c for _, c in self._dating.values() if c})
+
+    def times(self, created: Sequence[str | None]) -> dict[str, float]:
+        """``plan_prune``'s ``push_times``, given the ``created`` each of :attr:`configs` says:
+        an image's created annotation, else its config's; an image with neither is left out
+        (it counts as the oldest)."""
+        dates = dict(zip(self.configs, created, strict=True))
+        times = {d: image_time(None, age_from=self._age_from, annotation=note,
+                               config=dates.get(config or ""))
+                 for d, (note, config) in self._dating.items()}
+        return {d: t for d, t in times.items() if t is not None}
 
 
 # -- applying ----------------------------------------------------------------------------------

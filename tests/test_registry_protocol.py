@@ -323,10 +323,41 @@ def test_push_time_is_refused_and_created_is_not() -> None:
     og.refuse_push_time(og.RetentionRules(keep_last=1, age_from="created"), ref)
 
 
-def test_image_dates_are_the_annotation_else_the_config_else_left_out() -> None:
-    dating = {D1: ("1970-01-03T00:00:00Z", None), D2: (None, D3), "sha256:" + "4" * 64: (None, None)}
-    assert og.image_dates(dating, {D3: "1970-01-02T00:00:00Z"}, "created") == {
-        D1: 2 * 86400.0, D2: 86400.0}
+def _snapshot(tags: dict[str, bytes]) -> og.RegistrySnapshot:
+    """A snapshot of a repository whose ``tags`` name these manifests (no referrers)."""
+    reader = og.RepositoryReader(tags)
+    for tag in reader.to_fetch():
+        reader.fetched(tag, (og.digest_bytes(tags[tag]), og.OCI_MANIFEST, tags[tag]))
+    for digest in reader.to_ask():
+        reader.referred(digest, None)
+    return og.RegistrySnapshot.of(reader.result(None), og.parse_reference(f"{HOST}/a"), 0)
+
+
+def _image(config: bytes, created: str | None = None) -> bytes:
+    return orjson.dumps({
+        "schemaVersion": 2, "mediaType": og.OCI_MANIFEST, "layers": [],
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": og.digest_bytes(config), "size": len(config)},
+        **({"annotations": {"org.opencontainers.image.created": created}} if created else {})})
+
+
+def test_images_are_dated_by_their_annotation_else_their_config_read_once() -> None:
+    dated, undated = b'{"created": "1970-01-02T00:00:00Z"}', b'{"os": "linux"}'
+    tags = {"noted": _image(undated, "1970-01-03T00:00:00Z"), "one": _image(dated),
+            "two": _image(dated + b" "), "same": _image(dated, None) + b" ", "none": _image(undated)}
+    dating = og.ImageDating(_snapshot(tags), og.RetentionRules(keep_last=1, age_from="created"))
+    assert dating.configs == sorted({og.digest_bytes(c) for c in (dated, dated + b" ", undated)})
+    said = {og.digest_bytes(dated): "1970-01-02T00:00:00Z",
+            og.digest_bytes(dated + b" "): "1970-01-04T00:00:00Z", og.digest_bytes(undated): None}
+    times = dating.times([said[c] for c in dating.configs])
+    assert times == {og.digest_bytes(tags["noted"]): 2 * 86400.0,
+                     og.digest_bytes(tags["one"]): 86400.0, og.digest_bytes(tags["same"]): 86400.0,
+                     og.digest_bytes(tags["two"]): 3 * 86400.0}  # "none" has no date: oldest
+
+
+def test_dating_by_push_time_is_refused_before_anything_is_read() -> None:
+    with pytest.raises(og.PushTimeUnknownError):
+        og.ImageDating(_snapshot({"v1": _image(b"{}")}), og.RetentionRules(keep_last=1))
 
 
 def test_a_plan_for_another_repository_is_refused() -> None:
