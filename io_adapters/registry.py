@@ -104,11 +104,10 @@ class RegistryClient:
         for scheme in () if self._base else ("https",) if self.tls_verify else ("https", "http"):
             try:
                 self._send("GET", f"{scheme}://{self.host}/v2/", {})  # any answer will do
+                self._base = f"{scheme}://{self.host}"
+                break
             except urllib3.exceptions.HTTPError as exc:
                 failure = exc
-                continue
-            self._base = f"{scheme}://{self.host}"
-            break
         if self._base is None:
             raise self._failure(failure, hint=True)
         return self._base
