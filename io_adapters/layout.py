@@ -209,7 +209,7 @@ class LayoutDir:
             except OSError:
                 has_index = False
             raise LayoutAccessError(printable(str(self.path)),
-                                    og.oci_layout_problem(None, has_index)) from None
+                                    og.not_a_layout(has_index)) from None
         if problem is not None:
             raise LayoutAccessError("oci-layout", problem)
 
@@ -530,11 +530,10 @@ def read_layout(root: Path | str | LayoutDir, *, workers: int = 4,
     layout_dir.check_oci_layout()
     index = layout_dir.read_index()
     folders = layout_dir.folder_stamps()
-    if reporter is not None:
-        reporter.phase_started("list")
+    hooks = og.Reporter() if reporter is None else reporter  # (a Reporter's hooks do nothing)
+    hooks.phase_started("list")
     present, junk = scan_blobs(layout_dir)
-    if reporter is not None:
-        reporter.phase_finished("list")
+    hooks.phase_finished("list")
     source = DiskManifestSource(layout_dir, present, workers)
     return DiskLayout(layout_dir, og.Layout(index=index, blobs=present, manifests=source,
                                             now=listed_at / 1e9),

@@ -4,7 +4,8 @@ stats; these functions decide what it found.
 * Which entries under ``blobs/`` are blobs ocigraph may sweep, and why the others are junk
   (:class:`Junk`: reported, never touched) -- an algorithm folder ocigraph does not know, a
   name that is not a digest's, a symlink, anything but a regular file.
-* Whether an ``oci-layout`` file names a layout version ocigraph reads.
+* Whether an ``oci-layout`` file names a layout version ocigraph reads, and why a folder
+  without one is not a layout.
 * The one-line reason a failed open gives, from its ``errno``.
 * Whether a manifest read that failed says something about the disk rather than the digest
   (:func:`is_disk_error`): a graph built from such a read is not worth keeping.
@@ -28,7 +29,7 @@ from ._model import BlobInfo, Manifest
 from ._parse import parse_manifest
 
 __all__ = ["Junk", "JUNK_KINDS", "blob_name", "algorithm_folder_junk", "blob_names", "entry_junk",
-           "oci_layout_problem", "open_failure", "is_disk_error", "FileStat", "ListedBlobs",
+           "not_a_layout", "oci_layout_problem", "open_failure", "is_disk_error", "FileStat", "ListedBlobs",
            "BlobManifestSource"]
 
 _HEX = "0123456789abcdef"
@@ -113,10 +114,20 @@ def entry_junk(alg: str, name: str, kind: str) -> Junk:
     return Junk(f"blobs/{alg}/{name}", JUNK_KINDS.get(kind, kind))
 
 
-def oci_layout_problem(data: bytes | None, has_index: bool = False) -> str | None:
+def not_a_layout(has_index: bool) -> str:
+    """Why a folder without an ``oci-layout`` file is not a layout (``has_index``: it has an
+    index.json, the usual mistake).
+
+    >>> not_a_layout(True)
+    'not an OCI image layout (it has an index.json but no oci-layout file)'
+    """
+    hint = "it has an index.json but no oci-layout file" if has_index else "no oci-layout file"
+    return f"not an OCI image layout ({hint})"
+
+
+def oci_layout_problem(data: bytes) -> str | None:
     """What is wrong with the bytes of an ``oci-layout`` file; ``None`` for a JSON object whose
-    ``imageLayoutVersion`` is 1.x.  ``data`` is ``None`` when there is no such file: then the
-    folder is not a layout at all (``has_index``: it has an index.json, the usual mistake).
+    ``imageLayoutVersion`` is 1.x.
 
     >>> oci_layout_problem(b'{"imageLayoutVersion": "1.0.0"}') is None
     True
@@ -124,12 +135,7 @@ def oci_layout_problem(data: bytes | None, has_index: bool = False) -> str | Non
     "imageLayoutVersion is '2.0', expected 1.x"
     >>> oci_layout_problem(b"{")
     'not valid JSON'
-    >>> oci_layout_problem(None, has_index=True)
-    'not an OCI image layout (it has an index.json but no oci-layout file)'
     """
-    if data is None:
-        hint = "it has an index.json but no oci-layout file" if has_index else "no oci-layout file"
-        return f"not an OCI image layout ({hint})"
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError:

@@ -56,14 +56,14 @@ def test_only_the_folders_of_sweepable_algorithms_are_listed() -> None:
     (b'{}', "imageLayoutVersion is None, expected 1.x"),
     (b'["imageLayoutVersion"]', "imageLayoutVersion is None, expected 1.x"),
     (b"", "not valid JSON"),
-    (None, "not an OCI image layout (no oci-layout file)"),
 ])
-def test_oci_layout_must_be_a_json_object_of_version_1(data: bytes | None, problem: str | None) -> None:
+def test_oci_layout_must_be_a_json_object_of_version_1(data: bytes, problem: str | None) -> None:
     assert og.oci_layout_problem(data) == problem
 
 
 def test_a_missing_oci_layout_beside_an_index_json_says_so() -> None:
-    assert og.oci_layout_problem(None, has_index=True) == \
+    assert og.not_a_layout(False) == "not an OCI image layout (no oci-layout file)"
+    assert og.not_a_layout(True) == \
         "not an OCI image layout (it has an index.json but no oci-layout file)"
 
 
