@@ -21,7 +21,7 @@ from .layout import printable
 from .store import store_file_for
 
 __all__ = ["DEFAULT_CAP", "MAX_AGE", "CacheEntry", "CacheInfo", "cache_info",
-           "clear_cache", "bound_cache", "format_cache_text", "cache_document"]
+           "clear_cache", "bound_cache", "cache_document"]
 
 DEFAULT_CAP = 1 << 30  #: bytes, unless ``OCIGRAPH_CACHE_MAX`` says otherwise (``500M``, ``2G``)
 MAX_AGE = 30 * 86400  #: seconds an entry may go unused
@@ -130,22 +130,8 @@ def bound_cache(cache_dir: Path | str | None, *, cap_bytes: int | None = None,
     return freed
 
 
-def format_cache_text(info: CacheInfo) -> str:
-    """``ocigraph cache``: the folder, the totals, an entry a line (most recently used first)."""
-    size = og.format_bytes
-    lines = [f"cache folder: {printable(str(info.folder)) if info.folder else '(none)'}",
-             f"{len(info.entries)} layout(s), {len(info.leftovers)} leftover file(s) of old "
-             f"versions or killed writes: {size(info.total_bytes)} (cap {size(info.cap_bytes)})",
-             f"entries unused for {MAX_AGE // 86400} days or whose layout is gone are removed"]
-    for e in info.entries:
-        where = printable(e.layout) if e.layout else f"layout unknown ({e.file.name})"
-        lines.append(f"  {time.strftime('%Y-%m-%d %H:%M', time.localtime(e.last_used))}  "
-                     f"{size(e.bytes):>10}  {where}{' (gone)' if e.layout_exists is False else ''}")
-    return "\n".join(lines)
-
-
 def cache_document(info: CacheInfo) -> dict[str, Any]:
-    """``ocigraph cache --format json``."""
+    """``ocigraph cache --format json`` (its text: :func:`ocigraph.present.format_cache_text`)."""
     return {"ocigraphCache": 1, "folder": info.folder and printable(str(info.folder)),
             "totalBytes": info.total_bytes, "capBytes": info.cap_bytes, "maxAgeSeconds": MAX_AGE,
             "entries": [{"file": e.file.name, "bytes": e.bytes, "lastUsed": e.last_used,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,23 +20,21 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 import orjson
+from click.shell_completion import CompletionItem
 
 import ocigraph as og
 from ocigraph import present
-from ocigraph.present import REPORT_FORMAT_VERSION, SHOW_FORMAT_VERSION
 
 from . import background, quarantine
 from .__main__ import main, run
-from .cachedir import cache_document, cache_info, clear_cache, format_cache_text
-from .completion import complete_refs
+from .cachedir import cache_document, cache_info, clear_cache
 from .fsck import format_fsck_text, fsck
 from .layout import LayoutDir, printable
 from .progress import ProgressReporter, deletion_progress, is_terminal, reporting
 from .store import default_cache_dir
 from .targets import LayoutTarget, Prune, RegistryTarget
 
-__all__ = ["cli", "main", "run", "parse_duration", "VERBS", "ProgressReporter",
-           "REPORT_FORMAT_VERSION", "SHOW_FORMAT_VERSION"]
+__all__ = ["cli", "main", "run", "complete_refs", "VERBS", "ProgressReporter"]
 
 DEBUG_ENV = "OCIGRAPH_DEBUG"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -95,25 +92,6 @@ class OcigraphGroup(click.Group):
 
 # --- option parsing -------------------------------------------------------------------------------
 
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+|\d+(?:\.\d+)?")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``text``: plain seconds or a number with a unit, combinable.
-
-    >>> parse_duration("90"), parse_duration("10m"), parse_duration("1h30m"), parse_duration("2d")
-    (90.0, 600.0, 5400.0, 172800.0)
-    """
-    s = text.strip().lower()
-    if not _DURATION.fullmatch(s):
-        raise ValueError(f"not a duration: {text!r} (use seconds, or e.g. 30s, 10m, 1h, 2d)")
-    if s[-1].isdigit():
-        return float(s)
-    return float(sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(s)))
-
-
 class DurationType(click.ParamType):  # type: ignore[type-arg]  # (generic in newer click stubs only)
     name = "DURATION"
 
@@ -121,7 +99,7 @@ class DurationType(click.ParamType):  # type: ignore[type-arg]  # (generic in ne
         if isinstance(value, (int, float)):
             return float(value)
         try:
-            return parse_duration(str(value))
+            return present.parse_option_duration(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -296,6 +274,21 @@ def _required_refs(refs: Sequence[str]) -> tuple[str, ...]:
     if not out:
         raise click.UsageError("name at least one REF (a tag or a digest), or use oci:LAYOUT:REF")
     return out
+
+
+def complete_refs(ctx: click.Context, param: click.Parameter,
+                  incomplete: str) -> list[CompletionItem]:
+    """Shell completion of TARGET and REF (click completes the rest by itself): the tags and
+    digests (:func:`ocigraph.present.ref_completions`) of the layout named earlier on the
+    command line, read from its index.json alone.  Any error: no completions."""
+    try:
+        with LayoutDir(Path(os.path.expanduser(ctx.params["layout"]))) as layout_dir:
+            entries = layout_dir.read_index().entries
+    except Exception:  # never a traceback in the middle of the user's prompt
+        return []
+    given = ctx.params.get(param.name or "") or ()
+    return [CompletionItem(value, help=help_text)
+            for value, help_text in present.ref_completions(entries, incomplete, given)]
 
 
 # --- layouts and registries -----------------------------------------------------------------------
@@ -625,8 +618,9 @@ def du(layout: Path, fmt: str, sort: str, in_bytes: bool, **kw: Any) -> None:
 def cache_group(ctx: click.Context, fmt: str) -> None:
     """Show the cache folder: an entry per layout, its size, last use and layout."""
     if ctx.invoked_subcommand is None:
-        info = cache_info(default_cache_dir())
-        _echo(cache_document(info), fmt, lambda _: format_cache_text(info))
+        local = lambda t: time.strftime("%Y-%m-%d %H:%M", time.localtime(t))  # noqa: E731
+        _echo(cache_document(cache_info(default_cache_dir())), fmt,
+              lambda doc: present.format_cache_text(doc, local))
 
 
 @cache_group.command("clear")

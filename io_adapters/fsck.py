@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from ocigraph.check import (
     check_graph,
     format_fsck_text,
 )
+from ocigraph.present import held_clauses
 
 from .layout import LayoutDir, read_layout
 from .quarantine import quarantined
@@ -71,13 +71,7 @@ def _held(layout_dir: LayoutDir) -> dict[str, str]:
         infos = quarantined(layout_dir)
     except OSError:
         return {}
-    held = {}
-    for q in infos:  # oldest first: the newest apply holding a digest wins
-        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(q.created))
-        for digest in q.blobs:
-            held[digest] = (f"; the {q.operation} of {when} removed it: it is held in quarantine "
-                            f"{q.id} (`ocigraph restore` brings that apply back)")
-    return held
+    return held_clauses((q.id, q.operation, q.created, q.blobs) for q in infos)
 
 
 def fsck(root: Path | str, *, workers: int = 4, reporter: og.Reporter | None = None) -> FsckReport:

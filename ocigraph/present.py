@@ -15,8 +15,9 @@ nothing to do
 from __future__ import annotations
 
 import errno
+import re
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +37,8 @@ __all__ = ["PLAN_TEXT_LIMIT", "REPORT_FORMAT_VERSION", "SHOW_FORMAT_VERSION",
            "confirm_question", "report_document", "format_report_text", "show_document",
            "format_show_text", "format_quarantined", "interrupted_line",
            "registry_report_document", "format_registry_report_text", "restore_document",
-           "format_restore_text", "one_line", "error_line"]
+           "format_restore_text", "one_line", "error_line", "SHORT_HEX", "ref_completions",
+           "parse_option_duration", "format_cache_text", "held_clauses"]
 
 #: How many deletions of each reason :func:`format_plan_text` lists by default.
 PLAN_TEXT_LIMIT = 50
@@ -436,3 +438,98 @@ def error_line(exc: BaseException) -> str:
         return f"cannot encode or decode text: {exc}"
     return (f"internal error ({type(exc).__name__}: {exc}); set OCIGRAPH_DEBUG=1 for a "
             "traceback and please report it")
+
+
+#: hex characters of a short digest in completions (as the text output prints them)
+SHORT_HEX = 12
+
+
+def ref_completions(entries: Sequence[IndexEntry], incomplete: str,
+                    given: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """``(value, help)`` completing a TARGET or REF: the tags of ``entries`` (sorted, each's
+    help the short digest it names), then their digests (help: their tags), that start with
+    ``incomplete``, less those ``given``.  Digests are offered short, or whole once
+    ``incomplete`` is longer than the short form.
+
+    >>> from ocigraph import Descriptor
+    >>> e = [IndexEntry(0, Descriptor("m", "sha256:" + "ab" * 32, 1), "app:1")]
+    >>> ref_completions(e, "")
+    [('app:1', 'sha256:abababababab'), ('sha256:abababababab', 'app:1')]
+    """
+    tags: dict[str, set[str]] = {}
+    for e in entries:
+        tags.setdefault(e.digest, set()).update(() if e.tag is None else (e.tag,))
+    shorts = {d: d[:d.index(":") + 1 + SHORT_HEX] for d in tags}
+    candidates = ([(t, shorts[d], False) for t, d in sorted((t, d) for d, ts in tags.items()
+                                                            for t in ts)]
+                  + [(d, ", ".join(sorted(tags[d])) or "untagged", True) for d in sorted(tags)])
+    seen, out = set(given), []
+    for value, help_text, is_digest in candidates:
+        cut = value.find(":") + 1 + SHORT_HEX
+        if is_digest and len(incomplete) <= cut:
+            value = value[:cut]
+        if value.startswith(incomplete) and value not in seen:
+            seen.add(value)  # a tag two entries give to two digests is offered once
+            out.append((value, help_text))
+    return out
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+|\d+(?:\.\d+)?")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
+def parse_option_duration(text: str) -> float:
+    """Seconds in ``text`` (``--grace``, ``--keep-deleted``): plain seconds or a number with a
+    unit, combinable, any case.
+
+    >>> [parse_option_duration(s) for s in ("90", "10m", "1h30m", "2D")]
+    [90.0, 600.0, 5400.0, 172800.0]
+    """
+    s = text.strip().lower()
+    if not _DURATION.fullmatch(s):
+        raise ValueError(f"not a duration: {text!r} (use seconds, or e.g. 30s, 10m, 1h, 2d)")
+    if s[-1].isdigit():
+        return float(s)
+    return float(sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(s)))
+
+
+def format_cache_text(doc: Mapping[str, Any], minute: Callable[[float], str]) -> str:
+    """``ocigraph cache``: the folder, the totals, an entry a line (most recently used first),
+    from the JSON document; ``minute`` writes a last use as the user's clock reads it.
+
+    >>> print(format_cache_text({"folder": "/c", "totalBytes": 2048, "capBytes": 1 << 30,
+    ...     "maxAgeSeconds": 2592000, "leftovers": [], "entries": [{"file": "a.store",
+    ...     "bytes": 2048, "lastUsed": 0.0, "layout": None, "layoutExists": None}]}, str))
+    cache folder: /c
+    1 layout(s), 0 leftover file(s) of old versions or killed writes: 2.0 KiB (cap 1.0 GiB)
+    entries unused for 30 days or whose layout is gone are removed
+      0.0     2.0 KiB  layout unknown (a.store)
+    """
+    size = format_bytes
+    lines = [f"cache folder: {doc['folder'] or '(none)'}",
+             f"{len(doc['entries'])} layout(s), {len(doc['leftovers'])} leftover file(s) of old "
+             f"versions or killed writes: {size(doc['totalBytes'])} (cap {size(doc['capBytes'])})",
+             f"entries unused for {doc['maxAgeSeconds'] // 86400} days or whose layout is gone "
+             "are removed"]
+    for e in doc["entries"]:
+        where = printable(e["layout"]) if e["layout"] else f"layout unknown ({e['file']})"
+        gone = " (gone)" if e["layoutExists"] is False else ""
+        lines.append(f"  {minute(e['lastUsed'])}  {size(e['bytes']):>10}  {where}{gone}")
+    return "\n".join(lines)
+
+
+def held_clauses(quarantines: Iterable[tuple[str, str, float, Iterable[str]]]) -> dict[str, str]:
+    """For each digest the quarantines hold (``(id, operation, created, digests)``, oldest
+    first), the clause fsck adds to its missing blob, naming the newest apply that removed it.
+
+    >>> held_clauses([("Q1", "gc", 0.0, ["sha256:a"])])["sha256:a"]
+    '; the gc of 1970-01-01 00:00:00 UTC removed it: it is held in quarantine Q1 (`ocigraph restore` brings that apply back)'
+    """
+    held = {}
+    for apply_id, operation, created, digests in quarantines:  # the newest apply wins
+        when = datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        for digest in digests:
+            held[digest] = (f"; the {operation} of {when} removed it: it is held in quarantine "
+                            f"{apply_id} (`ocigraph restore` brings that apply back)")
+    return held

@@ -21,6 +21,7 @@ import ocigraph as og
 from io_adapters import cachedir, store
 from io_adapters.cachedir import bound_cache, cache_document, cache_info, clear_cache
 from io_adapters.layout import read_layout
+from ocigraph import present
 
 DAY = 86400.0
 NOW = 2_000_000_000.0  # a fixed "now" for the age rules
@@ -102,7 +103,7 @@ def test_an_entry_names_its_layout_and_whether_it_still_exists(tmp_path):
     assert entry.layout == os.path.realpath(root) and entry.layout_exists is True
     assert entry.last_used == path.stat().st_mtime
     assert info.total_bytes == entry.bytes and info.leftovers == ()
-    assert str(root) in cachedir.format_cache_text(info)
+    assert str(root) in present.format_cache_text(cache_document(info), str)
     doc = orjson.loads(orjson.dumps(cache_document(info)))
     assert doc["ocigraphCache"] == 1 and doc["totalBytes"] == entry.bytes
     assert doc["entries"] == [{"file": path.name, "bytes": entry.bytes, "lastUsed": entry.last_used,
@@ -111,7 +112,7 @@ def test_an_entry_names_its_layout_and_whether_it_still_exists(tmp_path):
     shutil.rmtree(root)
     [entry] = cache_info(cache).entries
     assert entry.layout_exists is False
-    assert "(gone)" in cachedir.format_cache_text(cache_info(cache))
+    assert "(gone)" in present.format_cache_text(cache_document(cache_info(cache)), str)
 
 
 def test_damaged_stores_are_listed_with_their_layout_unknown_and_can_be_cleared(tmp_path):
@@ -133,7 +134,7 @@ def test_damaged_stores_are_listed_with_their_layout_unknown_and_can_be_cleared(
     assert {e.file: (e.layout, e.layout_exists) for e in info.entries} == {
         garbage: (None, None), edited: (None, None), emptied: (None, None),
         truncated: (None, None), sound: (os.path.realpath(tmp_path / "sound"), True)}
-    assert "layout unknown" in cachedir.format_cache_text(info)
+    assert "layout unknown" in present.format_cache_text(cache_document(info), str)
     sizes = sum(p.stat().st_size for p in (garbage, edited, emptied, truncated, sound))
     assert clear_cache(cache) == sizes
     assert list(cache.iterdir()) == []
@@ -158,7 +159,7 @@ def test_leftovers_are_listed_apart_from_the_entries(tmp_path):
     assert {e.file.name: e.bytes for e in info.leftovers}[f"{'a' * 32}.plans"] == 45
     assert all(e.layout is None and e.layout_exists is None for e in info.leftovers)
     assert info.total_bytes == 300 + 200 + 50 + 70 + 45
-    assert "0 layout(s), 6 leftover file(s)" in cachedir.format_cache_text(info)
+    assert "0 layout(s), 6 leftover file(s)" in present.format_cache_text(cache_document(info), str)
     assert len(cache_document(info)["leftovers"]) == 6
 
 

@@ -22,6 +22,7 @@ from io_adapters import progress, targets
 from io_adapters.cli import cli
 from io_adapters.layout import blob_path, read_layout
 from io_adapters.lock import lock_holder
+from ocigraph.present import parse_option_duration
 
 CASES = load_cases()
 STEP_OPS = ("delete", "gc", "untag", "remove")
@@ -517,10 +518,10 @@ def test_progress_bars_go_to_stderr_on_a_terminal_only(
 
 
 def test_parse_duration() -> None:
-    assert [cli_module.parse_duration(s) for s in ("30s", "10m", "1h", "2d", "45", "1.5h")] == [
+    assert [parse_option_duration(s) for s in ("30s", "10m", "1h", "2d", "45", "1.5h")] == [
         30, 600, 3600, 172800, 45, 5400]
     with pytest.raises(ValueError):
-        cli_module.parse_duration("-1h")
+        parse_option_duration("-1h")
 
 
 # --- real subprocesses -----------------------------------------------------------------------

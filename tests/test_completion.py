@@ -1,4 +1,4 @@
-"""What the shell offers a user: completion of TARGET/REF arguments (io_adapters/completion.py),
+"""What the shell offers a user: completion of TARGET/REF arguments (``complete_refs``),
 through click's own completion machinery on a throwaway command shaped like ``ocigraph delete
 LAYOUT TARGET...``; and the manual page (io_adapters/manpage.py), formatted by man(1)."""
 
@@ -17,9 +17,10 @@ from builder import two_images_and_a_signature, write_layout
 from click.shell_completion import BashComplete, CompletionItem
 from click.testing import CliRunner
 
-from io_adapters.cli import cli
-from io_adapters.completion import SHORT_HEX, complete_refs
-from io_adapters.manpage import render_man, roff
+from io_adapters.cli import cli, complete_refs
+from io_adapters.manpage import render_man
+from ocigraph.manpage import roff
+from ocigraph.present import SHORT_HEX
 
 
 @click.command()
