@@ -236,6 +236,15 @@ from ._rules import (
     parse_time,
     repository_of,
 )
+from ._shell_errors import (
+    ApplyError,
+    ApplyInterrupted,
+    LayoutAccessError,
+    LayoutLockedError,
+    LayoutMovedError,
+    PlanMismatchError,
+    PlanOriginError,
+)
 from ._view import GraphSource, NodeRecord, WholeGraph, neighbourhood
 from .render import graph_html, graph_mimebundle, plan_html, to_dot, to_mermaid
 from .space import LayoutSpace, SpaceReport, TagSpace, format_space_text, space_by_tag
@@ -279,6 +288,9 @@ __all__ = [
     "OcigraphError", "LayoutError", "InvalidDigestError", "InvalidIndexError",
     "BrokenManifestError", "RequestError", "UnknownRefError", "AmbiguousRefError", "GuardError",
     "StalePlanError", "PlanFormatError",
+    # the shell's errors (io_adapters.errors): a locked, moved or unreadable layout, an apply
+    "LayoutAccessError", "LayoutLockedError", "ApplyError", "PlanMismatchError",
+    "LayoutMovedError", "PlanOriginError", "ApplyInterrupted",
     # retention (ocigraph prune)
     "plan_prune", "RetentionRules", "retention_rules", "Retention", "RetentionDecision",
     "PruneReporter", "KEPT_RULES", "EXPIRED_RULES", "RetentionRuleError", "LifecyclePolicyError",
