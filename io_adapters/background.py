@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable
 
-__all__ = ["defer", "pending", "finish", "run_now", "run_detached", "detach"]
+__all__ = ["defer", "finish", "run_now", "run_detached", "detach"]
 
 #: whether :func:`finish` leaves the jobs to a child (set by the ``ocigraph`` script)
 detach = False
@@ -30,10 +30,6 @@ def defer(job: Callable[[], None], *, owns: tuple[int, ...] = ()) -> None:
     done (a writer's lock); once a child has taken the job, the parent closes its copies."""
     _jobs.append(job)
     _fds.extend(owns)
-
-
-def pending() -> int:
-    return len(_jobs)
 
 
 def finish() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import os
 import sys
 import time
@@ -26,7 +27,6 @@ import ocigraph as og
 from ocigraph import present
 
 from . import background, quarantine
-from .__main__ import main, run
 from .cachedir import cache_document, cache_info, clear_cache
 from .fsck import format_fsck_text, fsck
 from .layout import LayoutDir, printable
@@ -37,7 +37,7 @@ from .targets import LayoutTarget, Prune, RegistryTarget
 __all__ = ["cli", "main", "run", "complete_refs", "VERBS", "ProgressReporter"]
 
 DEBUG_ENV = "OCIGRAPH_DEBUG"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 F = TypeVar("F", bound=Callable[..., Any])
 Target = LayoutTarget | RegistryTarget
@@ -92,6 +92,7 @@ class OcigraphGroup(click.Group):
 
 # --- option parsing -------------------------------------------------------------------------------
 
+
 class DurationType(click.ParamType):  # type: ignore[type-arg]  # (generic in newer click stubs only)
     name = "DURATION"
 
@@ -122,11 +123,8 @@ class LayoutType(click.ParamType):  # type: ignore[type-arg]
             rest = text[4:]
             # the folder is the shortest prefix before a colon that exists (a ref such as
             # app:1 has colons of its own); as skopeo, the whole text when none does
-            text, ref = rest, ""
-            for at in (i for i, c in enumerate(rest) if c == ":"):
-                if os.path.isdir(rest[:at]):
-                    text, ref = rest[:at], rest[at + 1:]
-                    break
+            text, ref = next(((rest[:at], rest[at + 1:]) for at, c in enumerate(rest)
+                              if c == ":" and os.path.isdir(rest[:at])), (rest, ""))
             if ctx is not None and ref:
                 ctx.meta["ocigraph.ref"] = ref
         if ctx is not None and not ctx.resilient_parsing:
@@ -628,3 +626,59 @@ def cache_group(ctx: click.Context, fmt: str) -> None:
 def cache_clear(layout: Path | None) -> None:
     """Remove the cache's entries, or only LAYOUT's; never touches a layout."""
     click.echo(f"freed {og.format_bytes(clear_cache(default_cache_dir(), layout))}")
+
+
+# --- the process ----------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the ``ocigraph`` command line; returns or raises ``SystemExit`` like any click
+    program (for callers in Python).  Work a command leaves for after its answer
+    (:mod:`io_adapters.background`) is done before it returns -- in a child process that
+    outlives this one when :func:`run` asked for that."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="ocigraph")
+
+
+def run() -> None:
+    """:func:`main`, made for a process of its own.
+
+    The cyclic garbage collector is off for the run: it would only walk the graph's millions
+    of objects again and again.  And when the command is done the process leaves at once
+    (``os._exit``, after flushing output): freeing a graph of a million nodes object by object
+    takes longer than building it.  Nothing is left undone by then -- files are closed, the
+    lock is released, apply has synced what it wrote -- except what was left for a detached
+    child (:mod:`io_adapters.background`).
+    """
+    gc.disable()
+    background.detach = True
+    try:
+        main()
+        code = 0
+    except OSError as exc:  # writing --help or --version output, before any command runs
+        code = 1
+        _say_last(f"ocigraph: error: cannot write the output ({exc.strerror or exc})")
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:  # sys.exit("message"), as Python itself would print it
+            code = 1
+            _say_last(str(exc.code))
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None:  # started with that descriptor closed: nothing was written to it
+            continue
+        try:
+            stream.flush()
+        except Exception as exc:  # output was lost: that is a failure, and says so if it can
+            if name == "stdout" and code == 0:
+                code = 1
+                _say_last(f"ocigraph: error: cannot write the output ({exc})")
+    os._exit(code)
+
+
+def _say_last(line: str) -> None:
+    """A last line on stderr, if there is a stderr that still takes one."""
+    with contextlib.suppress(Exception):
+        if sys.stderr is not None:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()

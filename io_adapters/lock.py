@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from .errors import LayoutLockedError
+import ocigraph as og
+
 from .layout import LayoutDir, open_layout
 
 __all__ = ["LayoutLock", "lock_holder"]
@@ -58,8 +59,8 @@ class LayoutLock:
                 waited = time.monotonic() - start
                 if waited >= self.timeout:
                     os.close(fd)
-                    raise LayoutLockedError(str(self.root), lock_holder(self.root),
-                                            round(waited, 1)) from None
+                    raise og.LayoutLockedError(str(self.root), lock_holder(self.root),
+                                               round(waited, 1)) from None
                 time.sleep(min(self.poll, max(self.timeout - waited, 0.001)))
 
     def release(self) -> None:
