@@ -321,9 +321,7 @@ def _target(layout: Path, options: dict[str, Any]) -> Iterator[Target]:
 
 def _warn_junk(n: int, fmt: str) -> None:
     if n and fmt == "text":
-        click.echo(f"ocigraph: warning: {n} item{'s' if n != 1 else ''} under blobs/ "
-                   f"{'are' if n != 1 else 'is'} not blobs and will be left alone "
-                   "(`ocigraph fsck` lists them)", err=True)
+        click.echo(f"ocigraph: warning: {present.junk_warning(n)}", err=True)
 
 
 def _plan(target: Target, operation: str, refs: Sequence[str], policy: og.Policy, fmt: str,

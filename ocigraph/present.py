@@ -38,7 +38,8 @@ __all__ = ["PLAN_TEXT_LIMIT", "REPORT_FORMAT_VERSION", "SHOW_FORMAT_VERSION",
            "format_show_text", "format_quarantined", "interrupted_line",
            "registry_report_document", "format_registry_report_text", "restore_document",
            "format_restore_text", "one_line", "error_line", "SHORT_HEX", "ref_completions",
-           "parse_option_duration", "format_cache_text", "held_clauses"]
+           "parse_option_duration", "format_cache_text", "held_clauses",
+           "junk_warning"]
 
 #: How many deletions of each reason :func:`format_plan_text` lists by default.
 PLAN_TEXT_LIMIT = 50
@@ -533,3 +534,13 @@ def held_clauses(quarantines: Iterable[tuple[str, str, float, Iterable[str]]]) -
             held[digest] = (f"; the {operation} of {when} removed it: it is held in quarantine "
                             f"{apply_id} (`ocigraph restore` brings that apply back)")
     return held
+
+
+def junk_warning(n: int) -> str:
+    """The warning for ``n`` items under blobs/ that are not blobs.
+
+    >>> junk_warning(2)
+    '2 items under blobs/ are not blobs and will be left alone (`ocigraph fsck` lists them)'
+    """
+    return (f"{n} item{'s' if n != 1 else ''} under blobs/ {'are' if n != 1 else 'is'} not "
+            "blobs and will be left alone (`ocigraph fsck` lists them)")
