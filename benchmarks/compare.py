@@ -25,6 +25,8 @@ folder (``OCIGRAPH_CACHE_DIR``) of its own:
    after it (``warm after apply``);
 5. with ``--apply`` (the same rounds): ``apply_plan`` alone on another copy whose index.json
    lost half of its tags (:mod:`benchmarks.measure`; the plan is made first, not timed).
+   The copy is of hard links (``--apply``), where an unlink only drops a name, or of files
+   (``--apply files``), where it frees the blob as it does in a real layout.
 
 A round in which the layout's ctimes changed (another process hard-linking or touching it) is
 noted: the old code's remembered plans check every manifest's ctime, and miss then.
@@ -42,6 +44,7 @@ import argparse
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -98,7 +101,7 @@ def _ctimes(layout: Path) -> list[int]:
 
 
 def round_for(tree: Tree, ws: Path, layout: Path, base: Path, tags: list[str], yes: bool,
-              log: Any, label: str, apply: bool = False) -> dict[str, Any]:
+              log: Any, label: str, apply: str | None = None) -> dict[str, Any]:
     """One round of one tree: ``{key: wall seconds, key_cpu: CPU seconds, ...}``."""
     L = str(layout)
     out: dict[str, Any] = {"notes": []}
@@ -152,7 +155,12 @@ def round_for(tree: Tree, ws: Path, layout: Path, base: Path, tags: list[str], y
         shutil.rmtree(cache2)
     if apply:  # apply_plan alone, timed in-process (the plan is made first, not timed)
         copy = base / f"apply-{tree.name}"
-        link_copy(layout, copy)
+        if apply == "files":  # each blob an inode of its own, as in a layout tools wrote
+            shutil.rmtree(copy, ignore_errors=True)
+            subprocess.run(["cp", "-a", str(layout), str(copy)], check=True)
+            os.sync()  # (the copy's writeback is not the apply's to pay)
+        else:
+            link_copy(layout, copy)
         drop_half_the_tags(copy)
         r = run_python(tree, ["-m", "benchmarks.measure", "apply", str(copy)], ws, None,
                        with_benchmarks=True)
@@ -191,7 +199,7 @@ def compare_size(name: str, target: int, args: argparse.Namespace, trees: list[T
         for tree in order:
             got[tree.name].append(round_for(tree, ws, layout, base, stats.tags_for_delete,
                                             i < yes_rounds, log, f"[{name}] round {i + 1}/{repeat}",
-                                            apply=args.apply and i < yes_rounds))
+                                            apply=args.apply if i < yes_rounds else None))
     result: dict[str, Any] = {"size": name, "blobs": stats.blobs, "repeat": repeat,
                               "yes_rounds": yes_rounds, "rounds": got}
     summarize(result)
@@ -319,9 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path)
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--skip-pipe", action="store_true")
-    p.add_argument("--apply", action="store_true",
+    p.add_argument("--apply", nargs="?", const="links", choices=["links", "files"],
                    help="also time apply_plan on a copy with half the tags dropped (in the "
-                        "gc --yes rounds)")
+                        "gc --yes rounds): of hard links (default; an unlink frees no inode), "
+                        "or 'files', a full copy (cp -a: each unlink frees its blob, as in a "
+                        "layout tools wrote)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--from-json", type=Path, nargs="+", metavar="FILE",
                    help="measure nothing: print the report of runs saved with --json, their "

@@ -450,3 +450,56 @@ def test_du_show_and_restore_read_past_a_dot_ocigraph_that_is_not_ours(
     result = CliRunner().invoke(cli, ["restore", str(root)])
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
     assert "no apply kept its blobs" in result.stderr and "--keep-deleted" in result.stderr
+
+
+# --- the purge in threads ---------------------------------------------------------------------
+
+def test_a_purge_in_threads_unlinks_exactly_what_one_thread_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two copies of one layout, one purged in one thread, one in several: the same blobs
+    are gone, the same bytes counted, no quarantine left."""
+    import io_adapters.quarantine as qmod
+
+    gc_workload(40, n_dangling=0).write(tmp_path / "one")
+    shutil.copytree(tmp_path / "one", tmp_path / "many")
+    reports = {}
+    for name, start in (("one", 10**9), ("many", 2)):
+        monkeypatch.setattr(qmod, "PURGE_PARALLEL_FROM", start)
+        root = tmp_path / name
+        plan = plan_of(root)
+        assert sum(d.present for d in plan.deletions) > 100
+        reports[name] = apply_plan(root, plan)
+        assert not (root / ".ocigraph").exists() and fsck(root).ok
+    assert present_blobs(tmp_path / "one") == present_blobs(tmp_path / "many")
+    assert reports["one"].bytes_freed == reports["many"].bytes_freed > 0
+    assert sorted(reports["one"].deleted) == sorted(reports["many"].deleted)
+
+
+def test_a_thread_failing_mid_purge_stops_the_others_and_the_next_run_finishes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unlink that fails in one purge thread: the apply reports it (the layout is valid:
+    every planned blob already left ``blobs/``), the other thread stops, and ``recover``
+    purges what is left."""
+    import io_adapters.quarantine as qmod
+
+    root = gc_workload(40, n_dangling=0).write(tmp_path / "L")
+    plan = plan_of(root)
+    planned = {d.digest for d in plan.deletions if d.present}
+    monkeypatch.setattr(qmod, "PURGE_PARALLEL_FROM", 2)
+    real, calls = os.unlink, [0]
+
+    def failing(name: str, **kw: Any) -> None:
+        calls[0] += 1
+        if calls[0] == 40:
+            raise PermissionError(13, "Permission denied")
+        real(name, **kw)
+
+    monkeypatch.setattr(os, "unlink", failing)
+    with pytest.raises(og.OcigraphError, match="Permission denied"):
+        apply_plan(root, plan)
+    monkeypatch.undo()
+    assert not planned & present_blobs(root)  # out of blobs/ ...
+    assert held(root) and held(root) < planned  # ... some still held, some unlinked
+    assert model_reachable(root) <= present_blobs(root)  # type: ignore[operator]
+    recover(root)
+    assert not (root / ".ocigraph").exists() and fsck(root).ok
