@@ -32,10 +32,9 @@ from functools import partial
 from pathlib import Path
 
 import ocigraph as og
-from ocigraph import printable
+from ocigraph import LayoutAccessError, LayoutMovedError, printable
 
 from .collector import pauses_collector
-from .errors import LayoutAccessError, LayoutMovedError
 
 __all__ = ["Junk", "LayoutDir", "DiskLayout", "BlobListing", "FolderStamp", "read_layout",
            "open_layout", "blob_path", "blob_name", "printable", "DiskManifestSource",

@@ -288,7 +288,7 @@ __all__ = [
     "OcigraphError", "LayoutError", "InvalidDigestError", "InvalidIndexError",
     "BrokenManifestError", "RequestError", "UnknownRefError", "AmbiguousRefError", "GuardError",
     "StalePlanError", "PlanFormatError",
-    # the shell's errors (io_adapters.errors): a locked, moved or unreadable layout, an apply
+    # the shell's errors (ocigraph._shell_errors): a locked, moved or unreadable layout, an apply
     "LayoutAccessError", "LayoutLockedError", "ApplyError", "PlanMismatchError",
     "LayoutMovedError", "PlanOriginError", "ApplyInterrupted",
     # retention (ocigraph prune)

@@ -1,5 +1,5 @@
 """Errors the shell (``io_adapters``) raises, in the core's family: pure values, each naming the
-path or pid at fault.  ``io_adapters.errors`` re-exports them where the shell raises them."""
+path or pid at fault; exported as ``og.<Name>``."""
 
 from __future__ import annotations
 

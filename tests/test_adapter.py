@@ -17,10 +17,10 @@ from builder import CONFIG, Builder
 import ocigraph as og
 from io_adapters import apply as apply_module
 from io_adapters.apply import apply_plan
-from io_adapters.errors import ApplyError, LayoutAccessError, LayoutLockedError
 from io_adapters.fsck import fsck
 from io_adapters.layout import TEMP_PREFIX, blob_path, read_layout
 from io_adapters.lock import LayoutLock
+from ocigraph import ApplyError, LayoutAccessError, LayoutLockedError
 
 # --- helpers ---------------------------------------------------------------------------------
 

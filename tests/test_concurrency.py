@@ -45,9 +45,9 @@ from hostile.layoutgen import (
 
 import ocigraph as og
 from io_adapters.apply import apply_plan
-from io_adapters.errors import LayoutLockedError
 from io_adapters.layout import read_layout
 from io_adapters.lock import LayoutLock
+from ocigraph import LayoutLockedError
 
 HOLD_LOCK = """
 import sys

@@ -39,9 +39,9 @@ from hostile.layoutgen import model_reachable, present_blobs
 import ocigraph as og
 from io_adapters import layout as layout_module
 from io_adapters.apply import apply_plan
-from io_adapters.errors import ApplyError, LayoutAccessError
 from io_adapters.layout import read_layout
 from io_adapters.quarantine import recover
+from ocigraph import ApplyError, LayoutAccessError
 
 GARBAGE_IMAGES = 33  # about 200 deletions: 6 blobs per garbage image, plus dangling blobs
 

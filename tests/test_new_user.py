@@ -300,7 +300,7 @@ def test_an_unreadable_layout_folder_is_one_line_exit_1(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_during_apply_says_the_exact_state_it_carries(layout: Path, monkeypatch: Any) -> None:
-    from io_adapters.errors import ApplyInterrupted
+    from ocigraph import ApplyInterrupted
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise ApplyInterrupted(True, 643, 2788)

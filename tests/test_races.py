@@ -35,9 +35,9 @@ from io_adapters import layout as layout_module
 from io_adapters import planner as planner_module
 from io_adapters.apply import apply_plan
 from io_adapters.cli import cli
-from io_adapters.errors import LayoutMovedError, PlanOriginError
 from io_adapters.layout import LayoutDir, read_layout
 from io_adapters.lock import LayoutLock
+from ocigraph import LayoutMovedError, PlanOriginError
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
