@@ -39,14 +39,14 @@ from pathlib import Path
 from typing import Any
 
 import ocigraph as og
-
-from .errors import (
+from ocigraph import (
     ApplyError,
     ApplyInterrupted,
     LayoutAccessError,
     PlanMismatchError,
     PlanOriginError,
 )
+
 from .layout import LayoutDir, blob_name, open_layout, printable
 from .lock import LayoutLock
 from .quarantine import QUARANTINE, Quarantine, recover

@@ -34,8 +34,8 @@ from typing import Any
 import orjson
 
 import ocigraph as og
+from ocigraph import LayoutAccessError
 
-from .errors import LayoutAccessError
 from .layout import (
     BlobListing,
     DiskManifestSource,
