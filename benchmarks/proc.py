@@ -48,7 +48,7 @@ __all__ = ["Run", "Tree", "run_command", "run_python", "link_copy", "wait_settle
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 #: a layout's folders must have last changed this long before a listing for the graph to be
-#: stored (io_adapters.store.SETTLE_NS, 2 s), plus a margin
+#: stored (ocigraph.snapshot.SETTLE_NS, 2 s), plus a margin
 SETTLE_SECONDS = 2.2
 
 _SUBREAPER: list[bool] = []

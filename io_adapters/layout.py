@@ -33,10 +33,11 @@ from pathlib import Path
 
 import ocigraph as og
 from ocigraph import LayoutAccessError, LayoutMovedError, printable
+from ocigraph.snapshot import FolderStamp
 
 from .collector import pauses_collector
 
-__all__ = ["Junk", "LayoutDir", "DiskLayout", "BlobListing", "FolderStamp", "read_layout",
+__all__ = ["Junk", "LayoutDir", "DiskLayout", "BlobListing", "read_layout",
            "open_layout", "blob_path", "blob_name", "printable", "DiskManifestSource",
            "TEMP_PREFIX", "PROBE_PREFIX", "read_at", "write_at"]
 
@@ -49,9 +50,6 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO planted as index.json must not hang (no effect on files).
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-#: a folder under the layout as ``(name relative to blobs/, inode, mtime_ns, ctime_ns)``
-FolderStamp = tuple[str, int, int, int]
 
 #: the core's values, under the names the other adapters import from here
 Junk = og.Junk

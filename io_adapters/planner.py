@@ -24,6 +24,7 @@ from pathlib import Path
 import networkx as nx
 
 import ocigraph as og
+from ocigraph import snapshot as S
 
 from . import store as st
 from .apply import ApplyReport
@@ -173,7 +174,7 @@ def _storable(disk: DiskLayout, cache: bool | None) -> bool:
     """A layout worth storing whose graph can be trusted later: big, settled folders, and no
     read that said something about a file rather than a digest."""
     return (st.cache_enabled(cache) and len(disk.layout.blobs) >= _MIN_BLOBS
-            and st.is_settled(disk) and getattr(disk.layout.manifests, "disk_errors", 1) == 0)
+            and S.settled(disk.folders, disk.listed_at) and getattr(disk.layout.manifests, "disk_errors", 1) == 0)
 
 
 #: store files this process has a job on its way for (the job owns the writer's lock), and
@@ -243,7 +244,7 @@ def _settled(layout_dir: LayoutDir, path: Path, claimed: int) -> bool:
     ``_MAX_SETTLE_WAIT`` (a clock off the file system's would keep us asleep) and without the
     writer's lock (nobody waits on us), which is claimed again after (False: another writer
     has it now).  Stamps taken sooner could hide a change still to come."""
-    wait = st.settles_in(layout_dir.folder_stamps())
+    wait = S.settles_in(layout_dir.folder_stamps(), time.time_ns())
     if wait > _MAX_SETTLE_WAIT or not layout_dir.in_place():
         return False
     if wait > 0:
@@ -275,8 +276,7 @@ def _follow(layout_dir: LayoutDir, path: Path, cache: bool | None, claimed: int,
         return
     after = st.snapshot_of(layout_dir)
     listing, junk = scan_blobs(layout_dir)
-    done = (report.before is not None and not report.skipped and not report.already_gone
-            and after[1] == report.index_after
+    done = (S.followable(report, after)
             and st.follow_apply(path, report.before, plan, after, layout_dir.read_index(),
                                 og.names_checksum(listing), junk,
                                 DiskManifestSource(layout_dir, listing).read_manifests))

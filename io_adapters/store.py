@@ -13,7 +13,9 @@ layout directory's device and inode, index.json's digest, and the inode, mtime a
 snapshot is recorded only when those folders last changed (mtime or ctime -- a tool can set an
 mtime back, never a ctime) at least ``SETTLE_NS`` before the listing began, as git's index
 treats "racily clean" entries, so a change in the same clock tick cannot hide; and the store is
-trusted only while the same handle reads the same snapshot again.  Anything else -- another
+trusted only while the same handle reads the same snapshot again.  The rule and the ``meta``
+row that records a snapshot are pure (:mod:`ocigraph.snapshot`); here are SQLite, the
+writers' lock and the clock.  Anything else -- another
 directory at the path, a blob created, removed or renamed, an index.json edited, other code --
 and the layout is read instead.
 
@@ -34,15 +36,12 @@ placeholder, no store).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import hashlib
 import os
 import sqlite3
 import sys
 import tempfile
-import time
-import zlib
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,22 +51,18 @@ import orjson
 
 import ocigraph as og
 from ocigraph import rows as R
+from ocigraph import snapshot as S
+from ocigraph.snapshot import Snapshot
 
 from .collector import pauses_collector
-from .layout import DiskLayout, FolderStamp, Junk, LayoutDir
+from .layout import DiskLayout, Junk, LayoutDir
 
-__all__ = ["STORE_FORMAT", "SETTLE_NS", "GraphStore", "StoreDamaged", "Snapshot", "store_file_for",
-           "cache_enabled", "default_cache_dir", "code_fingerprint", "last_change", "settles_in",
-           "claim", "reclaim", "release", "save_store", "open_store", "is_settled", "wait_for_writer",
-           "plan_key", "names_checksum", "snapshot_of", "follow_apply"]
+__all__ = ["GraphStore", "StoreDamaged", "store_file_for", "cache_enabled", "default_cache_dir",
+           "code_fingerprint", "claim", "reclaim", "release", "save_store", "open_store",
+           "wait_for_writer", "snapshot_of", "follow_apply"]
 
-STORE_FORMAT = 3
-#: how long before a listing its folders must have last changed for their stamps to be kept
-SETTLE_NS = 2_000_000_000
 #: ``IN (...)`` batches (SQLite allows 32766 variables; smaller batches keep statements cheap)
 _BATCH = 500
-#: Snapshot: the directory's ``"<device>:<inode>"``, index.json's digest, the folders' stamps
-Snapshot = tuple[str, str, tuple[FolderStamp, ...]]
 
 
 #: the store does not hold what it says it holds: a checksum, a row or SQLite failed
@@ -114,25 +109,6 @@ def store_file_for(root: Path | str, cache_dir: Path | str | None = None) -> Pat
         return None
     real = os.path.realpath(root)
     return Path(os.path.abspath(base)) / f"{hashlib.sha256(os.fsencode(real)).hexdigest()[:32]}.store"
-
-
-names_checksum, plan_key = og.names_checksum, og.plan_key  # (the core's, named here too)
-
-
-def last_change(folders: Sequence[FolderStamp]) -> int:
-    """When the folders last changed (ns): the latest mtime *or ctime* -- an mtime can be set
-    back (``cp -a``, ``rsync -t``, ``tar x``), a ctime only moves forward."""
-    return max(max(mtime, ctime) for _, _, mtime, ctime in folders)
-
-
-def settles_in(folders: Sequence[FolderStamp]) -> float:
-    """Seconds until ``folders``, as stamped, will have settled (0 if they have)."""
-    return max(0.0, (last_change(folders) + SETTLE_NS - time.time_ns()) / 1e9)
-
-
-def is_settled(disk: DiskLayout) -> bool:
-    """Whether ``disk``'s folder stamps can later prove nothing changed (see the module)."""
-    return bool(disk.folders) and disk.listed_at - last_change(disk.folders) >= SETTLE_NS
 
 
 # -- the writers' lock: a flock on the store file itself --------------------------------------
@@ -208,15 +184,13 @@ def wait_for_writer(root: Path | str, cache_dir: Path | str | None = None) -> No
 
 def _meta(con: sqlite3.Connection) -> dict[str, Any]:
     row = con.execute("SELECT body, crc FROM meta WHERE id = 1").fetchone()
-    if row is None or zlib.crc32(row[0]) != row[1]:
+    if row is None:
         raise StoreDamaged("meta")
-    meta: dict[str, Any] = orjson.loads(row[0])
-    return meta
+    return R.meta_from_row(*row)
 
 
 def _put_meta(con: sqlite3.Connection, meta: Mapping[str, Any]) -> None:
-    body = orjson.dumps(meta)
-    con.execute("INSERT OR REPLACE INTO meta VALUES (1, ?, ?)", (body, zlib.crc32(body)))
+    con.execute("INSERT OR REPLACE INTO meta VALUES (1, ?, ?)", R.meta_row(meta))
 
 
 def _put_rows(con: sqlite3.Connection, index: og.Index, plans: Mapping[str, og.Plan]) -> None:
@@ -231,7 +205,8 @@ def _put_rows(con: sqlite3.Connection, index: og.Index, plans: Mapping[str, og.P
 def save_store(path: Path, disk: DiskLayout, graph: nx.DiGraph, facts: Mapping[bool, og.Liveness],
                plans: Mapping[str, og.Plan], claimed: int | None = None) -> None:
     """Store ``graph`` (built from ``disk``, whole) with its ``facts`` under both root rules
-    (``{False: ..., True: ...}``, grace 0) and the ``plans`` made on it (by :func:`plan_key`)
+    (``{False: ..., True: ...}``, grace 0) and the ``plans`` made on it (by
+    :func:`ocigraph.plan_key`)
     at ``path``.  ``claimed``: the caller's :func:`claim`, which then moves to the new file
     before it takes the name (so the lock never leaves the file at ``path``).  Failing to
     write only costs the next run its shortcut."""
@@ -266,16 +241,10 @@ def _write(tmp: str, disk: DiskLayout, graph: nx.DiGraph, facts: Mapping[bool, o
                                ("nodes", "id INTEGER PRIMARY KEY, digest TEXT NOT NULL UNIQUE"),
                                ("entries", "pos INTEGER PRIMARY KEY, tag TEXT")):
             con.execute(f"CREATE TABLE {table}({columns}, body BLOB NOT NULL, crc INTEGER NOT NULL)")
-        _put_meta(con, {
-            "format": STORE_FORMAT, "code": code_fingerprint(), "origin": disk.dir.origin,
-            "path": os.path.realpath(disk.dir.path).encode("utf-8", "surrogateescape").decode(
-                "utf-8", "backslashreplace"),  # the layout's, for `ocigraph cache`
-            "fingerprint": graph.graph["fingerprint"], "folders": disk.folders,
-            "entry_count": len(index.entries), "nodes": graph.number_of_nodes(),
-            "unusable": [facts[False].unusable, facts[True].unusable],
-            "junk": [(j.path, j.why) for j in disk.junk], "names": names_checksum(disk.layout.blobs),
-            "ordered": any(a["platform"] is not None or a["artifact_type"] is not None
-                           for a in graph._node.values())})
+        snapshot = (disk.dir.origin, graph.graph["fingerprint"], disk.folders)
+        _put_meta(con, S.store_meta(graph, facts, snapshot, code=code_fingerprint(),
+                                    path=os.path.realpath(disk.dir.path),
+                                    blobs=disk.layout.blobs, junk=disk.junk))
         con.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?)",
                         R.node_rows(graph, facts, orjson.dumps))
         _put_rows(con, index, plans)
@@ -318,7 +287,7 @@ class GraphStore(R.NodeRows):
         return self._batches(f"SELECT id, digest, body, crc FROM nodes WHERE {column} IN ({{}})", keys)
 
     def plan(self, key: str) -> og.Plan | None:
-        """The plan kept under ``key`` (:func:`plan_key`), if any."""
+        """The plan kept under ``key`` (:func:`ocigraph.plan_key`), if any."""
         found = self._query("SELECT key, body, crc FROM plans WHERE key = ?", (key,))
         return R.plan_from_row(*found[0]) if found else None
 
@@ -361,11 +330,6 @@ def snapshot_of(layout_dir: LayoutDir) -> Snapshot:
     return layout_dir.origin, fingerprint, layout_dir.folder_stamps()
 
 
-def _snapshot(meta: Mapping[str, Any]) -> tuple[Any, ...]:
-    return (meta["format"], meta["code"], meta["origin"], meta["fingerprint"],
-            tuple(tuple(f) for f in meta["folders"]))
-
-
 def open_store(layout_dir: LayoutDir, cache_dir: Path | str | None = None,
                cache: bool | None = None, snapshot: Snapshot | None = None) -> GraphStore | None:
     """The store of the layout if it was made from the snapshot its handle reads now (or
@@ -379,7 +343,7 @@ def open_store(layout_dir: LayoutDir, cache_dir: Path | str | None = None,
         con = sqlite3.connect(Path(os.path.abspath(path)).as_uri() + "?mode=ro", uri=True,
                               isolation_level=None)
         meta = _meta(con)
-        if _snapshot(meta) != (STORE_FORMAT, code_fingerprint(), *now):
+        if not S.made_from(meta, code_fingerprint(), now):
             con.close()
             return None
         # a row lost would go unseen by the checksums of the others: count the small table
@@ -405,7 +369,7 @@ def follow_apply(path: Path, before: Snapshot, plan: og.Plan, after: Snapshot, i
                  names: list[int], junk: Sequence[Junk], manifests: R.ReadManifests | None = None) -> bool:
     """Bring the store at ``path``, made from snapshot ``before``, to ``after``: the layout once
     ``plan`` was applied in full, ``index`` its index.json, ``names`` the
-    :func:`names_checksum` and ``junk`` of a listing made after ``after`` was taken;
+    :func:`ocigraph.names_checksum` and ``junk`` of a listing made after ``after`` was taken;
     ``manifests`` reads the layout's manifests, to recompute a kept node some of whose
     descriptors went.  Returns False, changing nothing, when the store is not the one made
     from ``before``, the listing is not what the plan leaves, or the result could differ
@@ -414,13 +378,9 @@ def follow_apply(path: Path, before: Snapshot, plan: og.Plan, after: Snapshot, i
     try:
         con.execute("BEGIN IMMEDIATE")
         meta = _meta(con)
-        if _snapshot(meta) != (STORE_FORMAT, code_fingerprint(), *before):
-            return False
-        lost = names_checksum(d.digest for d in plan.deletions if d.present)
-        if [meta["names"][0] - lost[0], (meta["names"][1] - lost[1]) % (1 << 64)] != names:
-            return False  # another writer came or went meanwhile
-        if [[j.path, j.why] for j in junk] != meta["junk"]:
-            return False
+        if not (S.made_from(meta, code_fingerprint(), before)
+                and S.lists_as_planned(meta, plan, names, junk)):
+            return False  # another store, or another writer came or went meanwhile
         s = GraphStore(path, con, meta)
         indexed = [R.entry_from_row(*row).digest
                    for row in s._query("SELECT * FROM entries ORDER BY pos", ())]
@@ -436,13 +396,8 @@ def follow_apply(path: Path, before: Snapshot, plan: og.Plan, after: Snapshot, i
         bodies = [(orjson.dumps(s.rows[d]), s.id_of[d]) for d in dirty]
         con.executemany("UPDATE nodes SET body = ?, crc = ? WHERE id = ?",
                         [(b, R.node_crc(b, i), i) for b, i in bodies])
-        # after a gc, the same gc finds nothing more to do: its plan is known
-        plans = {} if plan.operation != "gc" else {plan_key("gc", [], plan.policy): dataclasses.replace(
-            plan, deletions=(), index_changes=(), kept=(), index_fingerprint=after[1])}
-        _put_rows(con, index, plans)
-        meta.update(origin=after[0], fingerprint=after[1], folders=after[2], names=names,
-                    entry_count=len(index.entries), nodes=meta["nodes"] - len(gone_ids))
-        _put_meta(con, meta)
+        _put_rows(con, index, S.plans_after(plan, after[1]))
+        _put_meta(con, S.followed_meta(meta, after, names, len(index.entries), len(gone_ids)))
         con.execute("COMMIT")
         return True
     except (sqlite3.Error, StoreDamaged, KeyError, TypeError, ValueError, OSError,

@@ -33,7 +33,7 @@ from ._view import NodeRecord
 __all__ = ["ROLE_BITS", "DIGEST", "SUCC", "PRED", "LIVE", "FIRSTS", "RowsDamaged", "NodeRows",
            "role_mask", "roles_of", "node_crc", "node_rows", "row_attrs", "first_holder",
            "lost_liveness", "descriptors_naming", "refreshed_attrs", "follow_plan", "entry_row",
-           "entry_from_row", "plan_row", "plan_from_row"]
+           "entry_from_row", "plan_row", "plan_from_row", "meta_row", "meta_from_row"]
 
 ROLE_BITS = {"config": 1, "layer": 2, "manifest": 4, "blob": 8, "subject": 16}
 #: where a body keeps its digest, successors, predecessors, live flags (by ``keep_untagged``)
@@ -148,6 +148,24 @@ def plan_from_row(key: str, body: bytes, crc: int) -> Plan:
         return Plan.from_json(body)
     except OcigraphError as exc:
         raise RowsDamaged(str(exc)) from None
+
+
+def meta_row(meta: Mapping[str, Any]) -> tuple[bytes, int]:
+    """The store's ``meta`` (:func:`ocigraph.snapshot.store_meta`) as a row: ``(body, crc)``."""
+    body = orjson.dumps(meta)
+    return body, zlib.crc32(body)
+
+
+def meta_from_row(body: bytes, crc: int) -> dict[str, Any]:
+    """The ``meta`` of a row :func:`meta_row` made, checked.
+
+    >>> meta_from_row(*meta_row({"format": 3}))
+    {'format': 3}
+    """
+    if zlib.crc32(body) != crc:
+        raise RowsDamaged("meta")
+    meta: dict[str, Any] = orjson.loads(body)
+    return meta
 
 
 def row_attrs(body: Sequence[Any]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import ocigraph.rows as R
 from io_adapters import planner, store
 from io_adapters.apply import apply_plan
 from io_adapters.layout import DiskManifestSource, LayoutDir, read_layout, scan_blobs
+from ocigraph import snapshot as snap
 from ocigraph.testing import delete_targets, generated_layouts, policies
 
 
@@ -68,12 +69,12 @@ def _follow(handle: LayoutDir, path: Path, report: Any, plan: og.Plan, read: boo
     listing, junk = scan_blobs(handle)
     manifests = DiskManifestSource(handle, listing).read_manifests if read else None
     return store.follow_apply(path, report.before, plan, after, handle.read_index(),
-                              store.names_checksum(listing), junk, manifests)
+                              og.names_checksum(listing), junk, manifests)
 
 
 @contextmanager
 def _small_layouts_stored() -> Iterator[None]:
-    with mock.patch.object(planner, "_MIN_BLOBS", 0), mock.patch.object(store, "SETTLE_NS", 0):
+    with mock.patch.object(planner, "_MIN_BLOBS", 0), mock.patch.object(snap, "SETTLE_NS", 0):
         yield
 
 
@@ -185,7 +186,7 @@ def test_following_declines_when_another_writer_changed_the_listing(tmp_path):
         (root / "blobs" / "sha256" / pushed.split(":")[1]).write_bytes(b"pushed meanwhile")
         listing, junk = scan_blobs(handle)
         assert not store.follow_apply(path, report.before, plan, store.snapshot_of(handle),
-                                      handle.read_index(), store.names_checksum(listing), junk)
+                                      handle.read_index(), og.names_checksum(listing), junk)
         assert _contents(path) == before
 
 

@@ -32,6 +32,7 @@ from io_adapters import planner, store
 from io_adapters.cli import cli
 from io_adapters.layout import LayoutDir, read_layout
 from io_adapters.planner import plan_layout
+from ocigraph import snapshot as snap
 from ocigraph.testing import GeneratedLayout, generated_layouts, policies
 
 SIG = "application/vnd.dev.cosign.artifact.sig.v1+json"
@@ -43,13 +44,13 @@ def _store_small_layouts_with_a_short_window(monkeypatch: pytest.MonkeyPatch) ->
     """These layouts are tiny (a layout this small is never stored, by default), and the
     store's rule runs with a 30 ms window (see tests/test_store.py)."""
     monkeypatch.setattr(planner, "_MIN_BLOBS", 0)
-    monkeypatch.setattr(store, "SETTLE_NS", 30_000_000)
+    monkeypatch.setattr(snap, "SETTLE_NS", 30_000_000)
 
 
 def settle(root: Path) -> None:
     """Wait until the layout's blob folders have settled under the window in force."""
     with LayoutDir(root) as d:
-        wait = store.settles_in(d.folder_stamps())
+        wait = snap.settles_in(d.folder_stamps(), time.time_ns())
     if wait > 0:
         time.sleep(wait + 0.002)
 
@@ -198,7 +199,7 @@ def test_a_storing_job_waits_on_a_clock_briefly_and_without_the_writers_lock(lay
     for settles in (1.5, 3600.0):
         if path.exists():
             path.unlink()
-        monkeypatch.setattr(store, "settles_in", lambda folders, s=settles: s)
+        monkeypatch.setattr(snap, "settles_in", lambda folders, now, s=settles: s)
         monkeypatch.setattr(planner.time, "sleep", sleep)
         claimed = store.claim(path)
         assert claimed is not None
@@ -208,7 +209,7 @@ def test_a_storing_job_waits_on_a_clock_briefly_and_without_the_writers_lock(lay
     assert 0 < planner._MAX_SETTLE_WAIT <= 5
     # another writer takes the store while the job sleeps: the job gives up and leaves it be
     taken: list[int | None] = []
-    monkeypatch.setattr(store, "settles_in", lambda folders: 1.0)
+    monkeypatch.setattr(snap, "settles_in", lambda folders, now: 1.0)
     monkeypatch.setattr(planner.time, "sleep", lambda seconds: taken.append(store.claim(path)))
     assert not path.exists()  # (a job that wrote nothing leaves no placeholder)
     claimed = store.claim(path)
@@ -263,7 +264,7 @@ def test_a_plan_row_holding_another_operation_s_plan_is_not_used(layout) -> None
     delete_plan = plan_layout(root, "delete", ["app:1"], ORAS, cache=False).plan
     plan_layout(root, "gc", [], og.Policy(), cache_dir=cache_dir)
     path = store.store_file_for(root, cache_dir)
-    key = store.plan_key("gc", [], og.Policy())
+    key = og.plan_key("gc", [], og.Policy())
     assert list(_plans(path)) == [key]
     body = delete_plan.to_json(indent=False)
     con = sqlite3.connect(path)

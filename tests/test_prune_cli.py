@@ -26,6 +26,7 @@ import ocigraph as og
 from io_adapters import planner, store
 from io_adapters.cli import cli
 from io_adapters.layout import LayoutDir
+from ocigraph import snapshot as snap
 
 DAY = 86400
 T0 = 1714521600  # 2024-05-01T00:00:00Z: app:1 is pushed then, app:i (i-1) days later
@@ -628,7 +629,7 @@ def test_a_stored_layout_stays_true_after_a_prune(tmp_path: Path,
     monkeypatch.setenv("OCIGRAPH_CACHE_DIR", str(cache))
     monkeypatch.delenv("OCIGRAPH_NO_CACHE", raising=False)
     monkeypatch.setattr(planner, "_MIN_BLOBS", 0)  # store a small layout, and at once
-    monkeypatch.setattr(store, "SETTLE_NS", 0)
+    monkeypatch.setattr(snap, "SETTLE_NS", 0)
     s = Store()
     base = s.blob(b"base\n")
     imgs = [s.image(f"app:{i}", pushed=T0 + i * DAY, shared=[base]) for i in range(1, 6)]

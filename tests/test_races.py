@@ -197,7 +197,7 @@ def test_a_swap_during_a_stored_gc_cannot_pair_one_directorys_stamps_with_anothe
     while gc lists R, and exchanged back afterwards.  Whatever the store recorded, a later
     quiet delete of img5 must keep the layer img7's signature uses."""
     monkeypatch.setattr(planner_module, "_MIN_BLOBS", 0)
-    monkeypatch.setattr("io_adapters.store.SETTLE_NS", 0)
+    monkeypatch.setattr("ocigraph.snapshot.SETTLE_NS", 0)
     cache = tmp_path / "cache"
     monkeypatch.setenv("OCIGRAPH_CACHE_DIR", str(cache))
     b, names = images(True)

@@ -49,10 +49,11 @@ from io_adapters.apply import apply_plan
 from io_adapters.cli import cli
 from io_adapters.layout import DiskLayout, Junk, LayoutDir
 from io_adapters.planner import plan_layout, restore_later
+from ocigraph import snapshot as snap
 from ocigraph.testing import delete_targets, generated_layouts, policies
 
 #: the real window, read before any test shortens it
-REAL_SETTLE_NS = store.SETTLE_NS
+REAL_SETTLE_NS = snap.SETTLE_NS
 #: the window most tests use (see the module's docstring)
 SHORT_SETTLE_NS = 30_000_000
 #: the real size below which a layout is never stored
@@ -67,14 +68,14 @@ def _store_small_layouts_with_a_short_window(monkeypatch: pytest.MonkeyPatch) ->
     """These layouts are tiny (a layout this small is never stored, by default) and the rule
     runs with the short window (see the module's docstring); tests about either put it back."""
     monkeypatch.setattr(planner, "_MIN_BLOBS", 0)
-    monkeypatch.setattr(store, "SETTLE_NS", SHORT_SETTLE_NS)
+    monkeypatch.setattr(snap, "SETTLE_NS", SHORT_SETTLE_NS)
 
 
 def settle(root: Path) -> None:
     """Wait until the blob folders of the layout at ``root`` have settled under the window in
     force -- what a real run made later would not have to wait for."""
     with LayoutDir(root) as d:
-        wait = store.settles_in(d.folder_stamps())
+        wait = snap.settles_in(d.folder_stamps(), time.time_ns())
     if wait > 0:
         time.sleep(wait + 0.002)
 
@@ -238,17 +239,17 @@ def test_the_plans_saved_with_it_come_back_as_they_were(tmp_path):
     _, layout, graph = _two_images()
     gc_plan = og.plan_gc(graph)
     delete_plan = og.plan_delete(graph, ["b"], ORAS)
-    key = store.plan_key("gc", [], og.Policy())
-    other = store.plan_key("delete", ["b"], ORAS)
+    key = og.plan_key("gc", [], og.Policy())
+    other = og.plan_key("delete", ["b"], ORAS)
     held = _saved(tmp_path, layout, graph, {key: gc_plan, other: delete_plan})
     try:
         assert held.plan(key) == gc_plan and held.plan(other) == delete_plan
-        assert held.plan(store.plan_key("gc", [], ORAS)) is None
-        assert held.plan(store.plan_key("delete", ["a"], ORAS)) is None
+        assert held.plan(og.plan_key("gc", [], ORAS)) is None
+        assert held.plan(og.plan_key("delete", ["a"], ORAS)) is None
     finally:
         held.close()
     # the key names the operation, the refs as asked and the policy: nothing else
-    assert len({store.plan_key(o, r, p) for o, r, p in [
+    assert len({og.plan_key(o, r, p) for o, r, p in [
         ("gc", [], og.Policy()), ("remove", [], og.Policy()), ("gc", ["a"], og.Policy()),
         ("gc", [], ORAS), ("gc", [], og.Policy(force=True))]}) == 5
 
@@ -260,7 +261,7 @@ def test_a_store_is_opened_only_for_its_snapshot_and_code(tmp_path, monkeypatch)
     fp = graph.graph["fingerprint"]
     here = (layout_dir.origin, fp, FOLDERS)
 
-    def opens(snapshot: store.Snapshot, **kw: Any) -> bool:
+    def opens(snapshot: snap.Snapshot, **kw: Any) -> bool:
         held = store.open_store(layout_dir, tmp_path / "cache", snapshot=snapshot, **kw)
         if held is not None:
             held.close()
@@ -553,7 +554,7 @@ def test_a_layout_exchanged_with_a_copy_is_read_not_answered_from_the_store(layo
     _copy_with_times(root, copy, "cp -a")
     _unlink_keeping_folder_times(copy, names["dangling"])
     assert _mtimes(copy) == _mtimes(root)
-    monkeypatch.setattr(store, "SETTLE_NS", REAL_SETTLE_NS)  # (the copy is not stored)
+    monkeypatch.setattr(snap, "SETTLE_NS", REAL_SETTLE_NS)  # (the copy is not stored)
     _exchange(root, copy, how)
     assert LayoutDir(root).origin != original
     for operation, refs in (("gc", []), ("delete", ["app:0"]), ("delete", ["all"])):
@@ -605,7 +606,7 @@ def test_a_copy_with_preserved_times_at_the_same_path_is_not_trusted(layout, met
     _unlink_keeping_folder_times(root, names["dangling"])
     assert _mtimes(root) == _mtimes(original)
     assert (root / "index.json").read_bytes() == (original / "index.json").read_bytes()
-    monkeypatch.setattr(store, "SETTLE_NS", REAL_SETTLE_NS)
+    monkeypatch.setattr(snap, "SETTLE_NS", REAL_SETTLE_NS)
     for operation, refs in (("gc", []), ("delete", ["app:0"]), ("delete", [names["dangling"]])):
         how, got = _outcome(root, refs, ORAS, operation, cache_dir=cache_dir)
         assert (how, got) == (("error" if operation == "delete" and refs == [names["dangling"]]
@@ -632,7 +633,7 @@ def test_a_layout_changed_just_before_the_listing_is_not_stored(tmp_path, monkey
     listing is never stored -- not when their mtimes are set back (as ``cp -a``, ``rsync -t``
     or ``tar x`` leave folders: the ctime says now), not after a blob comes or goes in the
     same second; every plan reads it."""
-    monkeypatch.setattr(store, "SETTLE_NS", REAL_SETTLE_NS)
+    monkeypatch.setattr(snap, "SETTLE_NS", REAL_SETTLE_NS)
     b, names = _layout()
     root = write_layout(tmp_path / "layout", b.index_json(), b.blobs)
     cache_dir = tmp_path / "cache"
@@ -649,7 +650,7 @@ def test_a_layout_changed_just_before_the_listing_is_not_stored(tmp_path, monkey
         got = plan_layout(root, "gc", [], og.Policy(), cache_dir=cache_dir)
         assert got.how == "built" and _comparable(got.plan) == _fresh(root, [], og.Policy(), "gc")
     assert not store.store_file_for(root, cache_dir).exists()
-    monkeypatch.setattr(store, "SETTLE_NS", 0)  # (as if two seconds had passed)
+    monkeypatch.setattr(snap, "SETTLE_NS", 0)  # (as if two seconds had passed)
     plan_layout(root, "gc", [], og.Policy.preset("spec"), cache_dir=cache_dir)
     assert store.store_file_for(root, cache_dir).exists()
 
@@ -660,7 +661,7 @@ def test_with_one_second_folder_times_a_change_right_after_a_stored_listing_cann
     stored only from a listing at least 2 s after its folders last changed, so a blob added
     or removed just after that listing -- in its second -- leaves a time the snapshot does
     not have."""
-    monkeypatch.setattr(store, "SETTLE_NS", REAL_SETTLE_NS)
+    monkeypatch.setattr(snap, "SETTLE_NS", REAL_SETTLE_NS)
     _coarse_folder_times(monkeypatch)
     b, names = _layout()
     root = write_layout(tmp_path / "layout", b.index_json(), b.blobs)
@@ -730,7 +731,7 @@ def test_the_window_is_what_keeps_a_same_second_change_from_hiding(tmp_path, mon
     blob added in the same second as a stored listing leaves the snapshot as it was, and the
     store answers a plan that does not know the blob.  (So the simulation is strong enough
     for the test above to fail, were the window not there.)"""
-    monkeypatch.setattr(store, "SETTLE_NS", 0)
+    monkeypatch.setattr(snap, "SETTLE_NS", 0)
     _coarse_folder_times(monkeypatch)
     b, _ = _layout()
     for attempt in range(3):
@@ -1190,7 +1191,7 @@ def test_on_any_layout_a_delete_from_the_store_is_the_delete_from_the_layout(tmp
     """End to end, on disk: store a generated layout (a plan that builds its graph), then
     delete random targets -- tags, digests, short digests -- from the store and by reading
     the layout: the same plan, or the same error."""
-    monkeypatch.setattr(store, "SETTLE_NS", 0)  # nothing changes after the listing here
+    monkeypatch.setattr(snap, "SETTLE_NS", 0)  # nothing changes after the listing here
     refs = data.draw(delete_targets(g, max_size=2), label="refs")
     if refs and data.draw(st.booleans(), label="shorten the first"):
         refs[0] = refs[0][:19] if refs[0].startswith("sha256:") else refs[0]
