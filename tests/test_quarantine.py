@@ -503,3 +503,32 @@ def test_a_thread_failing_mid_purge_stops_the_others_and_the_next_run_finishes(
     assert model_reachable(root) <= present_blobs(root)  # type: ignore[operator]
     recover(root)
     assert not (root / ".ocigraph").exists() and fsck(root).ok
+
+
+def test_ctrl_c_during_a_threaded_purge_stops_it_and_counts_every_blob_gone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while two threads purge (raised here inside one of them, as ``result()`` hands
+    it to the main thread): the interruption counts every planned blob as out of the layout,
+    the purge stops, and the next run purges what is still held."""
+    import io_adapters.quarantine as qmod
+
+    root = gc_workload(40, n_dangling=0).write(tmp_path / "L")
+    plan = plan_of(root)
+    planned = {d.digest for d in plan.deletions if d.present}
+    monkeypatch.setattr(qmod, "PURGE_PARALLEL_FROM", 2)
+    real, calls = os.unlink, [0]
+
+    def interrupted(name: str, **kw: Any) -> None:
+        calls[0] += 1
+        if calls[0] == 10:
+            raise KeyboardInterrupt
+        real(name, **kw)
+
+    monkeypatch.setattr(os, "unlink", interrupted)
+    with pytest.raises(ApplyInterrupted) as info:
+        apply_plan(root, plan)
+    monkeypatch.undo()
+    assert info.value.deleted == info.value.total == len(planned)
+    assert not planned & present_blobs(root) and held(root)  # the rest of the purge: held
+    recover(root)
+    assert not (root / ".ocigraph").exists() and fsck(root).ok
