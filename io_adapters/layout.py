@@ -133,6 +133,8 @@ class LayoutDir:
         try:
             self.fd = os.open(self.path, DIR_FLAGS)
         except OSError as exc:
+            if exc.errno == errno.ENOENT:  # the path itself: say what was expected there
+                raise og.LayoutAccessError(printable(str(self.path)), og.NO_LAYOUT_HERE) from None
             raise _open_error(printable(str(self.path)), exc, os.path.islink(self.path)) from None
         st = os.fstat(self.fd)
         self.device, self.inode = st.st_dev, st.st_ino

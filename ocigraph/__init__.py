@@ -89,6 +89,7 @@ from ._graph import (
 )
 from ._listing import (
     JUNK_KINDS,
+    NO_LAYOUT_HERE,
     BlobManifestSource,
     FileStat,
     Junk,
@@ -279,7 +280,7 @@ __all__ = [
     "plan_operation", "push_times", "plan_tags", "plan_key", "names_checksum",
     # for adapters: what a listing of blobs/ holds, oci-layout, failed opens and reads
     "Junk", "JUNK_KINDS", "blob_name", "algorithm_folder_junk", "blob_names", "entry_junk",
-    "not_a_layout", "oci_layout_problem", "open_failure", "is_disk_error", "FileStat", "ListedBlobs",
+    "not_a_layout", "NO_LAYOUT_HERE", "oci_layout_problem", "open_failure", "is_disk_error", "FileStat", "ListedBlobs",
     "BlobManifestSource",
     # pictures and space (ocigraph.draw.draw needs matplotlib)
     "to_mermaid", "to_dot", "plan_html", "graph_html", "graph_mimebundle",

@@ -29,7 +29,7 @@ from ._model import BlobInfo, Manifest
 from ._parse import parse_manifest
 
 __all__ = ["Junk", "JUNK_KINDS", "blob_name", "algorithm_folder_junk", "blob_names", "entry_junk",
-           "not_a_layout", "oci_layout_problem", "open_failure", "is_disk_error", "FileStat", "ListedBlobs",
+           "not_a_layout", "NO_LAYOUT_HERE", "oci_layout_problem", "open_failure", "is_disk_error", "FileStat", "ListedBlobs",
            "BlobManifestSource"]
 
 _HEX = "0123456789abcdef"
@@ -144,6 +144,11 @@ def oci_layout_problem(data: bytes) -> str | None:
     if not isinstance(version, str) or not (version == "1" or version.startswith("1.")):
         return f"imageLayoutVersion is {version!r}, expected 1.x"
     return None
+
+
+#: why a layout path that names nothing is refused, and what to give instead
+NO_LAYOUT_HERE = ("no such directory; give the path of an OCI image layout (a folder holding "
+                  "oci-layout, index.json and blobs/)")
 
 
 def open_failure(code: int | None, strerror: str | None, link: bool = False) -> str:

@@ -238,8 +238,9 @@ def test_a_broken_layout_is_a_one_line_error(tmp_path: Path, worked: Any) -> Non
     root, _ = worked
     (root / "index.json").write_bytes(b"{not json")
     assert_one_line_error(run("show", root), 1, "index.json")
-    assert_one_line_error(run("gc", tmp_path / "nowhere", "--yes"), 1, "nowhere")
-    assert_one_line_error(run("plan", "gc", tmp_path / "nowhere"), 1, "nowhere")
+    assert_one_line_error(run("gc", tmp_path / "nowhere", "--yes"), 1, "nowhere",
+                          "no such directory", "oci-layout, index.json and blobs/")
+    assert_one_line_error(run("plan", "gc", tmp_path / "nowhere"), 1, "nowhere", "no such directory")
 
 
 def test_an_unreadable_plan_file_is_a_one_line_error(tmp_path: Path, worked: Any) -> None:
