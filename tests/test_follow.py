@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import networkx as nx
 import orjson
+from builder import Builder, write_layout
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
@@ -29,16 +31,6 @@ from io_adapters.apply import apply_plan
 from io_adapters.layout import DiskManifestSource, LayoutDir, read_layout, scan_blobs
 from ocigraph import snapshot as snap
 from ocigraph.testing import delete_targets, generated_layouts, policies
-
-
-def _write(root: Path, g: Any) -> None:
-    for digest, content in g.blobs.items():
-        alg, hexd = digest.split(":", 1)
-        (root / "blobs" / alg).mkdir(parents=True, exist_ok=True)
-        (root / "blobs" / alg / hexd).write_bytes(content)
-    (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-    (root / "oci-layout").write_bytes(b'{"imageLayoutVersion":"1.0.0"}')
-    (root / "index.json").write_bytes(g.index_json)
 
 
 def _contents(path: Path) -> dict[str, Any]:
@@ -61,6 +53,17 @@ def _contents(path: Path) -> dict[str, Any]:
         nodes[d] = (attrs, succ, pred, b[14], b[15], firsts)
     keep = ("fingerprint", "folders", "origin", "entry_count", "unusable", "junk", "nodes", "names")
     return {"nodes": nodes, "entries": entries, "meta": {k: meta[k] for k in keep}}
+
+
+def _fresh_contents(folder: Path, root: Path) -> tuple[dict[str, Any], nx.DiGraph]:
+    """The contents of a store built afresh (in ``folder``) from the layout at ``root``, and
+    the graph it was built from."""
+    disk = read_layout(LayoutDir(root))
+    graph = og.build_graph(disk.layout)
+    whole = og.WholeGraph(graph)
+    fresh = folder / "fresh.store"
+    store.save_store(fresh, disk, graph, {k: whole.facts(k) for k in (False, True)}, {})
+    return _contents(fresh), graph
 
 
 def _follow(handle: LayoutDir, path: Path, report: Any, plan: og.Plan, read: bool = True) -> bool:
@@ -103,7 +106,7 @@ def _follow_then_compare(tmp_path: Path, g: Any, policy: og.Policy, op: str, dat
             refs = [r for r in refs if r in g.tags] or list(g.unambiguous_tags[:1])
     with tempfile.TemporaryDirectory(dir=tmp_path) as tmp, _small_layouts_stored():
         root, cache = Path(tmp) / "layout", Path(tmp) / "cache"
-        _write(root, g)
+        write_layout(root, g.index_json, g.blobs)
         path = store.store_file_for(root, cache)
         planner.plan_layout(root, "untag", [], og.Policy(), cache_dir=cache)  # builds, stores
         if not path.exists():
@@ -123,13 +126,7 @@ def _follow_then_compare(tmp_path: Path, g: Any, policy: og.Policy, op: str, dat
         if not followed:
             assert _contents(path) == before_contents  # declining changes nothing
             return
-        fresh_path = Path(tmp) / "fresh.store"
-        disk = read_layout(LayoutDir(root))
-        graph = og.build_graph(disk.layout)
-        whole = og.WholeGraph(graph)
-        store.save_store(fresh_path, disk, graph, {False: whole.facts(False),
-                                                  True: whole.facts(True)}, {})
-        got, want = _contents(path), _contents(fresh_path)
+        (want, graph), got = _fresh_contents(Path(tmp), root), _contents(path)
         note(str([(d, got["nodes"].get(d), want["nodes"].get(d)) for d in got["nodes"].keys() | want["nodes"].keys()
                   if got["nodes"].get(d) != want["nodes"].get(d)]))
         assert got == want
@@ -161,7 +158,6 @@ def _follow_then_compare(tmp_path: Path, g: Any, policy: og.Policy, op: str, dat
 def test_following_declines_when_another_writer_changed_the_listing(tmp_path):
     """A blob added by another tool between the apply and the new snapshot: the names
     checksum no longer matches what the plan left, so the store is rebuilt, not followed."""
-    from builder import Builder
 
     b = Builder()
     img = b.manifest(layers=[b.blob("a"), b.blob("b")])
@@ -169,11 +165,7 @@ def test_following_declines_when_another_writer_changed_the_listing(tmp_path):
     b.entry(img, "keep")
     b.entry(old, "old")
     root, cache = tmp_path / "layout", tmp_path / "cache"
-    (root / "blobs" / "sha256").mkdir(parents=True)
-    (root / "oci-layout").write_bytes(b'{"imageLayoutVersion":"1.0.0"}')
-    (root / "index.json").write_bytes(b.index_json())
-    for d, data in b.blobs.items():
-        (root / "blobs" / "sha256" / d.split(":")[1]).write_bytes(data)
+    write_layout(root, b.index_json(), b.blobs)
     with _small_layouts_stored():
         planner.plan_layout(root, "untag", [], og.Policy(), cache_dir=cache)
         path = store.store_file_for(root, cache)
@@ -194,7 +186,6 @@ def test_a_layer_under_two_media_types_is_followed_by_reading_its_holders(tmp_pa
     """A layer that one manifest names as an OCI layer and another as a Docker layer: when gc
     removes the second, the layer's media types are those its remaining holder gives -- read
     from its manifest, so the store follows the apply (it used to be rebuilt)."""
-    from builder import Builder
 
     b = Builder()
     docker = "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -203,11 +194,7 @@ def test_a_layer_under_two_media_types_is_followed_by_reading_its_holders(tmp_pa
     layer = b.blob("shared")["digest"]
     b.entry(keep, "keep")
     root, cache = tmp_path / "layout", tmp_path / "cache"
-    (root / "blobs" / "sha256").mkdir(parents=True)
-    (root / "oci-layout").write_bytes(b'{"imageLayoutVersion":"1.0.0"}')
-    (root / "index.json").write_bytes(b.index_json())
-    for d, blob in b.blobs.items():
-        (root / "blobs" / "sha256" / d.split(":")[1]).write_bytes(blob)
+    write_layout(root, b.index_json(), b.blobs)
     with _small_layouts_stored():
         planner.plan_layout(root, "untag", [], og.Policy(), cache_dir=cache)
         path = store.store_file_for(root, cache)
@@ -221,19 +208,13 @@ def test_a_layer_under_two_media_types_is_followed_by_reading_its_holders(tmp_pa
         assert _contents(path) == before
         assert _follow(handle, path, report, plan)
         assert _contents(path)["nodes"][layer][0][0] == ["application/vnd.oci.image.layer.v1.tar"]
-        disk = read_layout(LayoutDir(root))
-        graph = og.build_graph(disk.layout)
-        whole = og.WholeGraph(graph)
-        fresh = tmp_path / "fresh.store"
-        store.save_store(fresh, disk, graph, {k: whole.facts(k) for k in (False, True)}, {})
-        assert _contents(path) == _contents(fresh)
+        assert _contents(path) == _fresh_contents(tmp_path, root)[0]
 
 
 def test_a_node_many_gone_images_shared_keeps_first_holders_a_rebuild_gives(tmp_path):
     """Forty tagged images share one config and one layer (each node keeps its first
     holders); ``remove`` takes the thirty with the smallest digests, the first holders among
     them: the followed rows name the same first holders as a rebuild's."""
-    from builder import Builder
 
     b = Builder()
     config, layer = b.blob("shared config"), b.blob("shared layer")
@@ -241,11 +222,7 @@ def test_a_node_many_gone_images_shared_keeps_first_holders_a_rebuild_gives(tmp_
     for i, m in enumerate(sorted(images, key=lambda m: m["digest"])):
         b.entry(m, f"img{i:02}")
     root, cache = tmp_path / "layout", tmp_path / "cache"
-    (root / "blobs" / "sha256").mkdir(parents=True)
-    (root / "oci-layout").write_bytes(b'{"imageLayoutVersion":"1.0.0"}')
-    (root / "index.json").write_bytes(b.index_json())
-    for d, blob in b.blobs.items():
-        (root / "blobs" / "sha256" / d.split(":")[1]).write_bytes(blob)
+    write_layout(root, b.index_json(), b.blobs)
     with _small_layouts_stored():
         planner.plan_layout(root, "untag", [], og.Policy(), cache_dir=cache)
         path = store.store_file_for(root, cache)
@@ -257,11 +234,6 @@ def test_a_node_many_gone_images_shared_keeps_first_holders_a_rebuild_gives(tmp_
         handle = LayoutDir(root)
         report = apply_plan(handle, plan)
         assert _follow(handle, path, report, plan)
-        disk = read_layout(LayoutDir(root))
-        graph = og.build_graph(disk.layout)
-        whole = og.WholeGraph(graph)
-        fresh = tmp_path / "fresh.store"
-        store.save_store(fresh, disk, graph, {k: whole.facts(k) for k in (False, True)}, {})
-        got, want = _contents(path), _contents(fresh)
+        got, want = _contents(path), _fresh_contents(tmp_path, root)[0]
         assert got["nodes"][config["digest"]][5] != before  # the first holder was gone
         assert got == want
