@@ -14,10 +14,12 @@ The rules (``io_adapters/quarantine.py``, docs/guarantees.md §5):
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -475,6 +477,18 @@ def test_a_purge_in_threads_unlinks_exactly_what_one_thread_does(
     assert sorted(reports["one"].deleted) == sorted(reports["many"].deleted)
 
 
+def _unlink_failing_at(n: int, exc: BaseException) -> Callable[..., None]:
+    """An ``os.unlink`` whose ``n``-th call (counted across threads) raises ``exc``."""
+    real, calls = os.unlink, itertools.count(1)
+
+    def unlink(name: str, **kw: Any) -> None:
+        if next(calls) == n:
+            raise exc
+        real(name, **kw)
+
+    return unlink
+
+
 def test_a_thread_failing_mid_purge_stops_the_others_and_the_next_run_finishes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An unlink that fails in one purge thread: the apply reports it (the layout is valid:
@@ -486,15 +500,7 @@ def test_a_thread_failing_mid_purge_stops_the_others_and_the_next_run_finishes(
     plan = plan_of(root)
     planned = {d.digest for d in plan.deletions if d.present}
     monkeypatch.setattr(qmod, "PURGE_PARALLEL_FROM", 2)
-    real, calls = os.unlink, [0]
-
-    def failing(name: str, **kw: Any) -> None:
-        calls[0] += 1
-        if calls[0] == 40:
-            raise PermissionError(13, "Permission denied")
-        real(name, **kw)
-
-    monkeypatch.setattr(os, "unlink", failing)
+    monkeypatch.setattr(os, "unlink", _unlink_failing_at(40, PermissionError(13, "Permission denied")))
     with pytest.raises(og.OcigraphError, match="Permission denied"):
         apply_plan(root, plan)
     monkeypatch.undo()
@@ -516,15 +522,7 @@ def test_ctrl_c_during_a_threaded_purge_stops_it_and_counts_every_blob_gone(
     plan = plan_of(root)
     planned = {d.digest for d in plan.deletions if d.present}
     monkeypatch.setattr(qmod, "PURGE_PARALLEL_FROM", 2)
-    real, calls = os.unlink, [0]
-
-    def interrupted(name: str, **kw: Any) -> None:
-        calls[0] += 1
-        if calls[0] == 10:
-            raise KeyboardInterrupt
-        real(name, **kw)
-
-    monkeypatch.setattr(os, "unlink", interrupted)
+    monkeypatch.setattr(os, "unlink", _unlink_failing_at(10, KeyboardInterrupt()))
     with pytest.raises(ApplyInterrupted) as info:
         apply_plan(root, plan)
     monkeypatch.undo()
