@@ -1,13 +1,6 @@
-"""Work a command leaves for after its answer, as ``git`` detaches its automatic ``gc``.
-
-Storing a layout's graph (:mod:`io_adapters.store`) takes seconds the command's answer does not
-need.  So the ``ocigraph`` script answers, then forks if a job waits: the parent leaves with the
-command's status; the child -- a session of its own, its streams on ``/dev/null`` -- does the
-jobs and leaves by ``os._exit``, without freeing a million-node graph object by object.  No job
-is needed for correctness: each checks the layout is still as read, writes a temporary file
-and renames, and gives up silently on any error.  :func:`finish` detaches when :data:`detach`
-is set (by the script; not with ``OCIGRAPH_NO_DETACH=1``), else does the jobs there and then.
-"""
+"""Work a command leaves for after its answer (storing a graph), done by :func:`finish` in a
+detached child when :data:`detach` is set, as ``git`` detaches its automatic ``gc``
+(docs/design.md)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""Pausing Python's cyclic garbage collector around big builds -- a shell decision.
-
-Building a graph of a million nodes makes millions of small containers, and every few hundred
-allocations the collector would walk all the live ones (at 100k blobs, half a build's time).
-The core never touches it: the shell pauses it around what builds or walks large graphs.
-Reference counting frees as usual meanwhile; only cycles wait for the collector's next run.
-"""
+"""Pausing Python's cyclic garbage collector around big builds: a shell decision, the core
+never touches it (docs/design.md)."""
 
 from __future__ import annotations
 

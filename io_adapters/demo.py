@@ -1,10 +1,5 @@
-"""The demo layout the notebooks explore, written to disk.
-
-The content -- every blob, index.json and a name for each blob -- is made in memory by the
-pure core, :func:`ocigraph.demo.demo_content` (its docstring says what the layout holds);
-:func:`write_demo_layout` writes it to a directory.  ``demo_content``, ``DemoContent``,
-``DEMO_IMAGES`` and ``LAYER_KIB`` are re-exported here, so
-``from io_adapters.demo import demo_content, write_demo_layout`` keeps working.
+"""The demo layout the notebooks explore (:func:`ocigraph.demo.demo_content`), written to disk;
+the core's names are re-exported, so ``from io_adapters.demo import demo_content`` works.
 
 >>> demo = demo_content(scale=0.01)
 >>> demo.tags
@@ -16,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ocigraph.demo import DEMO_IMAGES, LAYER_KIB, DemoContent, demo_content
+from ocigraph.demo import DEMO_IMAGES, LAYER_KIB, demo_content
 
-__all__ = ["DEMO_IMAGES", "LAYER_KIB", "DemoContent", "demo_content", "write_demo_layout"]
+__all__ = ["DEMO_IMAGES", "LAYER_KIB", "demo_content", "write_demo_layout"]
 
 
 def write_demo_layout(path: Path | str, *, seed: int = 0, images: Sequence[str] = DEMO_IMAGES,

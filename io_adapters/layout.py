@@ -1,22 +1,5 @@
-"""A layout on disk, opened once: the shell's one way to read and change it.
-
-:class:`LayoutDir` opens the layout's root once (``O_DIRECTORY | O_NOFOLLOW``) and does
-everything else relative to that descriptor: ``oci-layout`` and ``index.json`` are opened with
-``dir_fd=``, ``blobs/`` and ``blobs/<alg>/`` are opened from it and kept open, listed with
-``os.scandir(fd)``, stamped with ``fstat``, and blobs are read, stat'ed, moved and unlinked
-relative to their folder's descriptor.  So nothing that happens to the *path* while a command
-runs (``mv L L.old && mv M L``, ``renameat2(RENAME_EXCHANGE)``, a symlink swapped in) can make
-ocigraph read one directory and change another, or pair one directory's stamps with another's
-listing.  The lock (:mod:`io_adapters.lock`) is a ``flock`` on the same directory, and
-:meth:`LayoutDir.require_in_place` tells whether the path still names it.
-
-Other rules: a digest becomes a file name only through :func:`ocigraph.blob_parts` (valid,
-sweepable: ``sha256:../../x`` never does); symlinks are never followed (``oci-layout``,
-``index.json``, ``blobs/``, ``blobs/<alg>/`` must be real files and folders, blobs are opened
-with ``O_NOFOLLOW``, a symlink under ``blobs/`` is junk, never touched); only what planning
-needs is read: index.json, the listing of ``blobs/<alg>/`` (names; a blob's size and mtime
-only when asked, :class:`BlobListing`), and the manifests reachable from index.json.
-"""
+"""A layout on disk, opened once: :class:`LayoutDir`, the shell's one way to read and change it,
+and :func:`read_layout`, which reads it into the core's ``Layout`` (docs/design.md)."""
 
 from __future__ import annotations
 
@@ -115,13 +98,12 @@ def write_at(fd: int, name: str, data: bytes, tmp: str) -> None:
 
 
 def _open_error(what: str, exc: OSError, link: bool = False) -> LayoutAccessError:
-    """The one-line error for a failed open of ``what`` (:func:`ocigraph.open_failure`);
-    ``link``: it is a symlink."""
+    """The one-line error for a failed open of ``what`` (:func:`ocigraph.open_failure`)."""
     return LayoutAccessError(what, og.open_failure(exc.errno, exc.strerror, link))
 
 
 class LayoutDir:
-    """The root directory of a layout, opened once (see the module's docstring).
+    """The root directory of a layout, opened once (docs/design.md).
 
     ``origin`` (``"<device>:<inode>"``) is what a plan made from it records, so that apply can
     refuse any other directory.  Close it, or use it as a context manager.
@@ -133,9 +115,8 @@ class LayoutDir:
         try:
             self.fd = os.open(self.path, DIR_FLAGS)
         except OSError as exc:
-            if exc.errno == errno.ENOENT:  # the path itself: say what was expected there
-                raise og.LayoutAccessError(printable(str(self.path)), og.NO_LAYOUT_HERE) from None
-            raise _open_error(printable(str(self.path)), exc, os.path.islink(self.path)) from None
+            why = og.open_failure(exc.errno, exc.strerror, os.path.islink(self.path), root=True)
+            raise LayoutAccessError(printable(str(self.path)), why) from None
         st = os.fstat(self.fd)
         self.device, self.inode = st.st_dev, st.st_ino
 
@@ -242,11 +223,9 @@ class LayoutDir:
                         os.unlink(e.name, dir_fd=self.fd)
 
     def clock_offset(self) -> float:
-        """Seconds the file system's clock is ahead of this machine's: the mtime of a new
-        file against this machine's clock around it (blob times are the file system's, a
-        plan's snapshot time this machine's).  The file is unnamed (``O_TMPFILE``: the layout
-        is not touched) or, where the file system has no such files (NFS), a named one at the
-        root, removed at once."""
+        """Seconds the file system's clock is ahead of this machine's: a new file's mtime
+        against the clock around it.  The file is unnamed (``O_TMPFILE``) or, where there are
+        no such files (NFS), a named one at the root, removed at once."""
         name, start = f"{PROBE_PREFIX}{os.getpid()}", time.time()
         try:
             fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=self.fd)
@@ -323,9 +302,8 @@ class LayoutDir:
             raise LayoutAccessError("blobs", f"cannot list ({exc.strerror})") from None
 
     def folder_stamps(self) -> tuple[FolderStamp, ...]:
-        """Stamps of ``blobs/`` and of each ``blobs/<alg>/`` of a sweepable algorithm -- the
-        folders whose listings say which blobs exist -- from their open descriptors.  A blob
-        created, removed or renamed changes its folder's mtime and ctime."""
+        """Stamps of ``blobs/`` and of each sweepable ``blobs/<alg>/`` (the folders whose
+        listings say which blobs exist), from their open descriptors."""
         st = os.fstat(self.folder("blobs"))  # type: ignore[arg-type]
         out: list[FolderStamp] = [("", st.st_ino, st.st_mtime_ns, st.st_ctime_ns)]
         for name, _ in self._algorithm_folders():
@@ -357,11 +335,8 @@ class LayoutDir:
 
 
 class BlobListing(og.ListedBlobs):
-    """The present blobs of a layout, as the core's ``Layout.blobs`` mapping
-    (:class:`ocigraph.ListedBlobs`): which exist comes from the listing alone; a blob's size and
-    mtime from an ``lstat`` the first time someone asks (or a read's ``fstat``, :meth:`note`).
-    A blob gone since the listing answers size 0 and no mtime; any other failure to stat it is
-    an error naming it.
+    """:class:`ocigraph.ListedBlobs` that ``lstat`` a blob when first asked: a blob gone since
+    the listing answers size 0 and no mtime; any other failure to stat it is an error naming it.
     """
 
     __slots__ = ("_dir",)
@@ -445,9 +420,7 @@ _SLOW_READ = 150e-6
 
 class DiskManifestSource(og.BlobManifestSource):
     """Reads manifests from ``blobs/`` through the layout's handle, in parallel batches when
-    reads are slow; the core verifies and parses them, and counts in ``disk_errors`` the reads
-    that said something about the disk rather than the digest (unreadable, not a regular file,
-    not matching the digest): a graph built from such reads is not worth keeping."""
+    reads are slow, for the core to verify, parse and count (``og.BlobManifestSource``)."""
 
     def __init__(self, layout_dir: LayoutDir, present: Mapping[str, og.BlobInfo],
                  workers: int = 4) -> None:
@@ -499,9 +472,8 @@ class DiskManifestSource(og.BlobManifestSource):
 
 @dataclass(frozen=True, slots=True)
 class DiskLayout:
-    """A layout as read from disk: its handle, the core's value, the junk beside it, and the
-    stamps of its blob folders taken (through the handle) just before they were listed, with
-    the clock then (``listed_at``, nanoseconds)."""
+    """A layout as read: its handle, the core's value, the junk beside it, its blob folders'
+    stamps taken just before they were listed, and the clock then (``listed_at``, ns)."""
 
     dir: LayoutDir
     layout: og.Layout
@@ -518,10 +490,9 @@ def open_layout(root: Path | str | LayoutDir) -> LayoutDir:
 @pauses_collector  # listing a million blobs makes a million small objects
 def read_layout(root: Path | str | LayoutDir, *, workers: int = 4,
                 reporter: og.Reporter | None = None) -> DiskLayout:
-    """Read the layout at ``root`` (a path, or an open :class:`LayoutDir`) into a
-    :class:`DiskLayout`.  Raises a one-line :class:`ocigraph.OcigraphError` naming the file at
-    fault for anything that makes the layout unusable.  ``reporter`` hears of the ``list``
-    phase (the core reports the others)."""
+    """Read the layout at ``root`` (a path, or an open :class:`LayoutDir`); anything that makes
+    it unusable is a one-line :class:`ocigraph.OcigraphError` naming the file at fault.
+    ``reporter`` hears of the ``list`` phase (the core reports the others)."""
     layout_dir = open_layout(root)
     # The clock is read before anything is listed: a blob written after this instant is newer
     # than the plan's snapshot, and apply will not delete it.

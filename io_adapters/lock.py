@@ -1,9 +1,5 @@
-"""A cross-process lock on a layout, with no lock file: ``flock`` on the layout's directory,
-opened relative to its handle (:class:`io_adapters.layout.LayoutDir`), so the lock is on the
-directory the command works on wherever its path points meanwhile.  Nothing is created in the
-layout, the kernel drops the lock when its holder dies (even by SIGKILL), and two processes --
-or two opens in one -- exclude each other.  The holder's pid comes from ``/proc/locks``.
-"""
+"""``LayoutLock``: a cross-process ``flock`` on the layout's directory, taken through its handle
+(no lock file; docs/design.md)."""
 
 from __future__ import annotations
 
@@ -11,7 +7,6 @@ import fcntl
 import os
 import time
 from pathlib import Path
-from types import TracebackType
 
 import ocigraph as og
 
@@ -25,14 +20,10 @@ def lock_holder(path: Path) -> int | None:
     try:
         st = os.stat(path)
         with open("/proc/locks", encoding="ascii", errors="replace") as f:
-            lines = f.read().splitlines()
+            locks = f.read()
     except OSError:
         return None
-    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    for parts in map(str.split, lines):  # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"
-        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == want:
-            return int(parts[4]) if parts[4].isdigit() else None
-    return None
+    return og.flock_holder(locks, os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
 
 
 class LayoutLock:
@@ -41,7 +32,6 @@ class LayoutLock:
 
     def __init__(self, root: Path | str | LayoutDir, timeout: float = 10.0, poll: float = 0.05) -> None:
         self.dir = open_layout(root)
-        self.root = self.dir.path
         self.timeout, self.poll = timeout, poll
         self.held = False
 
@@ -59,7 +49,7 @@ class LayoutLock:
                 waited = time.monotonic() - start
                 if waited >= self.timeout:
                     os.close(fd)
-                    raise og.LayoutLockedError(str(self.root), lock_holder(self.root),
+                    raise og.LayoutLockedError(str(self.dir.path), lock_holder(self.dir.path),
                                                round(waited, 1)) from None
                 time.sleep(min(self.poll, max(self.timeout - waited, 0.001)))
 
@@ -73,6 +63,5 @@ class LayoutLock:
         self.acquire()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()

@@ -1,9 +1,6 @@
-"""Plan against a live registry through the OCI Distribution API: the same core, a second
-shell.  This module only makes requests; when, with what, and what their answers mean are the
-core's (``og.RequestTries``, ``og.RegistryAuthorization``, ``og.RepositoryReader``,
-``og.RegistryApplying``).  Applying deletes manifests by digest, never blobs: configs and
-layers are left to the registry's own garbage collection.
-"""
+"""The second adapter: an HTTP client for the OCI Distribution API that only makes the requests;
+when, with what, and what their answers mean are the core's (``og.RequestTries``,
+``og.RegistryAuthorization``, ``og.RepositoryReader``, ``og.RegistryApplying``; docs/design.md)."""
 
 from __future__ import annotations
 
@@ -241,40 +238,35 @@ def read_repository(ref: og.RegistryRef | str, *, client: RegistryClient | None 
     manifests arrive.  Raises :class:`og.RegistryError`'s subclasses."""
     ref = og.parse_reference(ref)
     with _client(ref, client, options) as c:
-        return _read(c, ref, progress)
+        repo, first, done = ref.repository, c.requests, itertools.count(1)
+        reader = og.RepositoryReader(c.list_tags(repo))
 
+        def fetch(name: str) -> tuple[str, str, bytes] | None:
+            got = c.get_manifest(repo, name)  # by digest: from the cache if fetched before
+            if progress is not None:
+                progress(next(done), None)  # next(): one C call, atomic under threads
+            return got
 
-def _read(client: RegistryClient, ref: og.RegistryRef, progress: Progress | None) -> og.RegistrySnapshot:
-    repo, first, done = ref.repository, client.requests, itertools.count(1)
-    reader = og.RepositoryReader(client.list_tags(repo))
-
-    def fetch(name: str) -> tuple[str, str, bytes] | None:
-        got = client.get_manifest(repo, name)  # by digest: from the cache if fetched before
-        if progress is not None:
-            progress(next(done), None)  # next(): one C call, atomic under threads
-        return got
-
-    while True:
-        if batch := reader.to_fetch():
-            for name, got in zip(batch, client.map(fetch, batch), strict=True):
-                reader.fetched(name, got)
-        elif ask := reader.to_ask():
-            listed = client.map(lambda d: client.referrers(repo, d), ask)
-            for digest, found in zip(ask, listed, strict=True):
-                reader.referred(digest, found)
-        else:
-            return og.RegistrySnapshot.of(reader.result(time.time()), ref,
-                                          client.requests - first)
+        while True:
+            if batch := reader.to_fetch():
+                for name, got in zip(batch, c.map(fetch, batch), strict=True):
+                    reader.fetched(name, got)
+            elif ask := reader.to_ask():
+                listed = c.map(lambda d: c.referrers(repo, d), ask)
+                for digest, found in zip(ask, listed, strict=True):
+                    reader.referred(digest, found)
+            else:
+                return og.RegistrySnapshot.of(reader.result(time.time()), ref, c.requests - first)
 
 
 def plan_repository(ref: og.RegistryRef | str, operation: str, refs: Sequence[str],
                     policy: og.Policy, *, client: RegistryClient,
                     reporter: og.Reporter | None = None) -> tuple[og.Plan, nx.DiGraph]:
-    """Read the repository and plan ``operation`` (delete, gc, remove, untag) of ``refs`` on
-    it, as the CLI does on a layout (``og.plan_on_repository``: an unknown ref is a
-    :class:`og.RegistryNotFoundError` naming host, repository and ref)."""
+    """Read the repository and plan ``operation`` (delete, gc, remove, untag) of ``refs`` on it
+    as on a layout (``og.plan_on_repository``: an unknown ref is a ``RegistryNotFoundError``)."""
     ref = og.parse_reference(ref)
-    return og.plan_on_repository(_read(client, ref, None), ref, operation, refs, policy, reporter)
+    snapshot = read_repository(ref, client=client)
+    return og.plan_on_repository(snapshot, ref, operation, refs, policy, reporter)
 
 
 def image_times(snapshot: og.RegistrySnapshot, rules: og.RetentionRules, client: RegistryClient,
@@ -297,7 +289,7 @@ def plan_prune_repository(ref: og.RegistryRef | str, rules: og.RetentionRules, n
     image by its own date (:func:`image_times`), and plan with ``og.plan_prune``."""
     ref = og.parse_reference(ref)
     og.refuse_push_time(rules, ref)  # before any request
-    snapshot = _read(client, ref, None)
+    snapshot = read_repository(ref, client=client)
     graph = og.build_graph(snapshot.layout, reporter)
     plan = og.plan_prune(graph, rules, now=now, policy=policy, reporter=reporter,
                          push_times=image_times(snapshot, rules, client, policy=policy))
@@ -306,36 +298,32 @@ def plan_prune_repository(ref: og.RegistryRef | str, rules: og.RetentionRules, n
 
 def apply_plan(ref: og.RegistryRef | str, plan: og.Plan, *, client: RegistryClient | None = None,
                progress: Progress | None = None, **options: Any) -> og.RegistryApplyResult:
-    """Apply ``plan`` (made on :func:`read_repository`'s layout) to the repository, as the
-    module says; ``progress(done, total)`` after each step.  Raises
+    """Apply ``plan`` (made on :func:`read_repository`'s layout) to the repository: manifests
+    by digest, never blobs; ``progress(done, total)`` after each step.  Raises
     :class:`og.DeleteUnsupportedError` before any change if the registry does not delete,
     :class:`og.RegistryApplyError` (``result``: what was done) if a step fails part way."""
     ref = og.parse_reference(ref)
     og.check_plan_origin(plan, ref)
     with _client(ref, client, options) as c:
-        return _apply(c, ref, plan, progress)
-
-
-def _apply(client: RegistryClient, ref: og.RegistryRef, plan: og.Plan,
-           progress: Progress | None) -> og.RegistryApplyResult:
-    repo, first = ref.repository, client.requests
-    run = og.RegistryApplying(ref.origin, og.repository_changes(plan, _read(client, ref, None)))
-    if run.total:  # before anything changes: a DELETE of a digest no manifest has answers 404
-        client._expect(client.request("DELETE", f"/v2/{repo}/manifests/{og.PROBE_DIGEST}"),
-                       og.PROBE_ANSWERS, f"DELETE in {repo}")
-    try:
-        for step in run.steps:
-            if isinstance(step, og.DeleteStep):
-                why = step.skip_reason(client.delete_manifest(repo, step.digest))
-            else:  # a tag is changed only while it names what the plan saw
-                now = client.get_manifest(repo, step.tag)
-                if (why := step.skip_reason(now and now[0])) is None:
-                    _change_tag(client, repo, step)
-            if (done := run.record(step, why)) is not None and progress is not None:
-                progress(*done)
-    except og.RegistryError as exc:
-        raise og.RegistryApplyError(exc, run.result(client.requests - first)) from exc
-    return run.result(client.requests - first)
+        repo, first = ref.repository, c.requests
+        run = og.RegistryApplying(ref.origin,
+                                  og.repository_changes(plan, read_repository(ref, client=c)))
+        if run.total:  # before anything changes: a DELETE of a digest no manifest has answers 404
+            c._expect(c.request("DELETE", f"/v2/{repo}/manifests/{og.PROBE_DIGEST}"),
+                      og.PROBE_ANSWERS, f"DELETE in {repo}")
+        try:
+            for step in run.steps:
+                if isinstance(step, og.DeleteStep):
+                    why = step.skip_reason(c.delete_manifest(repo, step.digest))
+                else:  # a tag is changed only while it names what the plan saw
+                    now = c.get_manifest(repo, step.tag)
+                    if (why := step.skip_reason(now and now[0])) is None:
+                        _change_tag(c, repo, step)
+                if (done := run.record(step, why)) is not None and progress is not None:
+                    progress(*done)
+        except og.RegistryError as exc:
+            raise og.RegistryApplyError(exc, run.result(c.requests - first)) from exc
+        return run.result(c.requests - first)
 
 
 def _change_tag(client: RegistryClient, repo: str, step: og.UntagStep | og.FallbackStep) -> None:

@@ -98,6 +98,7 @@ from ._listing import (
     blob_name,
     blob_names,
     entry_junk,
+    flock_holder,
     is_disk_error,
     not_a_layout,
     oci_layout_problem,
@@ -245,6 +246,7 @@ from ._shell_errors import (
     LayoutMovedError,
     PlanMismatchError,
     PlanOriginError,
+    RestoreRefusedError,
 )
 from ._view import GraphSource, NodeRecord, WholeGraph, neighbourhood
 from .render import graph_html, graph_mimebundle, plan_html, to_dot, to_mermaid
@@ -281,7 +283,7 @@ __all__ = [
     # for adapters: what a listing of blobs/ holds, oci-layout, failed opens and reads
     "Junk", "JUNK_KINDS", "blob_name", "algorithm_folder_junk", "blob_names", "entry_junk",
     "not_a_layout", "NO_LAYOUT_HERE", "oci_layout_problem", "open_failure", "is_disk_error", "FileStat", "ListedBlobs",
-    "BlobManifestSource",
+    "BlobManifestSource", "flock_holder",
     # pictures and space (ocigraph.draw.draw needs matplotlib)
     "to_mermaid", "to_dot", "plan_html", "graph_html", "graph_mimebundle",
     "space_by_tag", "SpaceReport", "TagSpace", "LayoutSpace", "format_space_text",
@@ -291,7 +293,7 @@ __all__ = [
     "StalePlanError", "PlanFormatError",
     # the shell's errors (ocigraph._shell_errors): a locked, moved or unreadable layout, an apply
     "LayoutAccessError", "LayoutLockedError", "ApplyError", "PlanMismatchError",
-    "LayoutMovedError", "PlanOriginError", "ApplyInterrupted",
+    "LayoutMovedError", "PlanOriginError", "ApplyInterrupted", "RestoreRefusedError",
     # retention (ocigraph prune)
     "plan_prune", "RetentionRules", "retention_rules", "Retention", "RetentionDecision",
     "PruneReporter", "KEPT_RULES", "EXPIRED_RULES", "RetentionRuleError", "LifecyclePolicyError",

@@ -7,6 +7,7 @@ stats; these functions decide what it found.
 * Whether an ``oci-layout`` file names a layout version ocigraph reads, and why a folder
   without one is not a layout.
 * The one-line reason a failed open gives, from its ``errno``.
+* Which process ``/proc/locks`` says holds the ``flock`` on a layout's folder.
 * Whether a manifest read that failed says something about the disk rather than the digest
   (:func:`is_disk_error`): a graph built from such a read is not worth keeping.
 
@@ -30,7 +31,7 @@ from ._parse import parse_manifest
 
 __all__ = ["Junk", "JUNK_KINDS", "blob_name", "algorithm_folder_junk", "blob_names", "entry_junk",
            "not_a_layout", "NO_LAYOUT_HERE", "oci_layout_problem", "open_failure", "is_disk_error", "FileStat", "ListedBlobs",
-           "BlobManifestSource"]
+           "BlobManifestSource", "flock_holder"]
 
 _HEX = "0123456789abcdef"
 
@@ -151,25 +152,45 @@ NO_LAYOUT_HERE = ("no such directory; give the path of an OCI image layout (a fo
                   "oci-layout, index.json and blobs/)")
 
 
-def open_failure(code: int | None, strerror: str | None, link: bool = False) -> str:
+def open_failure(code: int | None, strerror: str | None, link: bool = False, *,
+                 root: bool = False) -> str:
     """The reason a failed open of a layout's file or folder gives, from its ``errno``
     ``code``; ``link``: the adapter found a symlink there (an ``O_DIRECTORY | O_NOFOLLOW`` open
-    of one fails with ENOTDIR, not ELOOP).
+    of one fails with ENOTDIR, not ELOOP); ``root``: it is the layout's own folder, where
+    nothing means no layout was named (:data:`NO_LAYOUT_HERE`).
 
     >>> open_failure(errno.ENOENT, "No such file or directory", link=True)
     'missing'
+    >>> open_failure(errno.ENOENT, "No such file or directory", root=True) == NO_LAYOUT_HERE
+    True
     >>> open_failure(errno.ELOOP, "Too many levels of symbolic links")
     'is a symlink; ocigraph does not follow symlinks'
     >>> open_failure(errno.EACCES, "Permission denied")
     'cannot open (Permission denied)'
     """
     if code == errno.ENOENT:
-        return "missing"
+        return NO_LAYOUT_HERE if root else "missing"
     if code == errno.ELOOP or link:
         return "is a symlink; ocigraph does not follow symlinks"
     if code == errno.ENOTDIR:
         return "is not a directory"
     return f"cannot open ({strerror})"
+
+
+def flock_holder(proc_locks: str, major: int, minor: int, inode: int) -> int | None:
+    """The pid that ``proc_locks`` (the text of ``/proc/locks``) says holds a ``flock`` on the
+    file of inode ``inode`` on device ``major:minor``; ``None`` if no line says so.
+
+    >>> locks = ("1: POSIX  ADVISORY  WRITE 77 fd:01:5678 0 EOF\\n"
+    ...          "2: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF\\n")
+    >>> flock_holder(locks, 0xfd, 1, 5678), flock_holder(locks, 0xfd, 1, 567)
+    (1234, None)
+    """
+    want = f"{major:02x}:{minor:02x}:{inode}"
+    for parts in map(str.split, proc_locks.splitlines()):
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == want:
+            return int(parts[4]) if parts[4].isdigit() else None
+    return None
 
 
 #: what the core answers for bytes that do not hash to their digest (asked of it, not copied)

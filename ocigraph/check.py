@@ -29,7 +29,7 @@ from ._graph import live_set
 from ._plan import format_bytes
 
 __all__ = ["PROBLEM_KINDS", "MISSING_HINT", "Problem", "FsckReport", "check_graph",
-           "format_fsck_text"]
+           "format_fsck_text", "blob_problem"]
 
 #: kinds in report order; ``unreadable``, ``digest-mismatch``, ``junk`` and ``layout`` are found
 #: by the adapter while reading
@@ -75,6 +75,28 @@ class FsckReport:
                 "problems": [{"kind": p.kind, "where": p.where, "detail": p.detail}
                              for p in self.problems],
                 "hints": list(self.hints)}
+
+
+def blob_problem(digest: str, read: tuple[str, int] | str) -> Problem | None:
+    """What reading the blob ``digest`` found: ``read`` is ``(hex digest, bytes read)`` of its
+    content, or why it could not be read; ``None`` when the content hashes to its name.
+
+    >>> d = "sha256:" + "a" * 64
+    >>> blob_problem(d, ("a" * 64, 3)) is None
+    True
+    >>> blob_problem(d, ("b" * 64, 3)).detail == f"content hashes to sha256:{'b' * 64} (3 bytes)"
+    True
+    >>> blob_problem(d, "Input/output error")[::2] == ("unreadable", "cannot read the blob "
+    ...                                                "(Input/output error)")
+    True
+    """
+    if isinstance(read, str):
+        return Problem("unreadable", digest, f"cannot read the blob ({read})")
+    alg, encoded = digest.split(":", 1)
+    got, size = read
+    if got != encoded:
+        return Problem("digest-mismatch", digest, f"content hashes to {alg}:{got} ({size} bytes)")
+    return None
 
 
 def _holders(graph: nx.DiGraph, digest: str) -> str:

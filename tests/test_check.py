@@ -5,7 +5,7 @@ from __future__ import annotations
 from builder import Builder, two_images_and_a_signature
 
 import ocigraph as og
-from ocigraph.check import MISSING_HINT, Problem, check_graph, format_fsck_text
+from ocigraph.check import MISSING_HINT, Problem, blob_problem, check_graph, format_fsck_text
 
 
 def _graph(b: Builder) -> tuple[og.LayoutGraph, str, dict[str, int]]:
@@ -87,3 +87,19 @@ def test_problems_come_in_kind_order_then_by_where() -> None:
         ("junk", "blobs/aa"), ("junk", "blobs/zz")]
     doc = report.to_dict()
     assert doc["ok"] is False and doc["problems"][0]["kind"] == "layout"  # type: ignore[index]
+
+
+def test_a_blob_is_judged_by_what_its_content_hashes_to() -> None:
+    d = og.digest_bytes(b"content")
+    assert blob_problem(d, (d.split(":")[1], 7)) is None
+    other = og.digest_bytes(b"other")
+    assert blob_problem(d, (other.split(":")[1], 5)) == Problem(
+        "digest-mismatch", d, f"content hashes to {other} (5 bytes)")
+    assert blob_problem(d, "Input/output error") == Problem(
+        "unreadable", d, "cannot read the blob (Input/output error)")
+
+
+def test_a_blob_of_another_algorithm_is_named_with_its_own() -> None:
+    d = og.digest_bytes(b"content", "sha512")
+    got = blob_problem(d, ("0" * 128, 7))
+    assert got is not None and got.detail == f"content hashes to sha512:{'0' * 128} (7 bytes)"

@@ -79,6 +79,37 @@ def test_a_failed_open_says_why_in_one_phrase(code: int, link: bool, why: str) -
     assert og.open_failure(code, "Permission denied", link) == why
 
 
+def test_a_missing_layout_folder_says_what_was_expected_there_not_just_missing() -> None:
+    why = og.open_failure(errno.ENOENT, "No such file or directory", root=True)
+    assert why == og.NO_LAYOUT_HERE and "oci-layout, index.json and blobs/" in why
+    # anything else at the root reads as at any other folder
+    assert og.open_failure(errno.ENOTDIR, "Not a directory", root=True) == "is not a directory"
+    assert og.open_failure(errno.ELOOP, "x", True, root=True).startswith("is a symlink")
+
+
+_LOCKS = """\
+1: POSIX  ADVISORY  WRITE 501 fd:01:5678 0 EOF
+2: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF
+2: -> FLOCK  ADVISORY  WRITE 999 fd:01:5678 0 EOF
+3: FLOCK  ADVISORY  READ 42 08:11:5678 0 EOF
+4: FLOCK  ADVISORY  WRITE 7 fd:01:56789 0 EOF
+"""
+
+
+def test_the_lock_holder_is_the_pid_of_the_flock_on_that_very_file() -> None:
+    assert og.flock_holder(_LOCKS, 0xFD, 1, 5678) == 1234  # not the POSIX lock, not the waiter
+    assert og.flock_holder(_LOCKS, 8, 0x11, 5678) == 42  # another device, same inode
+    assert og.flock_holder(_LOCKS, 0xFD, 1, 56789) == 7
+    assert og.flock_holder(_LOCKS, 0xFD, 2, 5678) is None
+    assert og.flock_holder(_LOCKS, 0xFD, 1, 567) is None  # an inode is never matched by prefix
+    assert og.flock_holder("", 0xFD, 1, 5678) is None
+
+
+def test_a_lock_line_without_a_pid_names_no_holder() -> None:
+    assert og.flock_holder("1: FLOCK  ADVISORY  WRITE -1 fd:01:5678 0 EOF", 0xFD, 1, 5678) is None
+    assert og.flock_holder("1: FLOCK", 0xFD, 1, 5678) is None
+
+
 def test_only_reads_that_say_something_about_the_disk_are_disk_errors() -> None:
     d = og.digest_bytes(b"not json")
     assert not og.is_disk_error(og.parse_manifest(d, b"not json"))  # a fact about the digest
