@@ -1,106 +1,37 @@
-"""Apply a plan to a layout on disk, so that a crash at any instant leaves a valid layout and a
-tool writing index.json meanwhile (without our lock) loses nothing it lists when it writes.
-
-Order of work (SEMANTICS §6), every step through the layout's one directory handle
-(:class:`io_adapters.layout.LayoutDir`):
-
-1. take the layout lock (or use the caller's); finish any apply a crash interrupted
-   (:func:`io_adapters.quarantine.recover`);
-2. refuse a plan made from another directory (``plan.origin``), a layout whose path no longer
-   names the directory the handle holds, a stale plan (index.json's fingerprint differs), and
-   a digest that may not become a file name or a symlinked blob folder: nothing is changed;
-3. create this apply's quarantine, its journal fsynced (:mod:`io_adapters.quarantine`); read
-   the file system's clock (blob times are its, not this machine's);
-4. check the path once more, then write the new index.json atomically (temp file, fsync,
-   rename, fsync of the folder);
-5. move the blobs into the quarantine in plan order, predecessors first, so at every instant
-   each blob reachable from index.json is where index.json's readers look.  A blob already
-   gone is fine; one that is not a regular file, or was written after the plan's snapshot, is
-   skipped and reported;
-6. re-check: if index.json is no longer the file step 4 wrote (another tool rewrote it), move
-   back every held blob it makes live (with referrers);
-7. unlink the rest (``keep_deleted``: leave it, for :func:`io_adapters.quarantine.restore`,
-   until :func:`io_adapters.quarantine.purge_expired` after it expires).
-
-A crash at any point leaves a state the next command under the lock finishes (step 1).
+"""Apply a plan to a layout through its one directory handle.  The order of work, and what it
+guarantees after a crash at any instant or with a tool writing index.json meanwhile, are in
+docs/design.md and docs/guarantees.md (§2, §5).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import math
 import os
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import ocigraph as og
-from ocigraph import (
-    ApplyError,
-    ApplyInterrupted,
-    LayoutAccessError,
-    PlanMismatchError,
-    PlanOriginError,
-)
+from ocigraph import ApplyError, ApplyInterrupted, PlanOriginError
+from ocigraph import applying as A
+from ocigraph.applying import ApplyReport
+from ocigraph.snapshot import Snapshot
 
 from .layout import LayoutDir, blob_name, open_layout, printable
 from .lock import LayoutLock
-from .quarantine import QUARANTINE, Quarantine, recover
+from .quarantine import Quarantine, locked, recover
 
 __all__ = ["ApplyReport", "ApplyInterrupted", "apply_plan", "verify_plan"]
 
 #: ``progress`` is called once per this many blobs moved, and at the end (a call per blob
 #: would add a tqdm update's cost to every deletion, for a bar that cannot show it)
 _PROGRESS_EVERY = 1024
-#: seconds the file system's clock may differ from this machine's before blob times are moved
-#: onto it (below: timestamp granularity), and before the difference is reported
-_CLOCK_TOLERANCE = 1.0
-_CLOCK_SKEW_WARN = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class ApplyReport:
-    """What ``apply_plan`` did."""
-
-    deleted: tuple[str, ...]
-    already_gone: tuple[str, ...]
-    skipped: tuple[tuple[str, str], ...]  # (digest, why)
-    bytes_freed: int
-    index_written: bool
-    seconds: float
-    #: the layout's snapshot (:mod:`io_adapters.store`) just before the plan changed it, and
-    #: index.json's digest after: what lets the store follow the change (not in the JSON)
-    before: tuple[Any, ...] | None = None
-    index_after: str | None = None
-    #: planned blobs moved back: another tool's index.json made them live
-    relisted: tuple[str, ...] = ()
-    #: the quarantine keeping the deleted blobs (``keep_deleted``), for ``restore``
-    quarantine: str | None = None
-    #: set when the file system's clock and this machine's differ by more than a minute
-    clock_warning: str | None = None
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "deleted": list(self.deleted),
-            "alreadyGone": list(self.already_gone),
-            "skipped": [{"digest": d, "why": w} for d, w in self.skipped],
-            "bytesFreed": self.bytes_freed,
-            "indexWritten": self.index_written,
-            "relisted": list(self.relisted),
-            "quarantine": self.quarantine,
-            "clockWarning": self.clock_warning,
-            "seconds": round(self.seconds, 6),
-        }
 
 
 def verify_plan(layout_dir: LayoutDir, plan: og.Plan) -> None:
-    """Refuse a plan that deletes a blob, or edits an index.json entry, that planning the same
-    operation on the layout as it is now would not: a saved plan may have been edited, and
-    blobs written since it was made (a push reusing a planned layer).  Call under the lock."""
+    """Plan ``plan``'s operation again on the layout as it is now, and refuse ``plan`` if it
+    does more (:func:`ocigraph.applying.check_saved_plan`).  Call under the lock."""
     from .planner import plan_layout, plan_prune_layout  # (the planner re-checks saved plans)
 
     if plan.operation == "prune" and plan.retention is not None:
@@ -108,42 +39,20 @@ def verify_plan(layout_dir: LayoutDir, plan: og.Plan) -> None:
                                     plan.retention.now)
     else:
         planned = plan_layout(layout_dir, plan.operation, plan.targets, plan.policy)
-    fresh = planned.plan
-    if fresh.index_fingerprint != plan.index_fingerprint:
-        raise og.StalePlanError(plan.index_fingerprint, fresh.index_fingerprint)
-    allowed = {d.digest for d in fresh.deletions if d.present}
-    for d in plan.deletions:
-        if d.present and planned.present(d.digest) and d.digest not in allowed:
-            raise PlanMismatchError("delete", d.digest)
-    edits = {(c.position, c.digest, c.action) for c in fresh.index_changes}
-    for c in plan.index_changes:
-        if (c.position, c.digest, c.action) not in edits:
-            raise PlanMismatchError(f"{c.action} index.json entry {c.position},", c.digest)
-
-
-@dataclass
-class _Moves:
-    """Step 5's tally, kept current blob by blob (so an interruption can say it exactly)."""
-
-    moved: dict[str, int]  # digest -> size, in order
-    gone: list[str]
-    skipped: list[tuple[str, str]]
-    rechecking: bool = False
-
-    def handled(self) -> int:
-        return len(self.moved) + len(self.gone) + len(self.skipped)
+    A.check_saved_plan(plan, planned.plan, planned.present)
 
 
 def _move_out(layout_dir: LayoutDir, q: Quarantine, todo: list[str], newest: float,
-              tally: _Moves, progress: Callable[[int], None] | None) -> None:
-    """Step 5, the hot loop: per blob one ``lstat`` (a regular file, not newer than
-    ``newest``, its size) and one rename, by name relative to the two folders' descriptors."""
+              tally: A.Moves, progress: Callable[[int], None] | None) -> None:
+    """The moves into the quarantine, the hot loop: per blob one ``lstat`` (a regular file,
+    not newer than ``newest``, its size) and one rename, by name relative to the two folders'
+    descriptors."""
     lstat, rename, is_regular = os.stat, os.rename, stat.S_ISREG
     moved, gone, skipped = tally.moved, tally.gone, tally.skipped
     folders: dict[str, tuple[int | None, int | None]] = {}
     for start in range(0, len(todo), _PROGRESS_EVERY):
         for digest in todo[start:start + _PROGRESS_EVERY]:
-            alg, _, name = digest.partition(":")  # (names checked by blob_parts in step 2)
+            alg, _, name = digest.partition(":")  # (names checked by blob_parts in apply_plan)
             if (pair := folders.get(alg)) is None:
                 src = layout_dir.folder(f"blobs/{alg}", missing_ok=True)
                 pair = folders[alg] = (src, q.folder(alg, create=True))
@@ -164,18 +73,6 @@ def _move_out(layout_dir: LayoutDir, q: Quarantine, todo: list[str], newest: flo
                 gone.append(digest)
         if progress is not None:
             progress(min(start + _PROGRESS_EVERY, len(todo)))
-
-
-def _clock_warning(offset: float) -> str | None:
-    if abs(offset) <= _CLOCK_SKEW_WARN:
-        return None
-    way = "ahead of" if offset > 0 else "behind"
-    return (f"the file system's clock is {abs(offset):.0f} s {way} this machine's; blob times "
-            "were compared on the file system's clock")
-
-
-def _why(exc: OSError) -> str:
-    return exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
 
 
 def apply_plan(
@@ -205,61 +102,42 @@ def apply_plan(
     and ``total`` (blobs the plan deletes); the next command under the lock finishes the job.
     """
     started = time.monotonic()
-    held = LayoutLock(open_layout(root), lock_timeout) if lock is None else lock
-    layout_dir = held.dir
-    if lock is None:
-        held.acquire()
-    try:
-        return _checked(layout_dir, plan, held, verify, keep_deleted, progress, started)
-    except KeyboardInterrupt as exc:  # before step 3: nothing was changed
-        if isinstance(exc, ApplyInterrupted):
-            raise
-        raise ApplyInterrupted(False, 0, sum(d.present for d in plan.deletions)) from None
-    finally:
-        if lock is None:
-            held.release()
-
-
-def _checked(layout_dir: LayoutDir, plan: og.Plan, held: LayoutLock, verify: bool,
-             keep_deleted: float | None, progress: Callable[[int], None] | None,
-             started: float) -> ApplyReport:
-    """Steps 1 (after the lock) and 2 of :func:`apply_plan`, then :func:`_apply`."""
-    layout_dir.require_in_place()
-    if plan.origin is not None and plan.origin != layout_dir.origin:
-        raise PlanOriginError(printable(str(layout_dir.path)))
-    layout_dir.remove_stale_temp_files()
-    recover(layout_dir, lock=held)
-    current = layout_dir.read_index()
-    if current.fingerprint != plan.index_fingerprint:
-        raise og.StalePlanError(plan.index_fingerprint, current.fingerprint,
-                                og.describe_index_drift(plan, current))
-    if verify:
-        verify_plan(layout_dir, plan)
-    todo = [d.digest for d in plan.deletions if d.present]
-    for alg in sorted({og.blob_parts(d)[0] for d in todo}):  # every name checked first
-        layout_dir.folder(f"blobs/{alg}", missing_ok=True)
-    before = (layout_dir.origin, current.fingerprint, layout_dir.folder_stamps())
-    data = og.render_index(current, plan.index_changes) if plan.index_changes else current.raw
-    index_after = og.digest_bytes(data)
-    return _apply(layout_dir, plan, todo, data, current, keep_deleted, progress,
-                  (started, before, index_after))
+    layout_dir = open_layout(root) if lock is None else lock.dir
+    with locked(layout_dir, lock, lock_timeout) as held:
+        try:
+            layout_dir.require_in_place()
+            if plan.origin is not None and plan.origin != layout_dir.origin:
+                raise PlanOriginError(printable(str(layout_dir.path)))
+            layout_dir.remove_stale_temp_files()
+            recover(layout_dir, lock=held)
+            current = layout_dir.read_index()
+            A.refuse_stale(plan, current)
+            if verify:
+                verify_plan(layout_dir, plan)
+            todo = [d.digest for d in plan.deletions if d.present]
+            for alg in sorted({og.blob_parts(d)[0] for d in todo}):  # every name checked first
+                layout_dir.folder(f"blobs/{alg}", missing_ok=True)
+            before = (layout_dir.origin, current.fingerprint, layout_dir.folder_stamps())
+            data = og.render_index(current, plan.index_changes)  # (no changes: current.raw)
+            return _apply(layout_dir, plan, todo, data, current, keep_deleted, progress,
+                          (started, before, og.digest_bytes(data)))
+        except KeyboardInterrupt as exc:  # (in the checks: nothing was changed)
+            if isinstance(exc, ApplyInterrupted):
+                raise
+            raise ApplyInterrupted(False, 0, sum(d.present for d in plan.deletions)) from None
 
 
 def _apply(layout_dir: LayoutDir, plan: og.Plan, todo: list[str], data: bytes, current: og.Index,
            keep: float | None, progress: Callable[[int], None] | None,
-           context: tuple[float, tuple[Any, ...], str]) -> ApplyReport:
-    """Steps 3 to 7 of :func:`apply_plan`."""
+           context: tuple[float, Snapshot, str]) -> ApplyReport:
+    """Create the quarantine, read the file system's clock, write index.json, move the blobs
+    out, move back what index.json makes live again, then purge (or keep) the rest."""
     started, before, index_after = context
     written = bool(plan.index_changes)
-    unchanged = "index.json is unchanged and no blob was deleted"
     q, offset = None, 0.0
     try:
         if todo:
-            q = Quarantine.create(layout_dir, {
-                "operation": plan.operation, "indexBefore": current.fingerprint,
-                "indexAfter": index_after, "keepUntil": time.time() + keep if keep else None,
-                "changes": [[c.position, c.digest, c.action] for c in plan.index_changes]},
-                current.raw)
+            q = Quarantine.create(layout_dir, plan, current, index_after, keep)
             offset = layout_dir.clock_offset()
         if written:
             layout_dir.require_in_place()  # the last moment a swap could still fool us
@@ -268,34 +146,25 @@ def _apply(layout_dir: LayoutDir, plan: og.Plan, todo: list[str], data: bytes, c
         if q is not None:
             with contextlib.suppress(OSError):
                 q.purge([])  # nothing was moved: gone again (else recover() ends it)
-        if isinstance(exc, OSError):
-            if q is None:  # e.g. .ocigraph is a file or a symlink: not ours, never followed
-                raise LayoutAccessError(printable(f"{layout_dir.path}/{QUARANTINE}"),
-                                        f"cannot create the quarantine ({_why(exc)}); {unchanged}"
-                                        f"; move {printable(str(layout_dir.path / '.ocigraph'))}"
-                                        " away if it is not ocigraph's") from None
-            raise LayoutAccessError(printable(str(layout_dir.path)),
-                                    f"cannot write index.json ({_why(exc)}); {unchanged}") from None
+        if isinstance(exc, OSError):  # (.ocigraph a file or a symlink: not ours, never followed)
+            error = A.quarantine_refused if q is None else A.index_unwritten
+            raise error(printable(str(layout_dir.path)), A.os_error_why(exc)) from None
         if isinstance(exc, KeyboardInterrupt):  # (index.json may be new: the rename is atomic)
             now = og.digest_bytes(layout_dir.read_file("index.json"))
             raise ApplyInterrupted(written and now == index_after, 0, len(todo)) from None
         raise
-    # Blob times are the file system's: the plan's snapshot (this machine's clock) is moved
-    # by how far the two differ.
-    shift = offset if abs(offset) > _CLOCK_TOLERANCE else 0.0
-    newest = math.inf if plan.snapshot_time is None else plan.snapshot_time + shift
-    tally = _Moves({}, [], [])
-    if q is None:
-        return ApplyReport((), (), (), 0, written, time.monotonic() - started, before, index_after,
-                           clock_warning=_clock_warning(offset))
+    newest = A.newest_blob_time(plan.snapshot_time, offset)  # (blob times are the file system's)
+    tally = A.Moves()
+    if q is None:  # (nothing to move: the file system's clock was not read)
+        return ApplyReport((), (), (), 0, written, time.monotonic() - started, before, index_after)
     back: tuple[str, ...] | None = None
     failed = None
     try:
         try:
             _move_out(layout_dir, q, todo, newest, tally, progress)
         except OSError as exc:  # stop moving; what was moved is settled below
-            failed = ApplyError(f"cannot delete {blob_name(todo[tally.handled()])}", _why(exc), 0,
-                                len(todo), written)
+            failed = ApplyError(f"cannot delete {blob_name(todo[tally.handled()])}",
+                                A.os_error_why(exc), 0, len(todo), written)
         tally.rechecking = True
         back = q.recheck()
         if keep:
@@ -308,19 +177,15 @@ def _apply(layout_dir: LayoutDir, plan: og.Plan, todo: list[str], data: bytes, c
         raise ApplyInterrupted(written, _deleted_now(layout_dir, q, todo, tally, back),
                                len(todo)) from None
     except OSError as exc:
-        failed = failed or ApplyError(f"cannot finish {QUARANTINE}/{q.name}", _why(exc), 0,
-                                      len(todo), written)
-    spared = set(back or ())
-    deleted = [d for d in tally.moved if d not in spared]
+        failed = failed or ApplyError(f"cannot finish {A.QUARANTINE}/{q.name}",
+                                      A.os_error_why(exc), 0, len(todo), written)
     if failed is not None:
-        raise ApplyError(failed.what, failed.why, len(deleted), len(todo), written)
-    return ApplyReport(tuple(deleted), tuple(tally.gone), tuple(tally.skipped),
-                       sum(tally.moved[d] for d in deleted), written, time.monotonic() - started,
-                       before, index_after, tuple(sorted(back or ())),
-                       q.name if keep else None, _clock_warning(offset))
+        raise ApplyError(failed.what, failed.why, len(tally.deleted(back)), len(todo), written)
+    return tally.report(back, written, time.monotonic() - started, before, index_after,
+                        q.name if keep else None, offset=offset)
 
 
-def _deleted_now(layout_dir: LayoutDir, q: Quarantine, todo: list[str], tally: _Moves,
+def _deleted_now(layout_dir: LayoutDir, q: Quarantine, todo: list[str], tally: A.Moves,
                  back: tuple[str, ...] | None) -> int:
     """Exactly how many planned blobs are out of ``blobs/`` after an interruption: the tally,
     and the blob it may be one behind on (moved, not yet counted); while blobs were going

@@ -1,20 +1,6 @@
-"""The quarantine: where apply moves the blobs it deletes, until nothing can need them.
-
-Tools that take no lock of ours (skopeo, umoci, oras) may write index.json while ocigraph
-applies a plan, listing again what the plan deletes.  So apply (:mod:`io_adapters.apply`)
-*moves* each blob, predecessors first, into ``.ocigraph/quarantine/<id>/<alg>/`` at the
-layout's root (a rename relative to the folders' descriptors: same file system, and outside
-``blobs/``, which other tools scan); then :meth:`Quarantine.recheck` reads index.json as it is
-now, and if it is not the file apply wrote, walks what it makes live (:func:`live_now`: every
-entry a root, successors and referrers) and moves that back; only then is the rest unlinked --
-at once, or, with ``keep_deleted``, once its ``keepUntil`` has passed (:func:`purge_expired`;
-until then :func:`restore` undoes the apply).
-
-Crash safety: ``journal.json`` (the apply's index.json digests before and after, its changes,
-``keepUntil``) and ``index.json.before`` are fsynced before index.json is written, and the
-journal is removed last.  What the quarantine holds is its listing -- no record per blob is
-needed -- so every crash leaves a state the next command under the lock finishes
-(:func:`recover`: re-check, then purge unless kept), whatever the instant.
+"""The quarantine: where apply moves the blobs it deletes until nothing can need them, and
+what finishes (:func:`recover`) or undoes (:func:`restore`) an apply from it.  How and why:
+docs/guarantees.md §5; the pure half: :mod:`ocigraph.applying`.
 """
 
 from __future__ import annotations
@@ -22,19 +8,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 import ocigraph as og
-from ocigraph import LayoutAccessError
+from ocigraph import RestoreRefusedError
+from ocigraph import applying as A
 
 from .layout import (
     BlobListing,
@@ -47,62 +32,14 @@ from .layout import (
 )
 from .lock import LayoutLock
 
-__all__ = ["QUARANTINE", "Quarantine", "QuarantineInfo", "Recovery", "Restored", "live_now",
-           "recover", "purge_expired", "quarantined", "restore", "RestoreRefusedError"]
+__all__ = ["Quarantine", "live_now", "locked", "recover", "purge_expired", "quarantined", "restore",
+           "RestoreRefusedError"]
 
-QUARANTINE = ".ocigraph/quarantine"
 JOURNAL, BEFORE = "journal.json", "index.json.before"
-_ID = re.compile(r"\d{8}T\d{6}\.\d{6}Z-\d+")
 #: a purge of this many blobs or more unlinks them in ``PURGE_THREADS`` threads (measured at
 #: 100k on ext4 with 2 CPUs: 2 threads unlink 50,000 quarantined blobs in a fraction of the
 #: wall time one takes; fewer blobs are not worth the threads)
 PURGE_PARALLEL_FROM, PURGE_THREADS = 2048, 2
-
-
-class RestoreRefusedError(og.RequestError):
-    """:func:`restore` would leave the layout worse; nothing was changed."""
-
-    def __init__(self, why: str) -> None:
-        super().__init__(f"refusing to restore: {why}; nothing was changed")
-
-
-@dataclass(frozen=True, slots=True)
-class QuarantineInfo:
-    """One quarantine (``du``, ``show``, ``fsck``): its apply, and what it holds."""
-
-    id: str
-    operation: str
-    created: float
-    keep_until: float | None
-    blobs: dict[str, int]  # digest -> bytes
-
-    @property
-    def bytes(self) -> int:
-        return sum(self.blobs.values())
-
-    def to_dict(self) -> dict[str, object]:
-        return {"id": self.id, "operation": self.operation, "created": self.created,
-                "keepUntil": self.keep_until, "blobs": len(self.blobs), "bytes": self.bytes}
-
-
-@dataclass(frozen=True, slots=True)
-class Recovery:
-    """What :func:`recover` or :func:`purge_expired` did."""
-
-    restored: tuple[str, ...] = ()  # moved back: live again under index.json
-    purged: int = 0
-    purged_bytes: int = 0
-    finished: tuple[str, ...] = ()  # quarantines emptied and removed
-    kept: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Restored:
-    """What :func:`restore` did: the quarantine, the blobs moved back, entries put back."""
-
-    id: str
-    blobs: tuple[str, ...]
-    entries: int
 
 
 class Quarantine:
@@ -117,20 +54,23 @@ class Quarantine:
         return self.journal.get("keepUntil")
 
     @classmethod
-    def create(cls, layout_dir: LayoutDir, journal: dict[str, Any], before: bytes) -> Quarantine:
-        """A new quarantine, its journal and index.json's ``before`` bytes fsynced; on failure
+    def create(cls, layout_dir: LayoutDir, plan: og.Plan, index: og.Index, index_after: str,
+               keep: float | None) -> Quarantine:
+        """A new quarantine for an apply of ``plan`` to ``index``, its journal
+        (:func:`ocigraph.applying.new_journal`) and index.json's bytes fsynced; on failure
         nothing is left."""
         t = time.time()
-        name = time.strftime("%Y%m%dT%H%M%S", time.gmtime(t)) + f".{int(t * 1e6) % 10**6:06d}Z-{os.getpid()}"
+        name = A.quarantine_id(t, os.getpid())
         q = None
         try:
-            top = layout_dir.open_folder(QUARANTINE, create=True)
+            top = layout_dir.open_folder(A.QUARANTINE, create=True)
             try:
-                q = cls(layout_dir, name, layout_dir.open_folder(name, create=True, at=top),  # type: ignore[arg-type]
-                        {"ocigraphQuarantine": 1, "id": name, "created": t, **journal})
+                fd = layout_dir.open_folder(name, create=True, at=top)
             finally:
                 os.close(top)  # type: ignore[arg-type]
-            q._write(BEFORE, before)
+            journal = A.new_journal(name, t, plan, index.fingerprint, index_after, keep)
+            q = cls(layout_dir, name, fd, journal)  # type: ignore[arg-type]
+            q._write(BEFORE, index.raw)
             q._write(JOURNAL, orjson.dumps(q.journal))
         except BaseException:
             q._remove() if q is not None else _prune(layout_dir, name)
@@ -142,7 +82,7 @@ class Quarantine:
         """The layout's quarantines, oldest first; one whose journal is missing or bad (never
         ours: it is written by rename) has no expiry and a re-check that reads everything."""
         try:
-            top = layout_dir.open_folder(QUARANTINE)
+            top = layout_dir.open_folder(A.QUARANTINE)
         except OSError as exc:
             if exc.errno in (errno.ENOTDIR, errno.ELOOP):
                 return []  # a file or a symlink on the way: not ours, never followed
@@ -152,14 +92,11 @@ class Quarantine:
         found = []
         try:
             with os.scandir(top) as it:
-                names = [e.name for e in it if _ID.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
+                names = [e.name for e in it
+                         if A.is_quarantine_id(e.name) and e.is_dir(follow_symlinks=False)]
             for name in names:
                 fd: int = layout_dir.open_folder(name, at=top)  # type: ignore[assignment]
-                try:
-                    journal = orjson.loads(_read(fd, JOURNAL) or b"{}")
-                except orjson.JSONDecodeError:
-                    journal = {}
-                found.append(cls(layout_dir, name, fd, journal if isinstance(journal, dict) else {}))
+                found.append(cls(layout_dir, name, fd, A.read_journal(_read(fd, JOURNAL))))
         finally:
             os.close(top)
         return sorted(found, key=lambda q: (float(q.journal.get("created") or 0), q.name))
@@ -210,7 +147,8 @@ class Quarantine:
         for digest in digests:
             to, name = self.dir.blob_at(digest, missing_ok=False)
             if self.dir.lstat_blob(digest) is None:
-                os.rename(name, name, src_dir_fd=self.folder(digest.partition(":")[0]), dst_dir_fd=to)
+                src = self.folder(digest.partition(":")[0])
+                os.rename(name, name, src_dir_fd=src, dst_dir_fd=to)
                 back.append(digest)
                 folders.add(to)
         for fd in folders:
@@ -227,7 +165,7 @@ class Quarantine:
         if now is not None and now in (self.journal.get("indexAfter"), self.journal.get("checked")):
             return ()
         held = self.listing()
-        live = live_now(self.dir, self, held) if held else frozenset()
+        live = live_now(self, held) if held else frozenset()
         back = self.take_back(d for d in sorted(held) if live is None or d in live)
         if now is not None and self.keep_until is not None:
             self.update(checked=now)
@@ -284,17 +222,19 @@ class Quarantine:
 def _prune(layout_dir: LayoutDir, name: str | None = None) -> None:
     """Remove the quarantine folder ``name``, then its parents, each only if empty (anything
     else in them is not ours: left alone)."""
-    for parent, leaf in ((QUARANTINE, name), (".ocigraph", "quarantine"), ("", ".ocigraph")):
+    folders = [(A.QUARANTINE, name)] if name is not None else []
+    for parent, leaf in [*folders, (".ocigraph", "quarantine"), ("", ".ocigraph")]:
         with contextlib.suppress(OSError):
-            fd = (layout_dir.open_folder(parent) if parent else os.dup(layout_dir.fd)) if leaf else None
-            if fd is not None and leaf is not None:
+            fd = layout_dir.open_folder(parent) if parent else os.dup(layout_dir.fd)
+            if fd is not None:
                 try:
                     os.rmdir(leaf, dir_fd=fd)
                 finally:
                     os.close(fd)
 
 
-def _unlink_all(todo: Sequence[tuple[str, int, int]], stop: threading.Event | None) -> tuple[int, int]:
+def _unlink_all(todo: Sequence[tuple[str, int, int]],
+                stop: threading.Event | None) -> tuple[int, int]:
     """Unlink each ``(name, folder descriptor, bytes)``, until ``stop`` is set:
     ``(blobs, bytes)`` unlinked (one already gone is not counted)."""
     count = size = 0
@@ -318,69 +258,67 @@ def _read(fd: int, name: str) -> bytes | None:
 
 
 class _Source(DiskManifestSource):
-    """Manifests read from blobs/, or from the quarantine ``q`` for the blobs it holds."""
+    """Manifests read from blobs/, or from the quarantine ``q`` for the ``held`` blobs."""
 
-    def __init__(self, layout_dir: LayoutDir, q: Quarantine | None, held: dict[str, int]) -> None:
-        listing = scan_blobs(layout_dir)[0]
-        super().__init__(layout_dir, BlobListing(layout_dir, [*listing, *held.keys() - listing.keys()]), 1)
+    def __init__(self, q: Quarantine, held: dict[str, int]) -> None:
+        listing = scan_blobs(q.dir)[0]
+        super().__init__(q.dir, BlobListing(q.dir, [*listing, *held.keys() - listing.keys()]), 1)
         self.q, self.held = q, held
 
     def read_bytes(self, digest: str) -> bytes | og.Manifest:
         got = super().read_bytes(digest)
-        if isinstance(got, og.Manifest) and got.missing and self.q is not None and digest in self.held:
+        if isinstance(got, og.Manifest) and got.missing and digest in self.held:
             return self.q.read(digest) or og.parse_manifest(digest, None)
         return got
 
-
-def _graph(layout_dir: LayoutDir, q: Quarantine | None, held: dict[str, int], index: og.Index) -> Any:
-    source = _Source(layout_dir, q, held)
-    return og.build_graph(og.Layout(index, source.present, source))
+    def graph(self, index: og.Index) -> og.LayoutGraph:
+        return og.build_graph(og.Layout(index, self.present, self))
 
 
-def live_now(layout_dir: LayoutDir, q: Quarantine | None = None,
-             held: dict[str, int] | None = None) -> frozenset[str] | None:
+def live_now(q: Quarantine, held: dict[str, int]) -> frozenset[str] | None:
     """What the index.json on disk makes live, every entry a root, reading manifests from
     blobs/ or from ``q`` (which holds ``held``); ``None`` in doubt: index.json unreadable (a
     writer rewriting it in place: read 5 times, 20 ms apart) or a live manifest broken."""
     for _ in range(5):
         try:
-            index = layout_dir.read_index()
+            index = q.dir.read_index()
             break
         except og.OcigraphError:
             time.sleep(0.02)
     else:
         return None
-    graph = _graph(layout_dir, q, held or {}, index)
+    graph = _Source(q, held).graph(index)
     live = og.live_set(graph, og.Policy(keep_untagged=True))
     return None if any(graph.nodes[n]["status"] == "broken" for n in live) else live
 
 
 @contextlib.contextmanager
-def _locked(layout_dir: LayoutDir, lock: LayoutLock | None, timeout: float) -> Iterator[None]:
+def locked(layout_dir: LayoutDir, lock: LayoutLock | None, timeout: float) -> Iterator[LayoutLock]:
+    """``lock`` when the caller holds it, else the layout's lock, taken for the block."""
     if lock is not None and lock.held:
-        yield
+        yield lock
     else:
-        with LayoutLock(layout_dir, timeout):
-            yield
+        with LayoutLock(layout_dir, timeout) as taken:
+            yield taken
 
 
 def _settle(root: Path | str | LayoutDir, lock: LayoutLock | None, timeout: float,
-            ends: Callable[[Quarantine], bool]) -> Recovery:
+            ends: Callable[[Quarantine], bool]) -> A.Recovery:
     layout_dir = open_layout(root)
     try:
         top = layout_dir.open_folder(".ocigraph")
     except OSError:  # not a folder, or a symlink: not ours, never followed
-        return Recovery()
+        return A.Recovery()
     if top is None:
-        return Recovery()
+        return A.Recovery()
     os.close(top)
     restored: list[str] = []
-    finished, kept, count, size, name = [], [], 0, 0, QUARANTINE
-    with _locked(layout_dir, lock, timeout):
+    finished, kept, count, size, name = [], [], 0, 0, A.QUARANTINE
+    with locked(layout_dir, lock, timeout):
         try:
             for q in Quarantine.open_all(layout_dir):
-                name = f"{QUARANTINE}/{q.name}"
-                try:
+                name = f"{A.QUARANTINE}/{q.name}"
+                with contextlib.closing(q):
                     q.drop_temps()
                     restored += q.recheck()
                     if ends(q):
@@ -389,17 +327,14 @@ def _settle(root: Path | str | LayoutDir, lock: LayoutLock | None, timeout: floa
                         count, size = count + n, size + b
                     else:
                         kept.append(q.name)
-                finally:
-                    q.close()
         except OSError as exc:
-            raise LayoutAccessError(name, f"cannot finish what an earlier run left ({exc.strerror}); "
-                                    "the layout is valid: run the command again") from None
+            raise A.unfinished(name, exc.strerror) from None
         _prune(layout_dir)  # folders a killed purge left empty
-    return Recovery(tuple(restored), count, size, tuple(finished), tuple(kept))
+    return A.Recovery(tuple(restored), count, size, tuple(finished), tuple(kept))
 
 
 def recover(root: Path | str | LayoutDir, *, lock: LayoutLock | None = None,
-            lock_timeout: float = 10.0) -> Recovery:
+            lock_timeout: float = 10.0) -> A.Recovery:
     """Finish what a killed apply left: each quarantine is re-checked (blobs live again go
     back) and purged unless kept.  Call it under the lock before reading the layout to plan (a
     live blob may be held).  Without a ``.ocigraph`` folder: nothing, and no lock taken."""
@@ -407,27 +342,23 @@ def recover(root: Path | str | LayoutDir, *, lock: LayoutLock | None = None,
 
 
 def purge_expired(root: Path | str | LayoutDir, now: float | None = None, *,
-                  lock: LayoutLock | None = None, lock_timeout: float = 10.0) -> Recovery:
+                  lock: LayoutLock | None = None, lock_timeout: float = 10.0) -> A.Recovery:
     """:func:`recover`, and purge the kept quarantines whose time is up at ``now``."""
     at = time.time() if now is None else now
     return _settle(root, lock, lock_timeout, lambda q: q.keep_until is None or q.keep_until <= at)
 
 
-def quarantined(root: Path | str | LayoutDir) -> tuple[QuarantineInfo, ...]:
+def quarantined(root: Path | str | LayoutDir) -> tuple[A.QuarantineInfo, ...]:
     """The layout's quarantines, oldest first, with what each holds (reads only)."""
     out = []
     for q in Quarantine.open_all(open_layout(root)):
-        try:
-            j = q.journal
-            out.append(QuarantineInfo(q.name, str(j.get("operation", "?")),
-                                      float(j.get("created") or 0), q.keep_until, q.listing()))
-        finally:
-            q.close()
+        with contextlib.closing(q):
+            out.append(A.QuarantineInfo.of(q.name, q.journal, q.listing()))
     return tuple(out)
 
 
 def restore(root: Path | str | LayoutDir, apply_id: str | None = None, *,
-            lock: LayoutLock | None = None, lock_timeout: float = 10.0) -> Restored:
+            lock: LayoutLock | None = None, lock_timeout: float = 10.0) -> A.Restored:
     """Undo the last apply that kept its blobs (or the one named): the blobs go back, then
     index.json -- as it was, when no one changed it since, else the current one with the
     entries the apply dropped or untagged put back (:func:`ocigraph.restore_index_entries`).
@@ -436,15 +367,12 @@ def restore(root: Path | str | LayoutDir, apply_id: str | None = None, *,
     from .fsck import hash_file
 
     layout_dir = open_layout(root)
-    with _locked(layout_dir, lock, lock_timeout):
+    with locked(layout_dir, lock, lock_timeout):
         qs = Quarantine.open_all(layout_dir)
         try:
-            kept = [q for q in qs if q.keep_until is not None and apply_id in (None, q.name)]
-            if not kept:
-                raise RestoreRefusedError(f"no apply{' ' + apply_id if apply_id else ''} kept its blobs (only one "
-                                          "made with --keep-deleted can be undone, until it expires)")
-            q = kept[-1]
-            before, current, held = _read(q.fd, BEFORE), layout_dir.read_file("index.json"), q.listing()
+            q = qs[A.restorable([(k.name, k.keep_until) for k in qs], apply_id)]
+            before, current = _read(q.fd, BEFORE), layout_dir.read_file("index.json")
+            held = q.listing()
             if before is None:
                 raise RestoreRefusedError(f"quarantine {q.name} has no copy of index.json")
             for digest in sorted(held):
@@ -452,23 +380,14 @@ def restore(root: Path | str | LayoutDir, apply_id: str | None = None, *,
                 alg, encoded = og.blob_parts(digest)
                 if fd is not None and hash_file(fd, alg)[0] != encoded:
                     raise RestoreRefusedError(f"blobs/{alg}/{encoded} exists with other content")
-            changes = [(int(p), str(d), str(a)) for p, d, a in q.journal.get("changes") or []]
-            now = og.digest_bytes(current)
-            try:
-                data = (before if now == q.journal.get("indexAfter") else current
-                        if now == q.journal.get("indexBefore")
-                        else og.restore_index_entries(current, before, changes))
-            except ValueError as exc:
-                raise RestoreRefusedError(str(exc)) from None
-            graph = _graph(layout_dir, q, held, og.parse_index(data))
-            needed = og.live_set(graph, root_set=[c[1] for c in changes if c[1] in graph])
-            if lost := sorted(n for n in needed if not graph.nodes[n]["present"] and og.is_sweepable(n)):
-                raise RestoreRefusedError(f"{lost[0]}, which a restored entry needs, is gone")
+            data = A.restored_index(q.journal, before, current)
+            changes = A.journal_changes(q.journal)
+            A.refuse_lost(_Source(q, held).graph(og.parse_index(data)), changes)
             moved = q.take_back(sorted(held))
             if data != current:
                 layout_dir.replace_index(data)
             q.purge()  # what is left: copies of blobs that were back already
-            return Restored(q.name, moved, len(changes))
+            return A.Restored(q.name, moved, len(changes))
         finally:
             for q in qs:
                 q.close()

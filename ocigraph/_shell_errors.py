@@ -6,7 +6,7 @@ from __future__ import annotations
 from ._errors import LayoutError, OcigraphError, RequestError
 
 __all__ = ["LayoutAccessError", "LayoutLockedError", "ApplyError", "PlanMismatchError",
-           "LayoutMovedError", "PlanOriginError", "ApplyInterrupted"]
+           "LayoutMovedError", "PlanOriginError", "ApplyInterrupted", "RestoreRefusedError"]
 
 
 class LayoutAccessError(LayoutError):
@@ -77,6 +77,14 @@ class PlanOriginError(RequestError):
                          "another directory): nothing was changed; plan again on this layout")
 
 
+class RestoreRefusedError(RequestError):
+    """Undoing an apply (``io_adapters.quarantine.restore``) would leave the layout worse;
+    nothing was changed."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"refusing to restore: {why}; nothing was changed")
+
+
 class ApplyInterrupted(KeyboardInterrupt):
     """Ctrl-C during :func:`io_adapters.apply.apply_plan`, with the exact state: whether
     index.json was already rewritten, and how many of the plan's ``total`` blobs were
@@ -84,4 +92,5 @@ class ApplyInterrupted(KeyboardInterrupt):
 
     def __init__(self, index_written: bool, deleted: int, total: int) -> None:
         self.index_written, self.deleted, self.total = index_written, deleted, total
-        super().__init__(f"interrupted: index_written={index_written}, {deleted} of {total} deleted")
+        super().__init__(
+            f"interrupted: index_written={index_written}, {deleted} of {total} deleted")
