@@ -19,7 +19,7 @@ Steps (seconds, wall clock, in this process):
 ``read``    the core's breadth-first walk: reading, verifying and parsing every manifest (the
             core's ``read`` phase of ``build_graph``);
 ``build``   making the networkx graph (the core's ``build`` phase);
-``plan``    ``plan_graph``: the live set or deletion closure and the plan;
+``plan``    ``og.plan_operation``: the live set or deletion closure and the plan;
 ``claim``   handing the graph to the store writer (claiming its lock);
 ``fork``    leaving the store to a detached child;
 ``other``   the rest: click, rendering and printing the answer.
@@ -97,8 +97,7 @@ def main() -> None:
         return graph
 
     og.build_graph = build_graph
-    if hasattr(planner, "plan_graph"):
-        planner.plan_graph = _timed("plan", planner.plan_graph)
+    og.plan_operation = _timed("plan", og.plan_operation)
     if hasattr(planner, "_store"):
         planner._store = _timed("claim", planner._store)
     background.run_detached = _timed("fork", background.run_detached)

@@ -1,13 +1,6 @@
-"""Plan an operation on a layout on disk: from the one store (:mod:`io_adapters.store`) when it
-was made from the layout's snapshot as its handle reads it now, else by reading the layout.
-
-From the store, a plan made before for the same operation, refs and policy is the plan now (a
-plan is a pure function of what the snapshot fixes and the code; plans with ``grace`` also of
-the clock, and are never kept), and a ``delete`` is planned on its targets' neighbourhood
-(:func:`ocigraph.neighbourhood`).  A graph built is left to the store, with its plan, by a job
-for after the command's answer (:mod:`io_adapters.background`).  Every plan records the
-handle's ``origin``, so that apply refuses to change any other directory.
-"""
+"""Plan an operation on a layout on disk: from the one store when it was made from the layout's
+snapshot as its handle reads it now, else by reading the layout; a graph built is left to the
+store by a job for after the answer.  How, and why the store cannot be stale: docs/design.md."""
 
 from __future__ import annotations
 
@@ -30,18 +23,9 @@ from . import store as st
 from .apply import ApplyReport
 from .cachedir import bound_cache
 from .collector import collector_paused
-from .layout import (
-    DiskLayout,
-    DiskManifestSource,
-    Junk,
-    LayoutDir,
-    open_layout,
-    read_layout,
-    scan_blobs,
-)
+from .layout import DiskLayout, DiskManifestSource, LayoutDir, open_layout, read_layout, scan_blobs
 
-__all__ = ["Planned", "plan_layout", "plan_prune_layout", "restore_later", "plan_graph",
-           "plan_tags", "push_times"]
+__all__ = ["Planned", "plan_layout", "plan_prune_layout", "restore_later", "plan_tags"]
 
 #: layouts with fewer blobs are planned every time and never stored: they plan in
 #: milliseconds, and test suites make thousands of them
@@ -53,13 +37,11 @@ _MAX_SETTLE_WAIT = 3.0
 
 @dataclass(frozen=True, slots=True)
 class Planned:
-    """A plan, where it came from, and the tags of the nodes it names.
-
-    ``how``: ``"built"`` (the layout read, its graph built: ``graph``), ``"remembered"`` (the
-    plan made before on the unchanged layout: no graph) or ``"stored"`` (a delete planned on
-    its targets' neighbourhood in the store: ``graph`` is that view).  ``disk``: the layout as
-    read (``None`` unless built); ``junk``: what lies under ``blobs/`` that is not a blob.
-    """
+    """A plan, where it came from, and the tags of the nodes it names.  ``how``: ``"built"``
+    (the layout read, as ``disk``, and its ``graph`` built), ``"remembered"`` (the plan made
+    before on the unchanged layout) or ``"stored"`` (a delete planned on its targets'
+    neighbourhood in the store: ``graph`` is that view); ``junk``: what under ``blobs/`` is
+    not a blob."""
 
     dir: LayoutDir
     plan: og.Plan
@@ -67,7 +49,7 @@ class Planned:
     how: str
     graph: nx.DiGraph | None
     disk: DiskLayout | None
-    junk: tuple[Junk, ...]
+    junk: tuple[og.Junk, ...]
 
     @property
     def remembered(self) -> bool:
@@ -83,45 +65,46 @@ class Planned:
             return False
 
 
-#: ``operation`` (``delete``, ``gc``, ``remove``, ``untag``) on a graph
-plan_graph = og.plan_operation
+def plan_tags(graph: nx.DiGraph | og.GraphSource, plan: og.Plan) -> dict[str, list[str]]:
+    """Tags of every node ``plan`` names (deletions, reasons, kept nodes), for showing it."""
+    source = og.WholeGraph(graph) if isinstance(graph, nx.DiGraph) else graph
+    return og.plan_tags(source.attributes, plan)
 
 
-def push_times(disk: DiskLayout, rules: og.RetentionRules) -> dict[str, float]:
-    """:func:`ocigraph.push_times` of the layout, its blobs read through the handle."""
-    read = disk.layout.manifests.read_blob  # type: ignore[attr-defined]
-    return og.push_times(disk.layout.index, disk.layout.blobs, rules.age_from, read)
-
-
-def _build(disk: DiskLayout, policy: og.Policy, reporter: og.Reporter | None) -> nx.DiGraph:
-    """The graph of ``disk``.  With ``grace``, its ``now`` is on the file system's clock, as
-    the blob times it is compared with are (the plan's snapshot time stays this machine's:
-    apply shifts it itself); a layout we cannot write a probe into keeps this machine's."""
-    layout = disk.layout
-    if policy.grace > 0:
-        with contextlib.suppress(OSError):
-            layout = dataclasses.replace(layout, now=(layout.now or 0.0) + disk.dir.clock_offset())
-    return og.build_graph(layout, reporter, mtimes=policy.grace > 0)
+def _read_and_plan(layout_dir: LayoutDir, policy: og.Policy, reporter: og.Reporter | None,
+                   make: Callable[[DiskLayout, nx.DiGraph, og.WholeGraph], og.Plan],
+                   ) -> tuple[Planned, og.WholeGraph]:
+    """Read the layout, build its graph and plan on it with ``make``.  With ``grace``, the
+    graph's ``now`` is on the file system's clock, as the blob times it is compared with are
+    (the plan's snapshot time stays this machine's: apply shifts it itself); a layout we
+    cannot write a probe into keeps this machine's."""
+    with collector_paused():
+        disk = read_layout(layout_dir, reporter=reporter)
+        layout = disk.layout
+        if policy.grace > 0:
+            with contextlib.suppress(OSError):
+                layout = dataclasses.replace(layout,
+                                             now=(layout.now or 0.0) + disk.dir.clock_offset())
+        graph = og.build_graph(layout, reporter, mtimes=policy.grace > 0)
+        whole = og.WholeGraph(graph)
+        plan = dataclasses.replace(make(disk, graph, whole), origin=layout_dir.origin,
+                                   snapshot_time=disk.layout.now)
+    return Planned(layout_dir, plan, plan_tags(graph, plan), "built", graph, disk,
+                   disk.junk), whole
 
 
 def plan_prune_layout(root: Path | str | LayoutDir, rules: og.RetentionRules, policy: og.Policy,
                       now: float, *, reporter: og.Reporter | None = None) -> Planned:
     """``ocigraph prune``: judge the layout's tags by ``rules`` at ``now`` and plan the expired
     tags' remove with the gc sweep (:func:`ocigraph.plan_prune`), on the whole graph."""
-    layout_dir = open_layout(root)
-    with collector_paused():
-        disk = read_layout(layout_dir, reporter=reporter)
-        graph = _build(disk, policy, reporter)
-        plan = og.plan_prune(graph, rules, now=now, push_times=push_times(disk, rules),
-                             policy=policy)
-    plan = dataclasses.replace(plan, origin=layout_dir.origin, snapshot_time=disk.layout.now)
-    return Planned(layout_dir, plan, plan_tags(graph, plan), "built", graph, disk, disk.junk)
 
+    def make(disk: DiskLayout, graph: nx.DiGraph, _: og.WholeGraph) -> og.Plan:
+        layout = disk.layout  # push times: the blobs read through the handle
+        pushed = og.push_times(layout.index, layout.blobs, rules.age_from,
+                               layout.manifests.read_blob)  # type: ignore[attr-defined]
+        return og.plan_prune(graph, rules, now=now, push_times=pushed, policy=policy)
 
-def plan_tags(graph: nx.DiGraph | st.GraphStore, plan: og.Plan) -> dict[str, list[str]]:
-    """Tags of every node ``plan`` names (deletions, reasons, kept nodes), for showing it."""
-    source = graph if isinstance(graph, st.GraphStore) else og.WholeGraph(graph)
-    return og.plan_tags(source.attributes, plan)
+    return _read_and_plan(open_layout(root), policy, reporter, make)[0]
 
 
 def _from_store(layout_dir: LayoutDir, operation: str, refs: Sequence[str], policy: og.Policy,
@@ -129,7 +112,7 @@ def _from_store(layout_dir: LayoutDir, operation: str, refs: Sequence[str], poli
     """The plan, answered by the store if it was made from the layout as it is now; ``None``
     otherwise -- or the store's path when it did not know a name: a row may be lost, so if
     reading the layout finds the name, the store goes."""
-    if policy.grace > 0 or not st.cache_enabled(cache):
+    if policy.grace > 0 or not S.caching(cache, os.environ):
         return None
     now = time.time()  # the snapshot: as read_layout, before anything is looked at
     layout_dir.check_oci_layout()
@@ -138,8 +121,7 @@ def _from_store(layout_dir: LayoutDir, operation: str, refs: Sequence[str], poli
         return None
     try:
         kept = store.plan(og.plan_key(operation, refs, policy))
-        if (kept is not None and kept.operation == operation and kept.policy == policy
-                and kept.index_fingerprint == store.fingerprint):
+        if kept is not None and S.recalls(kept, operation, policy, store.fingerprint):
             plan = dataclasses.replace(kept, snapshot_time=now)
             return Planned(layout_dir, plan, plan_tags(store, plan), "remembered", None, None,
                            store.junk)
@@ -171,10 +153,10 @@ def _discard(path: Path) -> None:
 
 
 def _storable(disk: DiskLayout, cache: bool | None) -> bool:
-    """A layout worth storing whose graph can be trusted later: big, settled folders, and no
-    read that said something about a file rather than a digest."""
-    return (st.cache_enabled(cache) and len(disk.layout.blobs) >= _MIN_BLOBS
-            and S.settled(disk.folders, disk.listed_at) and getattr(disk.layout.manifests, "disk_errors", 1) == 0)
+    """:func:`ocigraph.snapshot.storable`, of a layout as read, with the cache on."""
+    return S.caching(cache, os.environ) and S.storable(
+        len(disk.layout.blobs), disk.folders, disk.listed_at,
+        getattr(disk.layout.manifests, "disk_errors", 1), min_blobs=_MIN_BLOBS)
 
 
 #: store files this process has a job on its way for (the job owns the writer's lock), and
@@ -186,10 +168,9 @@ _APPLIED: dict[Path, tuple[og.Plan, ApplyReport]] = {}
 def _store(disk: DiskLayout, graph: nx.DiGraph, whole: og.WholeGraph, plans: dict[str, og.Plan],
            cache: bool | None, cache_dir: Path | str | None,
            defer: Callable[..., None] | None = None) -> None:
-    """Keep ``graph`` and ``plans`` for later if the layout is :func:`_storable`, in a job
-    handed to ``defer`` (:func:`io_adapters.background.defer`) or done now.  Should the layout
-    change before the job runs (``delete --yes`` applies the plan), it follows the change, or
-    stores the layout as it is then."""
+    """Keep ``graph`` and ``plans`` if the layout is :func:`_storable`, in a job for ``defer``
+    or now; should the layout change before the job runs (``delete --yes`` applies the plan),
+    the job follows the change, or stores the layout as it is then."""
     path = st.store_file_for(disk.dir.path, cache_dir)
     if not _storable(disk, cache) or path is None or path in _PENDING:
         return
@@ -212,10 +193,10 @@ def _store(disk: DiskLayout, graph: nx.DiGraph, whole: og.WholeGraph, plans: dic
     _storing_job(path, work, defer)
 
 
-def _storing_job(path: Path, work: Callable[[int], None], defer: Callable[..., None] | None) -> None:
-    """Claim the writer's lock of the store at ``path`` now (so a deferred job is known to be
-    on its way) and do ``work`` holding it, here or handed to ``defer``; nothing, if another
-    process is storing it."""
+def _storing_job(path: Path, work: Callable[[int], None],
+                 defer: Callable[..., None] | None) -> None:
+    """Claim the store at ``path`` now (so a deferred job is known to be on its way) and do
+    ``work`` holding the claim, here or handed to ``defer``; nothing, if another has it."""
     claimed = st.claim(path)
     if claimed is None:
         return
@@ -240,10 +221,9 @@ def _storing_job(path: Path, work: Callable[[int], None], defer: Callable[..., N
 
 
 def _settled(layout_dir: LayoutDir, path: Path, claimed: int) -> bool:
-    """Whether the layout's folders have settled -- waiting for them, at most
-    ``_MAX_SETTLE_WAIT`` (a clock off the file system's would keep us asleep) and without the
-    writer's lock (nobody waits on us), which is claimed again after (False: another writer
-    has it now).  Stamps taken sooner could hide a change still to come."""
+    """Whether the layout's folders have settled (stamps taken sooner could hide a change
+    still to come), waiting for them at most ``_MAX_SETTLE_WAIT`` and without the writer's
+    lock, which is claimed again after (False: another writer has it now)."""
     wait = S.settles_in(layout_dir.folder_stamps(), time.time_ns())
     if wait > _MAX_SETTLE_WAIT or not layout_dir.in_place():
         return False
@@ -268,10 +248,9 @@ def _rebuild(layout_dir: LayoutDir, path: Path, cache: bool | None, claimed: int
 
 def _follow(layout_dir: LayoutDir, path: Path, cache: bool | None, claimed: int, plan: og.Plan,
             report: ApplyReport, release: Callable[[], None] | None = None) -> None:
-    """Bring the store to the layout as ``plan`` left it, changing the rows the plan touched
-    (:func:`io_adapters.store.follow_apply`) once the folders have settled: a new snapshot is
-    taken only then, and a listing after it must show exactly what the plan left.  Anything
-    else, and the layout is stored anew (``release`` first lets go of a graph held)."""
+    """Once the folders have settled, take a new snapshot, list the layout and change the rows
+    ``plan`` touched (:func:`io_adapters.store.follow_apply`); if that declines, store the
+    layout anew (``release`` first lets go of a graph held)."""
     if not _settled(layout_dir, path, claimed):
         return
     after = st.snapshot_of(layout_dir)
@@ -290,11 +269,9 @@ def restore_later(root: Path | str | LayoutDir, cache: bool | None = None,
                   cache_dir: Path | str | None = None,
                   defer: Callable[..., None] | None = None, *,
                   applied: tuple[og.Plan, ApplyReport] | None = None) -> None:
-    """After an apply changed a layout that had a store: bring the store up to date, following
-    the change row by row when the store was current before it (``applied``: the plan and
-    apply's report), else by a rebuild; meant for ``defer``.  A layout with no store, or a
-    current one, is left alone; so is one this process has a storing job on its way for
-    (that job sees the change)."""
+    """After an apply (``applied``: the plan and apply's report), bring the layout's store up to
+    date, in a job for ``defer``: row by row if it was current before, else by a rebuild.  No
+    store, or a current one, is left alone; a job of this process on its way is told."""
     layout_dir = open_layout(root)
     path = st.store_file_for(layout_dir.path, cache_dir)
     if path is not None and path in _PENDING:
@@ -302,7 +279,7 @@ def restore_later(root: Path | str | LayoutDir, cache: bool | None = None,
             _APPLIED[path] = applied
         return
     with contextlib.suppress(OSError, og.OcigraphError):
-        if not st.cache_enabled(cache) or path is None or path.stat().st_size == 0:
+        if not S.caching(cache, os.environ) or path is None or path.stat().st_size == 0:
             return  # (an empty file: a writer's placeholder, no store)
         held = st.open_store(layout_dir, cache_dir, cache)
         if held is not None:  # unchanged after all (an empty plan)
@@ -326,15 +303,12 @@ def plan_layout(root: Path | str | LayoutDir, operation: str, refs: Sequence[str
     from_store = _from_store(layout_dir, operation, refs, policy, cache, cache_dir)
     if isinstance(from_store, Planned):
         return from_store
-    with collector_paused():
-        disk = read_layout(layout_dir, reporter=reporter)
-        graph = _build(disk, policy, reporter)
-        whole = og.WholeGraph(graph)
-        plan = dataclasses.replace(plan_graph(graph, operation, refs, policy, whole, reporter),
-                                   origin=layout_dir.origin, snapshot_time=disk.layout.now)
+    planned, whole = _read_and_plan(layout_dir, policy, reporter, lambda _, graph, whole:
+                                    og.plan_operation(graph, operation, refs, policy, whole,
+                                                      reporter))
     if from_store is not None:  # the layout knew a name the store did not: the store lost it
         _discard(from_store)
-    if store and st.cache_enabled(cache):
-        _store(disk, graph, whole, {og.plan_key(operation, refs, policy): plan}, cache, cache_dir,
-               defer)
-    return Planned(layout_dir, plan, plan_tags(graph, plan), "built", graph, disk, disk.junk)
+    if store and S.caching(cache, os.environ):
+        plans = {og.plan_key(operation, refs, policy): planned.plan}
+        _store(planned.disk, planned.graph, whole, plans, cache, cache_dir, defer)
+    return planned

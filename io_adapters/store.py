@@ -1,37 +1,6 @@
-"""The one store: what ocigraph keeps about a layout between runs, in one SQLite file.
-
-A command that built a layout's whole graph leaves here -- in a detached child, after its
-answer -- every node (:mod:`ocigraph.rows`), the index.json entries, the liveness facts and its
-plans; the next command on the unchanged layout answers from them (a delete from its targets'
-neighbourhood, :mod:`ocigraph._view`; anything else, the plan made before) without listing a
-million blobs.
-
-**The rule.** Every fact in the store was derived from one *snapshot* of the layout: the
-layout directory's device and inode, index.json's digest, and the inode, mtime and ctime of
-``blobs/`` and each ``blobs/<alg>/``, all read through the one directory handle of
-:class:`io_adapters.layout.LayoutDir` just before the listing the graph was built from.  A
-snapshot is recorded only when those folders last changed (mtime or ctime -- a tool can set an
-mtime back, never a ctime) at least ``SETTLE_NS`` before the listing began, as git's index
-treats "racily clean" entries, so a change in the same clock tick cannot hide; and the store is
-trusted only while the same handle reads the same snapshot again.  The rule and the ``meta``
-row that records a snapshot are pure (:mod:`ocigraph.snapshot`); here are SQLite, the
-writers' lock and the clock.  Anything else -- another
-directory at the path, a blob created, removed or renamed, an index.json edited, other code --
-and the layout is read instead.
-
-Facts about a digest (edges, from manifests verified against their digests) cannot go stale; a
-graph built from reads that said something about the disk rather than a digest is never
-stored.  A blob rewritten *in place* (no tool does that; ``fsck`` finds it) goes unseen.  The
-file system's clock is assumed to be the machine's within well under ``SETTLE_NS``; set
-``OCIGRAPH_NO_CACHE=1`` where folder times never move.  Every row carries a CRC-32: a
-mismatch, a missing row or any SQLite error and the store is ignored (and discarded), never
-trusted -- a guard against damage, not against someone who can write your cache folder.
-
-Where: ``$OCIGRAPH_CACHE_DIR``, else ``$XDG_CACHE_HOME/ocigraph``, else ``~/.cache/ocigraph``;
-one file per layout path, ``<hash of the real path>.store``, written whole to a temporary file
-and renamed into place, and its own writers' lock (:func:`claim`; an empty file is a writer's
-placeholder, no store).
-"""
+"""The one store: one SQLite file per layout in the cache folder, also its writers' lock.  What
+it holds and why it cannot be stale: docs/design.md, "What the store trusts"; the rule and the
+rows are pure (:mod:`ocigraph.snapshot`, :mod:`ocigraph.rows`); here are the file and SQLite."""
 
 from __future__ import annotations
 
@@ -42,7 +11,7 @@ import os
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,35 +26,19 @@ from ocigraph.snapshot import Snapshot
 from .collector import pauses_collector
 from .layout import DiskLayout, Junk, LayoutDir
 
-__all__ = ["GraphStore", "StoreDamaged", "store_file_for", "cache_enabled", "default_cache_dir",
+__all__ = ["GraphStore", "StoreDamaged", "store_file_for", "default_cache_dir",
            "code_fingerprint", "claim", "reclaim", "release", "save_store", "open_store",
            "wait_for_writer", "snapshot_of", "follow_apply"]
-
-#: ``IN (...)`` batches (SQLite allows 32766 variables; smaller batches keep statements cheap)
-_BATCH = 500
 
 
 #: the store does not hold what it says it holds: a checksum, a row or SQLite failed
 StoreDamaged = R.RowsDamaged
 
 
-def cache_enabled(explicit: bool | None = None) -> bool:
-    """``explicit`` if given, else on unless ``OCIGRAPH_NO_CACHE`` is set (and not ``0``)."""
-    if explicit is not None:
-        return explicit
-    return os.environ.get("OCIGRAPH_NO_CACHE", "") in ("", "0")
-
-
 def default_cache_dir() -> Path | None:
-    """``$OCIGRAPH_CACHE_DIR``, ``$XDG_CACHE_HOME/ocigraph`` or ``~/.cache/ocigraph``."""
-    explicit = os.environ.get("OCIGRAPH_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg and os.path.isabs(xdg):
-        return Path(xdg) / "ocigraph"
-    home = os.environ.get("HOME")
-    return Path(home) / ".cache" / "ocigraph" if home else None
+    """:func:`ocigraph.snapshot.cache_folder` in this process's environment."""
+    parts = S.cache_folder(os.environ)
+    return None if parts is None else Path(*parts)
 
 
 _CODE: list[str] = []
@@ -107,8 +60,7 @@ def store_file_for(root: Path | str, cache_dir: Path | str | None = None) -> Pat
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if base is None:
         return None
-    real = os.path.realpath(root)
-    return Path(os.path.abspath(base)) / f"{hashlib.sha256(os.fsencode(real)).hexdigest()[:32]}.store"
+    return Path(os.path.abspath(base)) / S.store_name(os.fsencode(os.path.realpath(root)))
 
 
 # -- the writers' lock: a flock on the store file itself --------------------------------------
@@ -182,13 +134,6 @@ def wait_for_writer(root: Path | str, cache_dir: Path | str | None = None) -> No
 
 # -- writing ----------------------------------------------------------------------------------
 
-def _meta(con: sqlite3.Connection) -> dict[str, Any]:
-    row = con.execute("SELECT body, crc FROM meta WHERE id = 1").fetchone()
-    if row is None:
-        raise StoreDamaged("meta")
-    return R.meta_from_row(*row)
-
-
 def _put_meta(con: sqlite3.Connection, meta: Mapping[str, Any]) -> None:
     con.execute("INSERT OR REPLACE INTO meta VALUES (1, ?, ?)", R.meta_row(meta))
 
@@ -198,18 +143,20 @@ def _put_rows(con: sqlite3.Connection, index: og.Index, plans: Mapping[str, og.P
     con.execute("DELETE FROM entries")
     con.execute("DELETE FROM plans")
     con.executemany("INSERT INTO entries VALUES (?, ?, ?, ?)", map(R.entry_row, index.entries))
-    con.executemany("INSERT INTO plans VALUES (?, ?, ?)", [R.plan_row(k, p) for k, p in plans.items()])
+    con.executemany("INSERT INTO plans VALUES (?, ?, ?)",
+                    [R.plan_row(k, p) for k, p in plans.items()])
 
 
 @pauses_collector
-def save_store(path: Path, disk: DiskLayout, graph: nx.DiGraph, facts: Mapping[bool, og.Liveness],
-               plans: Mapping[str, og.Plan], claimed: int | None = None) -> None:
+def save_store(path: Path, disk: DiskLayout, graph: nx.DiGraph,
+               facts: Mapping[bool, og.Liveness], plans: Mapping[str, og.Plan],
+               claimed: int | None = None) -> None:
     """Store ``graph`` (built from ``disk``, whole) with its ``facts`` under both root rules
     (``{False: ..., True: ...}``, grace 0) and the ``plans`` made on it (by
-    :func:`ocigraph.plan_key`)
-    at ``path``.  ``claimed``: the caller's :func:`claim`, which then moves to the new file
-    before it takes the name (so the lock never leaves the file at ``path``).  Failing to
-    write only costs the next run its shortcut."""
+    :func:`ocigraph.plan_key`) at ``path``, written whole to a temporary file and renamed into
+    place.  ``claimed``: the caller's :func:`claim`, which then moves to the new file before it
+    takes the name (so the lock never leaves the file at ``path``).  Failing to write only
+    costs the next run its shortcut."""
     with contextlib.suppress(OSError, sqlite3.Error):
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".graph")
@@ -231,23 +178,24 @@ def save_store(path: Path, disk: DiskLayout, graph: nx.DiGraph, facts: Mapping[b
 
 def _write(tmp: str, disk: DiskLayout, graph: nx.DiGraph, facts: Mapping[bool, og.Liveness],
            plans: Mapping[str, og.Plan]) -> None:
-    index: og.Index = graph.graph["index"]
     con = sqlite3.connect(tmp, isolation_level=None)
     try:
         for pragma in ("page_size=65536", "journal_mode=OFF", "synchronous=OFF"):
             con.execute(f"PRAGMA {pragma}")
         con.execute("BEGIN")
-        for table, columns in (("meta", "id INTEGER PRIMARY KEY"), ("plans", "key TEXT PRIMARY KEY"),
+        for table, columns in (("meta", "id INTEGER PRIMARY KEY"),
+                               ("plans", "key TEXT PRIMARY KEY"),
                                ("nodes", "id INTEGER PRIMARY KEY, digest TEXT NOT NULL UNIQUE"),
                                ("entries", "pos INTEGER PRIMARY KEY, tag TEXT")):
-            con.execute(f"CREATE TABLE {table}({columns}, body BLOB NOT NULL, crc INTEGER NOT NULL)")
+            con.execute(f"CREATE TABLE {table}({columns}, body BLOB NOT NULL, "
+                        "crc INTEGER NOT NULL)")
         snapshot = (disk.dir.origin, graph.graph["fingerprint"], disk.folders)
         _put_meta(con, S.store_meta(graph, facts, snapshot, code=code_fingerprint(),
                                     path=os.path.realpath(disk.dir.path),
                                     blobs=disk.layout.blobs, junk=disk.junk))
         con.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?)",
                         R.node_rows(graph, facts, orjson.dumps))
-        _put_rows(con, index, plans)
+        _put_rows(con, graph.graph["index"], plans)
         con.execute("CREATE INDEX entries_tag ON entries(tag)")
         con.execute("COMMIT")
     finally:
@@ -256,17 +204,13 @@ def _write(tmp: str, disk: DiskLayout, graph: nx.DiGraph, facts: Mapping[bool, o
 
 # -- reading ----------------------------------------------------------------------------------
 
-class GraphStore(R.NodeRows):
-    """A stored graph, as an :class:`ocigraph.GraphSource`.  Every row is checked against its
-    checksum and what it is filed under; anything amiss raises :class:`StoreDamaged`."""
+class GraphStore(R.StoreRows):
+    """A stored graph, as an :class:`ocigraph.GraphSource` (:class:`ocigraph.rows.StoreRows`),
+    read from the SQLite connection ``con`` to the store at ``path``."""
 
-    def __init__(self, path: Path, con: sqlite3.Connection, meta: dict[str, Any]) -> None:
-        super().__init__(self._fetch)
-        self.path, self._con, self.meta = path, con, meta
-        self.fingerprint: str = meta["fingerprint"]
-        self.entry_count: int = meta["entry_count"]
-        self.junk = tuple(Junk(p, why) for p, why in meta["junk"])
-        self._counted = False
+    def __init__(self, path: Path, con: sqlite3.Connection) -> None:
+        self.path, self._con = path, con
+        super().__init__(self._query)
 
     def close(self) -> None:
         self._con.close()
@@ -277,55 +221,9 @@ class GraphStore(R.NodeRows):
         except sqlite3.Error as exc:
             raise StoreDamaged(str(exc)) from None
 
-    def _batches(self, sql: str, keys: Sequence[Any]) -> Iterator[Any]:
-        """``sql`` with ``IN ({})`` filled a batch of ``keys`` at a time."""
-        for at in range(0, len(keys), _BATCH):
-            part = keys[at:at + _BATCH]
-            yield from self._query(sql.format(",".join("?" * len(part))), part)
-
-    def _fetch(self, column: str, keys: Sequence[Any]) -> Iterator[tuple[int, str, bytes, int]]:
-        return self._batches(f"SELECT id, digest, body, crc FROM nodes WHERE {column} IN ({{}})", keys)
-
-    def plan(self, key: str) -> og.Plan | None:
-        """The plan kept under ``key`` (:func:`ocigraph.plan_key`), if any."""
-        found = self._query("SELECT key, body, crc FROM plans WHERE key = ?", (key,))
-        return R.plan_from_row(*found[0]) if found else None
-
-    def unusable(self, keep_untagged: bool) -> tuple[tuple[str, str, str | None], ...]:
-        return tuple((n, e, h) for n, e, h in self.meta["unusable"][int(keep_untagged)])
-
-    def entries(self, positions: Collection[int]) -> dict[int, og.IndexEntry]:
-        want = sorted(set(positions))
-        out = {row[0]: R.entry_from_row(*row) for row in self._batches(
-            "SELECT pos, tag, body, crc FROM entries WHERE pos IN ({})", want)}
-        if len(out) != len(want):
-            raise StoreDamaged("an index.json entry is missing")
-        return out
-
-    def tagged(self, tag: str) -> list[str]:
-        found = [R.entry_from_row(pos, tag, body, crc).digest for pos, body, crc in self._query(
-            "SELECT pos, body, crc FROM entries WHERE tag = ? ORDER BY pos", (tag,))]
-        found = list(dict.fromkeys(found))
-        if len(self.bodies(found)) != len(found):
-            raise StoreDamaged(f"a digest tagged {tag!r} has no node")
-        return found
-
-    def with_prefix(self, prefix: str) -> list[str]:
-        # a short digest names one node only if no other starts the same: a node lost from the
-        # store would make it look unique, so count them first (once; a scan of the index)
-        if not self._counted:
-            if self._query("SELECT count(*) FROM nodes", ())[0][0] != self.meta["nodes"]:
-                raise StoreDamaged("nodes")
-            self._counted = True
-        # digests are ASCII: every digest starting with the prefix sorts in [prefix, prefix+"\x7f")
-        found = self._query("SELECT id, digest, body, crc FROM nodes WHERE digest >= ? AND "
-                            "digest < ? ORDER BY digest", (prefix, prefix + "\x7f"))
-        self.take(found)
-        return [d for _, d, _, _ in found]
-
 
 def snapshot_of(layout_dir: LayoutDir) -> Snapshot:
-    """The layout's snapshot as its handle reads it now (see the module's docstring)."""
+    """The layout's snapshot (:data:`ocigraph.snapshot.Snapshot`) as its handle reads it now."""
     fingerprint = og.digest_bytes(layout_dir.read_file("index.json"))
     return layout_dir.origin, fingerprint, layout_dir.folder_stamps()
 
@@ -334,7 +232,7 @@ def open_store(layout_dir: LayoutDir, cache_dir: Path | str | None = None,
                cache: bool | None = None, snapshot: Snapshot | None = None) -> GraphStore | None:
     """The store of the layout if it was made from the snapshot its handle reads now (or
     ``snapshot``) by this code; ``None`` otherwise (a placeholder too), or if it is damaged."""
-    path = store_file_for(layout_dir.path, cache_dir) if cache_enabled(cache) else None
+    path = store_file_for(layout_dir.path, cache_dir) if S.caching(cache, os.environ) else None
     con = None
     try:
         if path is None or not path.is_file() or path.stat().st_size == 0:
@@ -342,62 +240,44 @@ def open_store(layout_dir: LayoutDir, cache_dir: Path | str | None = None,
         now = snapshot or snapshot_of(layout_dir)
         con = sqlite3.connect(Path(os.path.abspath(path)).as_uri() + "?mode=ro", uri=True,
                               isolation_level=None)
-        meta = _meta(con)
-        if not S.made_from(meta, code_fingerprint(), now):
+        held = GraphStore(path, con)
+        if not S.made_from(held.meta, code_fingerprint(), now):
             con.close()
             return None
-        # a row lost would go unseen by the checksums of the others: count the small table
-        # here; a node lost shows as a name not found, which sends planning to the layout
-        if con.execute("SELECT count(*) FROM entries").fetchone()[0] != meta["entry_count"]:
-            raise StoreDamaged("entries")
+        held.check_entries()
         with contextlib.suppress(OSError):
             os.utime(path)  # in use: the last to be cleaned up
-        return GraphStore(path, con, meta)
-    except og.OcigraphError:
+        return held
+    except Exception as exc:  # a cache: anything amiss and it is not believed
         if con is not None:
             con.close()
-        raise  # index.json unreadable: the layout's problem, said by the layout
-    except Exception:  # a cache: anything amiss and it is not believed
-        if con is not None:
-            con.close()
+        if isinstance(exc, og.OcigraphError):
+            raise  # index.json unreadable: the layout's problem, said by the layout
         return None
 
 
 # -- following an apply ------------------------------------------------------------------------
 
 def follow_apply(path: Path, before: Snapshot, plan: og.Plan, after: Snapshot, index: og.Index,
-                 names: list[int], junk: Sequence[Junk], manifests: R.ReadManifests | None = None) -> bool:
-    """Bring the store at ``path``, made from snapshot ``before``, to ``after``: the layout once
-    ``plan`` was applied in full, ``index`` its index.json, ``names`` the
-    :func:`ocigraph.names_checksum` and ``junk`` of a listing made after ``after`` was taken;
-    ``manifests`` reads the layout's manifests, to recompute a kept node some of whose
-    descriptors went.  Returns False, changing nothing, when the store is not the one made
-    from ``before``, the listing is not what the plan leaves, or the result could differ
-    from a rebuild's (:func:`ocigraph.rows.refreshed_attrs`).  The caller holds the claim."""
+                 names: list[int], junk: Sequence[Junk],
+                 manifests: R.ReadManifests | None = None) -> bool:
+    """Bring the store at ``path``, made from snapshot ``before``, to ``after``, in one
+    transaction, as :func:`ocigraph.rows.follow_store` says (``manifests`` reads the layout's
+    manifests).  Returns False, changing nothing, when that declines or anything fails.  The
+    caller holds the claim."""
     con = sqlite3.connect(path, isolation_level=None)
     try:
         con.execute("BEGIN IMMEDIATE")
-        meta = _meta(con)
-        if not (S.made_from(meta, code_fingerprint(), before)
-                and S.lists_as_planned(meta, plan, names, junk)):
-            return False  # another store, or another writer came or went meanwhile
-        s = GraphStore(path, con, meta)
-        indexed = [R.entry_from_row(*row).digest
-                   for row in s._query("SELECT * FROM entries ORDER BY pos", ())]
-        followed = R.follow_plan(s, plan, index, indexed, meta["unusable"], meta["ordered"],
-                                 manifests)
+        s = GraphStore(path, con)
+        followed = R.follow_store(s, code_fingerprint(), before, plan, after, index, names, junk,
+                                  manifests)
         if followed is None:
             return False
-        gone_ids, dirty = followed
-        ids = sorted(gone_ids)
-        for at in range(0, len(ids), _BATCH):
-            part = ids[at:at + _BATCH]
-            con.execute(f"DELETE FROM nodes WHERE id IN ({','.join('?' * len(part))})", part)
-        bodies = [(orjson.dumps(s.rows[d]), s.id_of[d]) for d in dirty]
-        con.executemany("UPDATE nodes SET body = ?, crc = ? WHERE id = ?",
-                        [(b, R.node_crc(b, i), i) for b, i in bodies])
-        _put_rows(con, index, S.plans_after(plan, after[1]))
-        _put_meta(con, S.followed_meta(meta, after, names, len(index.entries), len(gone_ids)))
+        gone, bodies, plans, meta = followed
+        list(s.batches("DELETE FROM nodes WHERE id IN ({})", gone))
+        con.executemany("UPDATE nodes SET body = ?, crc = ? WHERE id = ?", bodies)
+        _put_rows(con, index, plans)
+        _put_meta(con, meta)
         con.execute("COMMIT")
         return True
     except (sqlite3.Error, StoreDamaged, KeyError, TypeError, ValueError, OSError,

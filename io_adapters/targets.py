@@ -1,25 +1,17 @@
-"""What a command works on: a layout folder or a registry repository -- two adapters of one
-core behind one face, so that the command line says each step once.
-
-Each target reads its graph (``show``, ``du``), plans, and applies a plan, and answers with
-plain values and JSON documents that :mod:`ocigraph.present` renders.  A layout is planned
-from its store or by reading it, locked for a one-shot command (which first finishes, or
-purges, what earlier applies left in its quarantine), and applied through its directory
-handle; a registry repository is read and changed through the Distribution API.
-"""
+"""What a command works on: a layout folder or a registry repository, two adapters of one core
+behind one face (lock, settle, read, plan, apply), so that the command line says each step once;
+they answer with the values of :mod:`ocigraph.answers`.  See docs/design.md."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
-
 import ocigraph as og
 from ocigraph import present
+from ocigraph.answers import Planned, Read
 
 from . import background, quarantine
 from .apply import apply_plan
@@ -28,29 +20,9 @@ from .layout import LayoutDir, read_layout
 from .lock import LayoutLock
 from .planner import plan_layout, plan_prune_layout, plan_tags, restore_later
 
-__all__ = ["Read", "Planned", "LayoutTarget", "RegistryTarget", "Prune"]
+__all__ = ["LayoutTarget", "RegistryTarget", "Prune"]
 
 Prune = tuple[og.RetentionRules, float]  # prune's rules and its ``now``
-
-
-@dataclass(frozen=True, slots=True)
-class Read:
-    """A target as read for a report of disk use: its graph (every blob's size is its file's),
-    index.json entries, the junk under ``blobs/`` and the quarantines holding deleted blobs."""
-
-    graph: nx.DiGraph
-    entries: list[og.IndexEntry]
-    junk: list[dict[str, str]]
-    quarantined: list[dict[str, Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class Planned:
-    """A plan, the tags of the nodes it names, and how many items under ``blobs/`` are junk."""
-
-    plan: og.Plan
-    tags: dict[str, list[str]]
-    junk: int = 0
 
 
 class LayoutTarget:
@@ -88,9 +60,7 @@ class LayoutTarget:
         disk = read_layout(self.dir)
         with collector_paused():
             graph = og.build_graph(disk.layout, reporter, file_sizes=True, mtimes=mtimes)
-        return Read(graph, list(disk.layout.index.entries),
-                    [{"path": j.path, "why": j.why} for j in disk.junk],
-                    [q.to_dict() for q in quarantine.quarantined(self.dir)])
+        return Read.of(graph, disk.junk, [q.to_dict() for q in quarantine.quarantined(self.dir)])
 
     def plan(self, operation: str, refs: Sequence[str], policy: og.Policy,
              prune: Prune | None, reporter: og.Reporter | None = None) -> Planned:
@@ -138,7 +108,7 @@ class RegistryTarget:
 
     def read(self, reporter: og.Reporter | None = None, *, mtimes: bool = False) -> Read:
         snapshot = self.reg.read_repository(self.ref, client=self.client)
-        return Read(og.build_graph(snapshot.layout), list(snapshot.layout.index.entries), [], [])
+        return Read.of(og.build_graph(snapshot.layout))
 
     def plan(self, operation: str, refs: Sequence[str], policy: og.Policy,
              prune: Prune | None, reporter: og.Reporter | None = None) -> Planned:

@@ -1,8 +1,9 @@
 """A built graph as the rows of a store, and how an applied plan changes them -- pure values.
 
 ``io_adapters.store`` keeps one row per node in SQLite; what a row holds, how it is encoded
-and checked, and the graph computations that bring rows up to date after an apply (without
-building the graph again) live here, free of files and clocks.
+and checked, the queries that read the tables as a graph source (:class:`StoreRows`, through a
+``query`` function the shell gives), and the graph computations that bring rows up to date
+after an apply (without building the graph again) live here, free of files and clocks.
 
 A node's *body* (a JSON list): its digest; its :data:`~ocigraph.NODE_SCHEMA` attributes,
 encoded; ``[id, roles mask]`` per successor and per predecessor (predecessors by id, and ids
@@ -25,15 +26,19 @@ import orjson
 from ._build import NODE_ATTRIBUTES, NODE_SCHEMA, decode_node_attrs, encode_node_columns
 from ._errors import OcigraphError
 from ._graph import Liveness
+from ._listing import Junk
 from ._mediatypes import SUCCESSOR_FIELDS
 from ._model import Descriptor, Index, IndexEntry, Manifest
 from ._plan import Plan
 from ._view import NodeRecord
+from .snapshot import Snapshot, followed_meta, lists_as_planned, made_from, plans_after
 
 __all__ = ["ROLE_BITS", "DIGEST", "SUCC", "PRED", "LIVE", "FIRSTS", "RowsDamaged", "NodeRows",
+           "Query", "StoreRows",
            "role_mask", "roles_of", "node_crc", "node_rows", "row_attrs", "first_holder",
            "lost_liveness", "descriptors_naming", "refreshed_attrs", "follow_plan", "entry_row",
-           "entry_from_row", "plan_row", "plan_from_row", "meta_row", "meta_from_row"]
+           "entry_from_row", "plan_row", "plan_from_row", "meta_row", "meta_from_row", "Followed",
+           "follow_store"]
 
 ROLE_BITS = {"config": 1, "layer": 2, "manifest": 4, "blob": 8, "subject": 16}
 #: where a body keeps its digest, successors, predecessors, live flags (by ``keep_untagged``)
@@ -46,7 +51,7 @@ _MEDIA, _SIZES, _PRESENT, _TAGS, _ENTRIES, _INDEXED, _ART, _STATUS, _PLATFORM = 
                                            "entries", "indexed", "artifact_type", "status",
                                            "platform"))
 _SUBJECT = 16
-#: rows read at a time when looking for a first holder
+#: rows read at a time when looking for a first holder, and keys in one ``IN (...)``
 _BATCH = 500
 
 _ROLES_OF: dict[int, frozenset[str]] = {}
@@ -364,6 +369,91 @@ class NodeRows:
         return bool(self.bodies([digest]))
 
 
+#: ``query(sql, args)``: the rows a statement on the store's tables returns, as a list (a
+#: failure of the database: :class:`RowsDamaged`)
+Query = Callable[[str, Sequence[Any]], list[Any]]
+
+
+class StoreRows(NodeRows):
+    """A store's tables as a :class:`~ocigraph.GraphSource`: ``meta`` (:func:`meta_row`),
+    ``nodes`` (:func:`node_rows`), ``entries`` (:func:`entry_row`) and ``plans``
+    (:func:`plan_row`), read through ``query``.  Every row is checked against its checksum and
+    what it is filed under, and the rows a question needs against what ``meta`` counts;
+    anything amiss raises :class:`RowsDamaged`."""
+
+    def __init__(self, query: Query) -> None:
+        super().__init__(self._fetch)
+        self.query = query
+        found = query("SELECT body, crc FROM meta WHERE id = 1", ())
+        if not found:
+            raise RowsDamaged("meta")
+        self.meta = meta = meta_from_row(*found[0])
+        self.fingerprint: str = meta["fingerprint"]
+        self.entry_count: int = meta["entry_count"]
+        self.junk = tuple(Junk(p, why) for p, why in meta["junk"])
+        self._counted = False
+
+    def check_entries(self) -> None:
+        """Raise :class:`RowsDamaged` unless ``entries`` holds as many rows as ``meta`` counts: a
+        row lost would go unseen by the checksums of the others.  (A node lost shows as a name
+        not found, which sends planning to the layout.)"""
+        if self.query("SELECT count(*) FROM entries", ())[0][0] != self.entry_count:
+            raise RowsDamaged("entries")
+
+    def batches(self, sql: str, keys: Sequence[Any]) -> Iterator[Any]:
+        """``sql`` with ``IN ({})`` filled a batch of ``keys`` at a time (SQLite allows 32766
+        variables; smaller batches keep statements cheap)."""
+        for at in range(0, len(keys), _BATCH):
+            part = keys[at:at + _BATCH]
+            yield from self.query(sql.format(",".join("?" * len(part))), part)
+
+    def _fetch(self, column: str, keys: Sequence[Any]) -> Iterator[tuple[int, str, bytes, int]]:
+        return self.batches(f"SELECT id, digest, body, crc FROM nodes WHERE {column} IN ({{}})",
+                            keys)
+
+    def plan(self, key: str) -> Plan | None:
+        """The plan kept under ``key`` (:func:`ocigraph.plan_key`), if any."""
+        found = self.query("SELECT key, body, crc FROM plans WHERE key = ?", (key,))
+        return plan_from_row(*found[0]) if found else None
+
+    def indexed(self) -> list[str]:
+        """The digests of index.json's entries, in order."""
+        rows = self.query("SELECT pos, tag, body, crc FROM entries ORDER BY pos", ())
+        return [entry_from_row(*row).digest for row in rows]
+
+    def unusable(self, keep_untagged: bool) -> tuple[tuple[str, str, str | None], ...]:
+        return tuple((n, e, h) for n, e, h in self.meta["unusable"][int(keep_untagged)])
+
+    def entries(self, positions: Collection[int]) -> dict[int, IndexEntry]:
+        want = sorted(set(positions))
+        out = {row[0]: entry_from_row(*row) for row in self.batches(
+            "SELECT pos, tag, body, crc FROM entries WHERE pos IN ({})", want)}
+        if len(out) != len(want):
+            raise RowsDamaged("an index.json entry is missing")
+        return out
+
+    def tagged(self, tag: str) -> list[str]:
+        found = [entry_from_row(pos, tag, body, crc).digest for pos, body, crc in self.query(
+            "SELECT pos, body, crc FROM entries WHERE tag = ? ORDER BY pos", (tag,))]
+        found = list(dict.fromkeys(found))
+        if len(self.bodies(found)) != len(found):
+            raise RowsDamaged(f"a digest tagged {tag!r} has no node")
+        return found
+
+    def with_prefix(self, prefix: str) -> list[str]:
+        # a short digest names one node only if no other starts the same: a node lost from the
+        # store would make it look unique, so count them first (once; a scan of the index)
+        if not self._counted:
+            if self.query("SELECT count(*) FROM nodes", ())[0][0] != self.meta["nodes"]:
+                raise RowsDamaged("nodes")
+            self._counted = True
+        # digests are ASCII: every digest starting with the prefix sorts in [prefix, prefix+"\x7f")
+        found = self.query("SELECT id, digest, body, crc FROM nodes WHERE digest >= ? AND "
+                           "digest < ? ORDER BY digest", (prefix, prefix + "\x7f"))
+        self.take(found)
+        return [d for _, d, _, _ in found]
+
+
 #: reads manifests by digest, verified (a :class:`~ocigraph.ManifestSource`'s question)
 ReadManifests = Callable[[Sequence[str]], Mapping[str, Manifest]]
 
@@ -492,3 +582,32 @@ def follow_plan(s: NodeRows, plan: Plan, index: Index, indexed_before: Sequence[
     holding = {x for c in changed for x, _ in s.named(s.row(c)[SUCC]) if x not in gone}
     dirty.update(x for x in sorted(holding) if _fix_firsts(s, x, gone_ids))
     return gone_ids, dirty - gone
+
+
+#: what a store's tables become once it followed an apply (:func:`follow_store`): the ids of
+#: the nodes to delete, ``(body, crc, id)`` of each node changed, the plans known and ``meta``
+Followed = tuple[list[int], list[tuple[bytes, int, int]], dict[str, Plan], dict[str, Any]]
+
+
+def follow_store(s: StoreRows, code: str, before: Snapshot, plan: Plan, after: Snapshot,
+                 index: Index, names: Sequence[int], junk: Iterable[Junk],
+                 manifests: ReadManifests | None = None) -> Followed | None:
+    """What the store ``s`` becomes, made by ``code`` from snapshot ``before``, to describe
+    ``after``: the layout once ``plan`` was applied in full, ``index`` its index.json,
+    ``names`` the :func:`~ocigraph.names_checksum` and ``junk`` of a listing made after
+    ``after`` was taken (``manifests``: see :func:`follow_plan`).  ``None`` when the store
+    is not the one made by ``code`` from ``before``, the listing is not what the plan leaves
+    (another writer came or went), or the result could differ from a rebuild's
+    (:func:`follow_plan`) -- then the rows of ``s`` may be half changed."""
+    meta = s.meta
+    if not (made_from(meta, code, before) and lists_as_planned(meta, plan, names, junk)):
+        return None
+    followed = follow_plan(s, plan, index, s.indexed(), meta["unusable"], meta["ordered"],
+                           manifests)
+    if followed is None:
+        return None
+    gone_ids, dirty = followed
+    bodies = [(orjson.dumps(s.rows[d]), s.id_of[d]) for d in dirty]
+    return (sorted(gone_ids), [(b, node_crc(b, i), i) for b, i in bodies],
+            plans_after(plan, after[1]),
+            followed_meta(meta, after, names, len(index.entries), len(gone_ids)))

@@ -7,12 +7,15 @@ directory handle just before the listing a graph is built from.  It is recorded 
 those folders last changed at least :data:`SETTLE_NS` before that listing (git's racily-clean
 rule: a change in the same clock tick cannot hide), and a store is trusted only while a
 snapshot read later is the same (:func:`made_from`).  The store's ``meta`` row, whose schema
-is :func:`store_meta`'s, records the snapshot beside what it counts.
+is :func:`store_meta`'s, records the snapshot beside what it counts.  Also here: whether the
+cache is on and where it is (:func:`caching`, :func:`cache_folder`, :func:`store_name`), what
+may be stored (:func:`storable`) and when a kept plan answers (:func:`recalls`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -22,10 +25,12 @@ from ._graph import Liveness
 from ._listing import Junk
 from ._operations import names_checksum, plan_key
 from ._plan import Plan
+from ._policy import Policy
 
 __all__ = ["FolderStamp", "Snapshot", "SETTLE_NS", "STORE_FORMAT", "last_change", "settles_in",
            "settled", "store_meta", "made_from", "lists_as_planned", "followed_meta",
-           "plans_after", "AppliedReport", "followable"]
+           "plans_after", "AppliedReport", "followable", "caching", "cache_folder", "store_name",
+           "storable", "recalls"]
 
 #: a folder under the layout as ``(name relative to blobs/, inode, mtime_ns, ctime_ns)``
 FolderStamp = tuple[str, int, int, int]
@@ -156,3 +161,70 @@ def followable(report: AppliedReport, after: Snapshot) -> bool:
     (nothing skipped, nothing already gone), and index.json is still the one it wrote."""
     return (report.before is not None and not report.skipped and not report.already_gone
             and after[1] == report.index_after)
+
+
+def caching(explicit: bool | None, environ: Mapping[str, str]) -> bool:
+    """Whether the store is read and written: ``explicit`` if given, else unless
+    ``OCIGRAPH_NO_CACHE`` is set in ``environ`` (and not ``0``).
+
+    >>> caching(None, {}), caching(None, {"OCIGRAPH_NO_CACHE": "0"})
+    (True, True)
+    >>> caching(None, {"OCIGRAPH_NO_CACHE": "1"}), caching(True, {"OCIGRAPH_NO_CACHE": "1"})
+    (False, True)
+    """
+    if explicit is not None:
+        return explicit
+    return environ.get("OCIGRAPH_NO_CACHE", "") in ("", "0")
+
+
+def cache_folder(environ: Mapping[str, str]) -> tuple[str, ...] | None:
+    """The cache folder named by ``environ``, as path parts: ``$OCIGRAPH_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/ocigraph`` (an absolute one only), else ``$HOME/.cache/ocigraph``;
+    ``None`` when none is set.
+
+    >>> cache_folder({"XDG_CACHE_HOME": "relative", "HOME": "/home/u"})
+    ('/home/u', '.cache', 'ocigraph')
+    """
+    explicit = environ.get("OCIGRAPH_CACHE_DIR")
+    if explicit:
+        return (explicit,)
+    xdg = environ.get("XDG_CACHE_HOME")
+    if xdg and xdg.startswith("/"):
+        return xdg, "ocigraph"
+    home = environ.get("HOME")
+    return (home, ".cache", "ocigraph") if home else None
+
+
+def store_name(real_path: bytes) -> str:
+    """The name of the store file, in the cache folder, of the layout whose real (resolved,
+    absolute) path is ``real_path``: one file per layout path.
+
+    >>> store_name(b"/srv/layout")[-6:], len(store_name(b"/srv/layout"))
+    ('.store', 38)
+    """
+    return f"{hashlib.sha256(real_path).hexdigest()[:32]}.store"
+
+
+def storable(blobs: int, folders: Sequence[FolderStamp], listed_at: int, disk_errors: int, *,
+             min_blobs: int) -> bool:
+    """Whether a graph built from a listing of ``blobs`` blobs, begun at ``listed_at`` (ns)
+    with ``folders`` stamped just before, may be stored: a layout worth it (``min_blobs`` or
+    more: smaller ones plan in milliseconds), folders that had :func:`settled`, and no read
+    that said something about the disk rather than a digest (``disk_errors``: a blob
+    missing, unreadable, or not matching its digest).
+
+    >>> storable(5000, [("", 1, 0, 0)], 10**10, 0, min_blobs=2048)
+    True
+    >>> storable(5000, [("", 1, 0, 0)], 10**10, 1, min_blobs=2048)
+    False
+    """
+    return blobs >= min_blobs and settled(folders, listed_at) and disk_errors == 0
+
+
+def recalls(kept: Plan, operation: str, policy: Policy, fingerprint: str) -> bool:
+    """Whether ``kept``, the plan a store keeps under the :func:`~ocigraph.plan_key` of
+    ``operation`` and ``policy``, is the plan now that index.json's digest is ``fingerprint``:
+    made for that operation and policy (not another's, filed under the wrong key) from that
+    index.json.  A plan is a pure function of what the snapshot fixes and the code."""
+    return (kept.operation == operation and kept.policy == policy
+            and kept.index_fingerprint == fingerprint)

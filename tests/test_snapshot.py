@@ -142,3 +142,52 @@ def test_a_meta_row_whose_bytes_changed_is_damaged() -> None:
     flipped = body.replace(b'"nodes":', b'"nodez":')
     with pytest.raises(rows.RowsDamaged):
         rows.meta_from_row(flipped, crc)
+
+
+def test_the_cache_is_on_unless_asked_off_and_an_explicit_answer_wins() -> None:
+    assert snap.caching(None, {})
+    assert snap.caching(None, {"OCIGRAPH_NO_CACHE": ""})
+    assert snap.caching(None, {"OCIGRAPH_NO_CACHE": "0"})
+    for off in ("1", "yes", "true"):
+        assert not snap.caching(None, {"OCIGRAPH_NO_CACHE": off})
+    assert snap.caching(True, {"OCIGRAPH_NO_CACHE": "1"})
+    assert not snap.caching(False, {})
+
+
+def test_the_cache_folder_is_the_first_the_environment_names() -> None:
+    env = {"OCIGRAPH_CACHE_DIR": "/c", "XDG_CACHE_HOME": "/x", "HOME": "/h"}
+    assert snap.cache_folder(env) == ("/c",)
+    assert snap.cache_folder({**env, "OCIGRAPH_CACHE_DIR": ""}) == ("/x", "ocigraph")
+    assert snap.cache_folder({"XDG_CACHE_HOME": "x", "HOME": "/h"}) == ("/h", ".cache", "ocigraph")
+    assert snap.cache_folder({"HOME": "/h"}) == ("/h", ".cache", "ocigraph")
+    assert snap.cache_folder({"XDG_CACHE_HOME": "relative"}) is None
+    assert snap.cache_folder({}) is None
+
+
+def test_one_store_name_per_real_path() -> None:
+    name = snap.store_name(b"/srv/layout")
+    assert name == snap.store_name(b"/srv/layout")
+    assert name != snap.store_name(b"/srv/layout2")
+    stem, suffix = name.split(".")
+    assert suffix == "store" and len(stem) == 32 and int(stem, 16) >= 0
+    assert snap.store_name(b"/l/\xff").endswith(".store")  # a path that is not UTF-8
+
+
+def test_only_a_big_settled_layout_read_without_disk_errors_is_storable() -> None:
+    folders = [("", 1, 0, 1_000)]
+    settled_at = 1_000 + snap.SETTLE_NS
+    assert snap.storable(2048, folders, settled_at, 0, min_blobs=2048)
+    assert not snap.storable(2047, folders, settled_at, 0, min_blobs=2048)  # too small
+    assert not snap.storable(2048, folders, settled_at - 1, 0, min_blobs=2048)  # not settled
+    assert not snap.storable(2048, [], settled_at, 0, min_blobs=2048)  # no stamps
+    assert not snap.storable(2048, folders, settled_at, 1, min_blobs=2048)  # a disk error
+    assert snap.storable(0, folders, settled_at, 0, min_blobs=0)
+
+
+def test_a_kept_plan_answers_only_its_operation_policy_and_index_json() -> None:
+    _, plan, _ = _stored_meta()
+    fp = plan.index_fingerprint
+    assert snap.recalls(plan, "gc", plan.policy, fp)
+    assert not snap.recalls(plan, "untag", plan.policy, fp)  # filed under another's key
+    assert not snap.recalls(plan, "gc", og.Policy(keep_untagged=True), fp)
+    assert not snap.recalls(plan, "gc", plan.policy, "sha256:" + "e" * 64)  # index.json changed
