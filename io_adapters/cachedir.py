@@ -1,47 +1,21 @@
-"""The cache folder: list, clear, bound.  Only ocigraph's files there are ever removed: stores
-(``<32 hex>.store``, each its own writers' lock, with a crash's ``-journal``), temp files
-(``.tmp-*``) and earlier versions' dead ``.cache``, ``.graph``, ``.plans/``, ``.store.lock`` --
-never a store a writer holds."""
+"""The cache folder: list, clear, bound; which of its files are ocigraph's is
+:func:`ocigraph.cachedir.entry_kind`'s to say, and none a writer holds is removed."""
 
 import contextlib
 import fcntl
 import os
-import re
 import shutil
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import orjson
 
-import ocigraph as og
+from ocigraph.cachedir import DEFAULT_CAP, MAX_AGE, CacheEntry, CacheInfo, cache_cap, entry_kind
 
-from .layout import printable
 from .store import store_file_for
 
-__all__ = ["DEFAULT_CAP", "MAX_AGE", "CacheEntry", "CacheInfo", "cache_info",
-           "clear_cache", "bound_cache", "cache_document"]
-
-DEFAULT_CAP = 1 << 30  #: bytes, unless ``OCIGRAPH_CACHE_MAX`` says otherwise (``500M``, ``2G``)
-MAX_AGE = 30 * 86400  #: seconds an entry may go unused
-_NAME = re.compile(r"([0-9a-f]{32})\.(store|cache|graph|plans)(-journal|\.lock)?\Z")
-
-
-class CacheEntry(NamedTuple):
-    file: Path
-    bytes: int  #: the file's and its journal's (a folder: its files')
-    last_used: float  #: the mtime (opening a store touches it)
-    layout: str | None  #: the layout's real path; ``None``: unknown (a damaged or older store)
-    layout_exists: bool | None  #: whether it still has an index.json (``None``: unknown)
-
-
-class CacheInfo(NamedTuple):
-    folder: Path | None
-    entries: tuple[CacheEntry, ...]  #: the stores, most recently used first
-    leftovers: tuple[CacheEntry, ...]  #: dead and temporary files (no layout)
-    total_bytes: int
-    cap_bytes: int
+__all__ = ["DEFAULT_CAP", "MAX_AGE", "cache_info", "clear_cache", "bound_cache"]
 
 
 def _entry(p: Path, layout: str | None = None) -> CacheEntry | None:
@@ -55,8 +29,7 @@ def _entry(p: Path, layout: str | None = None) -> CacheEntry | None:
 
 
 def cache_info(cache_dir: Path | str | None) -> CacheInfo:
-    """What the cache folder holds (``None``: no folder, nothing).  Leftovers are files of
-    earlier versions, a lock or journal whose store is gone, temporary files."""
+    """What the cache folder holds (``None``: no folder, nothing; :func:`entry_kind`)."""
     folder, kinds = None if cache_dir is None else Path(cache_dir), {}
     if folder is not None:
         with contextlib.suppress(OSError), os.scandir(folder) as it:
@@ -64,30 +37,25 @@ def cache_info(cache_dir: Path | str | None) -> CacheInfo:
                      "f" if e.is_file(follow_symlinks=False) else "" for e in it}
     entries, leftovers = [], []
     for name, kind in sorted(kinds.items()):
-        m, p, layout = _NAME.match(name), Path(folder or "", name), None
-        if not m or kind != ("d" if m[2] == "plans" and not m[3] else "f"):
-            if name.startswith(".tmp-") and kind == "f":
-                leftovers.append(_entry(p))
-        elif m[2] == "store" and not m[3]:
+        what, p, layout = entry_kind(name, kind, kinds), Path(folder or "", name), None
+        if what == "store":
             with contextlib.suppress(Exception), contextlib.closing(sqlite3.connect(
                     p.absolute().as_uri() + "?mode=ro", uri=True)) as con:  # read only
                 said = orjson.loads(con.execute("SELECT body FROM meta").fetchone()[0])["path"]
                 layout = said if store_file_for(said, folder) == p else None  # else unknown
             entries.append(_entry(p, layout))
-        elif not m[3] or name[:-len(m[3])] not in kinds:  # a lock or journal without its own
+        elif what == "leftover":
             leftovers.append(_entry(p))
     stores = sorted(filter(None, entries), key=lambda e: e.last_used, reverse=True)
     dead = [e for e in leftovers if e]
-    cap = DEFAULT_CAP  # unless $OCIGRAPH_CACHE_MAX is a size
-    with contextlib.suppress(og.OcigraphError, ValueError):
-        cap = og.parse_size(os.environ.get("OCIGRAPH_CACHE_MAX") or DEFAULT_CAP)
-    return CacheInfo(folder, tuple(stores), tuple(dead), sum(e.bytes for e in stores + dead), cap)
+    return CacheInfo(folder, tuple(stores), tuple(dead), sum(e.bytes for e in stores + dead),
+                     cache_cap(os.environ))
 
 
 def _remove(entry: CacheEntry) -> int:
     """Remove an entry's file and journal (and an old version's lock file), holding the
     store's own lock: its bytes (0: in use, or replaced by a writer meanwhile)."""
-    lock = entry.file if entry.file.name.endswith((".lock", ".store")) else None
+    lock = Path(entry.file) if entry.file.name.endswith((".lock", ".store")) else None
     with contextlib.suppress(OSError), contextlib.ExitStack() as held:
         if lock is not None and lock.is_file():
             fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -96,7 +64,7 @@ def _remove(entry: CacheEntry) -> int:
             if os.fstat(fd).st_ino != lock.stat().st_ino:
                 return 0  # a writer renamed a new store into place: it is in use
         old_lock = Path(f"{entry.file}.lock")  # earlier versions locked beside the store
-        for p in dict.fromkeys((entry.file, Path(f"{entry.file}-journal"), old_lock)):
+        for p in dict.fromkeys((Path(entry.file), Path(f"{entry.file}-journal"), old_lock)):
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)  # an old .plans/ folder: all of it ocigraph's
             elif p.is_file() and not p.is_symlink():
@@ -128,14 +96,3 @@ def bound_cache(cache_dir: Path | str | None, *, cap_bytes: int | None = None,
         got = _remove(e)
         freed, total = freed + got, total - got
     return freed
-
-
-def cache_document(info: CacheInfo) -> dict[str, Any]:
-    """``ocigraph cache --format json`` (its text: :func:`ocigraph.present.format_cache_text`)."""
-    return {"ocigraphCache": 1, "folder": info.folder and printable(str(info.folder)),
-            "totalBytes": info.total_bytes, "capBytes": info.cap_bytes, "maxAgeSeconds": MAX_AGE,
-            "entries": [{"file": e.file.name, "bytes": e.bytes, "lastUsed": e.last_used,
-                         "layout": e.layout, "layoutExists": e.layout_exists}
-                        for e in info.entries],
-            "leftovers": [{"file": e.file.name, "bytes": e.bytes, "lastUsed": e.last_used}
-                          for e in info.leftovers]}

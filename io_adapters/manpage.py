@@ -1,20 +1,17 @@
-"""The ``ocigraph(1)`` manual page: ``python -m io_adapters.manpage > ocigraph.1``.
-
-What the commands say of themselves (help, usage, options, defaults) comes from click, so the
-page cannot drift from the program; :mod:`ocigraph.manpage` writes it as roff and says the rest.
-"""
+"""The ``ocigraph(1)`` manual page: ``python -m io_adapters.manpage > ocigraph.1``.  Click says
+what the commands say of themselves, so the page cannot drift from the program;
+:mod:`ocigraph.manpage` writes it as roff and says the rest."""
 
 from __future__ import annotations
 
 import os
-import time
 from importlib import metadata
 
 import click
 
-from ocigraph.manpage import ManCommand, ManParam, manual_page, roff
+from ocigraph.manpage import ManCommand, ManParam, manual_page, page_date
 
-__all__ = ["render_man", "roff"]
+__all__ = ["render_man"]
 
 
 def _params(cmd: click.Command, ctx: click.Context) -> tuple[ManParam, ...]:
@@ -48,8 +45,7 @@ def render_man(group: click.Group, prog: str = "ocigraph") -> str:
     arguments and options.  Dated by ``$SOURCE_DATE_EPOCH`` if set (reproducible builds)."""
     ctx = click.Context(group, info_name=prog, **group.context_settings)
     version = next((d.version for d in metadata.distributions(name=prog)), "")
-    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
-    date = time.strftime("%Y-%m-%d", time.gmtime(int(epoch))) if epoch.isdigit() else ""
+    date = page_date(os.environ.get("SOURCE_DATE_EPOCH", ""))
     return manual_page(prog, version, date, group.get_short_help_str(limit=200), group.help,
                        ctx.help_option_names, _params(group, ctx), _commands(group, ctx))
 

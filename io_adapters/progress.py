@@ -1,16 +1,16 @@
-"""Progress on stderr, only when stderr is a terminal: each phase of a plan, and apply's
+"""Progress bars on stderr, only when stderr is a terminal: each phase of a plan, and apply's
 deletions -- so a long silence is never unexplained, and piped output stays clean."""
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import ocigraph as og
+from ocigraph.present import PHASE_NAMES
 
-__all__ = ["ProgressReporter", "deletion_progress", "is_terminal", "reporting"]
+__all__ = ["ProgressReporter", "is_terminal"]
 
 
 def is_terminal(stream: TextIO | None) -> bool:
@@ -25,27 +25,24 @@ def stderr_is_terminal() -> bool:
 
 
 class ProgressReporter(og.Reporter):
-    """Shows each phase of a plan: listing the blobs, reading manifests (a count), building
-    the graph, planning -- a bar with the elapsed time."""
-
-    _NAMES: ClassVar[dict[str, str]] = {
-        "list": "listing blobs", "read": "reading manifests", "build": "building the graph",
-        "close": "walking what is live", "plan": "planning"}
+    """A bar with the elapsed time for each phase of a plan (listing the blobs, reading
+    manifests (a count), building the graph, planning) and for apply's deletions."""
 
     def __init__(self, enabled: bool | None = None) -> None:
         self.enabled = stderr_is_terminal() if enabled is None else enabled
         self._bar: Any = None
 
-    def phase_started(self, phase: str) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
+    def _show(self, **options: Any) -> None:
+        if self.enabled:
+            from tqdm import tqdm
 
-        self.close()
-        unit = " manifests" if phase == "read" else ""
-        self._bar = tqdm(desc=self._NAMES.get(phase, phase), unit=unit, file=sys.stderr,
-                         leave=False, bar_format="{desc}: {n_fmt}{unit} [{elapsed}]"
-                         if phase == "read" else "{desc} [{elapsed}]")
+            self.close()
+            self._bar = tqdm(file=sys.stderr, leave=False, **options)
+
+    def phase_started(self, phase: str) -> None:
+        read = phase == "read"
+        self._show(desc=PHASE_NAMES.get(phase, phase), unit=" manifests" if read else "",
+                   bar_format="{desc}: {n_fmt}{unit} [{elapsed}]" if read else "{desc} [{elapsed}]")
 
     def manifests_read(self, count: int) -> None:
         if self._bar is not None:
@@ -54,41 +51,18 @@ class ProgressReporter(og.Reporter):
     def phase_finished(self, phase: str) -> None:
         self.close()
 
+    def deleting(self, total: int, count: Callable[[int], None]) -> Callable[[int], None]:
+        """apply's ``progress`` callback: passes each count to ``count``; a bar of ``total``."""
+        if total:
+            self._show(total=total, desc="deleting", unit=" blobs")
+
+        def advance(done: int) -> None:
+            count(done)
+            if self._bar is not None and done > self._bar.n:
+                self._bar.update(done - self._bar.n)
+        return advance
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-
-
-@contextlib.contextmanager
-def reporting() -> Iterator[ProgressReporter]:
-    """A :class:`ProgressReporter` for the phases of one command, closed after."""
-    reporter = ProgressReporter()
-    try:
-        yield reporter
-    finally:
-        reporter.close()
-
-
-@contextlib.contextmanager
-def deletion_progress(total: int, count: Callable[[int], None] | None = None
-                      ) -> Iterator[Callable[[int], None]]:
-    """A ``progress`` callback for ``apply_plan``: passes the count of blobs handled to
-    ``count``, and shows a bar of ``total``."""
-    bar: Any = None
-    if total and stderr_is_terminal():
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc="deleting", unit=" blobs", file=sys.stderr, leave=False)
-
-    def advance(done: int) -> None:
-        if count is not None:
-            count(done)
-        if bar is not None and done > bar.n:
-            bar.update(done - bar.n)
-
-    try:
-        yield advance
-    finally:
-        if bar is not None:
-            bar.close()

@@ -13,9 +13,10 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import NamedTuple
 
-__all__ = ["ManCommand", "ManParam", "manual_page", "roff"]
+__all__ = ["ManCommand", "ManParam", "manual_page", "roff", "page_date"]
 
 _ARGUMENTS = {
     "LAYOUT": "An OCI image layout: a folder with oci-layout, index.json and blobs/.",
@@ -71,6 +72,18 @@ def roff(text: str) -> str:
     text = text.replace("\\", "\\e").replace("-", "\\-")
     return "\n".join("\\&" + line if line.startswith((".", "'")) else line
                      for line in (raw.strip() for raw in text.split("\n")))
+
+
+def page_date(source_date_epoch: str) -> str:
+    """The page's date from ``$SOURCE_DATE_EPOCH`` (reproducible builds): none unless it is a
+    number of seconds.
+
+    >>> page_date("86400"), page_date(""), page_date("yesterday")
+    ('1970-01-02', '', '')
+    """
+    if not source_date_epoch.isdigit():
+        return ""
+    return datetime.fromtimestamp(int(source_date_epoch), UTC).strftime("%Y-%m-%d")
 
 
 def _paragraphs(help_text: str | None) -> list[str]:

@@ -28,9 +28,13 @@ from ._digest import printable, short_digest
 from ._errors import OcigraphError
 from ._graph import live_set, referrers_of, successors_of
 from ._mediatypes import media_kind
-from ._model import IndexEntry
+from ._model import Descriptor, IndexEntry
 from ._plan import REASON_KINDS, Kept, Plan, format_bytes
 from ._policy import Policy
+from ._refs import resolve_refs
+from .cachedir import MAX_AGE, CacheInfo
+from .render import to_dot, to_mermaid
+from .space import SpaceReport, format_space_text
 
 __all__ = ["PLAN_TEXT_LIMIT", "REPORT_FORMAT_VERSION", "SHOW_FORMAT_VERSION",
            "format_plan_text", "format_plan_output", "untagged_note", "plan_json_chunks",
@@ -39,7 +43,8 @@ __all__ = ["PLAN_TEXT_LIMIT", "REPORT_FORMAT_VERSION", "SHOW_FORMAT_VERSION",
            "registry_report_document", "format_registry_report_text", "restore_document",
            "format_restore_text", "one_line", "error_line", "SHORT_HEX", "ref_completions",
            "parse_option_duration", "format_cache_text", "held_clauses",
-           "junk_warning"]
+           "junk_warning", "show_output", "du_output", "rendered", "PHASE_NAMES",
+           "cache_document", "purged_line", "plan_written_line"]
 
 #: How many deletions of each reason :func:`format_plan_text` lists by default.
 PLAN_TEXT_LIMIT = 50
@@ -181,6 +186,66 @@ def format_show_text(title: str, graph: nx.DiGraph, policy: Policy,
     return "\n".join(lines)
 
 
+def show_output(fmt: str, layout: str, graph: nx.DiGraph, policy: Policy,
+                entries: Sequence[IndexEntry], refs: Sequence[str] = (),
+                junk: Sequence[Mapping[str, str]] = (),
+                quarantined: Sequence[Mapping[str, Any]] = ()) -> str:
+    """What ``show`` prints in ``fmt`` (``text``, ``json``, ``mermaid`` or ``dot``).  With
+    ``refs`` (resolved in ``graph``, raising as :func:`ocigraph.resolve_refs` does, whatever
+    the format) the text shows only the trees of the ``entries`` they name -- or, when no entry
+    lists one, of what they name.
+
+    >>> import ocigraph as og
+    >>> g = og.build_graph(og.layout_from_bytes(b'{"schemaVersion": 2, "manifests": []}', {}))
+    >>> text = show_output("text", "L", g, og.Policy(), [], quarantined=[{"blobs": 1, "bytes": 2}])
+    >>> text.splitlines()[-1]
+    'quarantined: 1 blob, 2 B (`ocigraph restore L` brings them back)'
+    """
+    if refs:
+        start = resolve_refs(graph, refs)
+        entries = [e for e in entries if e.digest in start] or [
+            IndexEntry(-1, Descriptor("", d, 0), None) for d in start]
+    if fmt == "json":
+        return rendered(show_document(layout, graph, policy, junk, quarantined))
+    if fmt == "text":
+        return _lines(format_show_text(layout, graph, policy, entries, rest=not refs),
+                      format_quarantined(quarantined, layout))
+    return (to_mermaid if fmt == "mermaid" else to_dot)(graph)
+
+
+def du_output(fmt: str, layout: str, report: SpaceReport,
+              quarantined: Sequence[Mapping[str, Any]], *, sort: str = "tag",
+              human: bool = True) -> str:
+    """What ``du`` prints in ``fmt`` (``text`` or ``json``): ``report``, and apart the blobs
+    quarantines hold for undo."""
+    if fmt == "json":
+        return rendered({**report.to_dict(), "quarantined": quarantined})
+    return _lines(format_space_text(report, sort=sort, human=human),
+                  format_quarantined(quarantined, layout))
+
+
+def rendered(doc: Any, fmt: str = "json", text: Callable[[Any], str] | None = None) -> str:
+    """A report as the commands print it: its JSON document, indented; or in ``text`` format,
+    the text ``text`` renders from that same document.
+
+    >>> print(rendered({"a": [1]}))
+    {
+      "a": [
+        1
+      ]
+    }
+    >>> rendered({"a": [1]}, "text", lambda doc: f"a: {doc['a']}")
+    'a: [1]'
+    """
+    if fmt == "json" or text is None:
+        return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
+    return text(doc)
+
+
+def _lines(*lines: str | None) -> str:
+    return "\n".join(line for line in lines if line is not None)
+
+
 def _node_line(graph: nx.DiGraph, n: str, live: frozenset[str]) -> str:
     a = graph.nodes[n]
     bits = [short_digest(n), media_kind(a["media_types"])]
@@ -257,6 +322,25 @@ def plan_json_chunks(plan: Plan) -> Iterator[str]:
     for i, d in enumerate(deletions):
         yield ("," if i else "") + "\n    " + orjson.dumps(d).decode()
     yield "\n  ]\n}\n" if deletions else "]\n}\n"
+
+
+def plan_written_line(path: str, layout: str) -> str:
+    """What ``plan -o PATH`` says after writing the plan of ``layout``.
+
+    >>> plan_written_line("p.json", "L")
+    'plan written to p.json; apply it with `ocigraph apply L p.json`'
+    """
+    path = printable(path)
+    return f"plan written to {path}; apply it with `ocigraph apply {layout} {path}`"
+
+
+def purged_line(blobs: int, size: int) -> str:
+    """What a one-shot command says of the quarantined blobs it purged first.
+
+    >>> purged_line(3, 2048)
+    'purged 3 quarantined blob(s) (2.0 KiB) whose keep time was up'
+    """
+    return f"purged {blobs} quarantined blob(s) ({format_bytes(size)}) whose keep time was up"
 
 
 def confirm_question(plan: Plan, layout: str) -> str:
@@ -441,6 +525,10 @@ def error_line(exc: BaseException) -> str:
             "traceback and please report it")
 
 
+#: what the progress bar calls each phase of a plan (:meth:`ocigraph.Reporter.phase_started`)
+PHASE_NAMES = {"list": "listing blobs", "read": "reading manifests", "build": "building the graph",
+               "close": "walking what is live", "plan": "planning"}
+
 #: hex characters of a short digest in completions (as the text output prints them)
 SHORT_HEX = 12
 
@@ -493,6 +581,17 @@ def parse_option_duration(text: str) -> float:
     if s[-1].isdigit():
         return float(s)
     return float(sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(s)))
+
+
+def cache_document(info: CacheInfo) -> dict[str, Any]:
+    """``ocigraph cache --format json`` (its text: :func:`format_cache_text`)."""
+    return {"ocigraphCache": 1, "folder": info.folder and printable(str(info.folder)),
+            "totalBytes": info.total_bytes, "capBytes": info.cap_bytes, "maxAgeSeconds": MAX_AGE,
+            "entries": [{"file": e.file.name, "bytes": e.bytes, "lastUsed": e.last_used,
+                         "layout": e.layout, "layoutExists": e.layout_exists}
+                        for e in info.entries],
+            "leftovers": [{"file": e.file.name, "bytes": e.bytes, "lastUsed": e.last_used}
+                          for e in info.leftovers]}
 
 
 def format_cache_text(doc: Mapping[str, Any], minute: Callable[[float], str]) -> str:

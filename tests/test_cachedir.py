@@ -19,9 +19,10 @@ from builder import two_images_and_a_signature, write_layout
 
 import ocigraph as og
 from io_adapters import cachedir, store
-from io_adapters.cachedir import bound_cache, cache_document, cache_info, clear_cache
+from io_adapters.cachedir import bound_cache, cache_info, clear_cache
 from io_adapters.layout import read_layout
 from ocigraph import present
+from ocigraph.present import cache_document
 
 DAY = 86400.0
 NOW = 2_000_000_000.0  # a fixed "now" for the age rules
