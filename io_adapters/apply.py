@@ -18,7 +18,7 @@ from ocigraph import applying as A
 from ocigraph.applying import ApplyReport
 from ocigraph.snapshot import Snapshot
 
-from .layout import LayoutDir, blob_name, open_layout, printable
+from .layout import LayoutDir, open_layout
 from .lock import LayoutLock
 from .quarantine import Quarantine, locked, recover
 
@@ -107,7 +107,7 @@ def apply_plan(
         try:
             layout_dir.require_in_place()
             if plan.origin is not None and plan.origin != layout_dir.origin:
-                raise PlanOriginError(printable(str(layout_dir.path)))
+                raise PlanOriginError(og.printable(str(layout_dir.path)))
             layout_dir.remove_stale_temp_files()
             recover(layout_dir, lock=held)
             current = layout_dir.read_index()
@@ -148,7 +148,7 @@ def _apply(layout_dir: LayoutDir, plan: og.Plan, todo: list[str], data: bytes, c
                 q.purge([])  # nothing was moved: gone again (else recover() ends it)
         if isinstance(exc, OSError):  # (.ocigraph a file or a symlink: not ours, never followed)
             error = A.quarantine_refused if q is None else A.index_unwritten
-            raise error(printable(str(layout_dir.path)), A.os_error_why(exc)) from None
+            raise error(og.printable(str(layout_dir.path)), A.os_error_why(exc)) from None
         if isinstance(exc, KeyboardInterrupt):  # (index.json may be new: the rename is atomic)
             now = og.digest_bytes(layout_dir.read_file("index.json"))
             raise ApplyInterrupted(written and now == index_after, 0, len(todo)) from None
@@ -163,7 +163,7 @@ def _apply(layout_dir: LayoutDir, plan: og.Plan, todo: list[str], data: bytes, c
         try:
             _move_out(layout_dir, q, todo, newest, tally, progress)
         except OSError as exc:  # stop moving; what was moved is settled below
-            failed = ApplyError(f"cannot delete {blob_name(todo[tally.handled()])}",
+            failed = ApplyError(f"cannot delete {og.blob_name(todo[tally.handled()])}",
                                 A.os_error_why(exc), 0, len(todo), written)
         tally.rechecking = True
         back = q.recheck()

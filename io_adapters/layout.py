@@ -20,9 +20,8 @@ from ocigraph.snapshot import FolderStamp
 
 from .collector import pauses_collector
 
-__all__ = ["Junk", "LayoutDir", "DiskLayout", "BlobListing", "read_layout",
-           "open_layout", "blob_path", "blob_name", "printable", "DiskManifestSource",
-           "TEMP_PREFIX", "PROBE_PREFIX", "read_at", "write_at"]
+__all__ = ["LayoutDir", "DiskLayout", "BlobListing", "read_layout", "open_layout", "blob_path",
+           "DiskManifestSource", "TEMP_PREFIX", "PROBE_PREFIX", "read_at", "write_at"]
 
 #: the prefix of the temporary file a new index.json is written to, beside it
 TEMP_PREFIX = ".index.json.ocigraph-"
@@ -33,11 +32,6 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO planted as index.json must not hang (no effect on files).
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-#: the core's values, under the names the other adapters import from here
-Junk = og.Junk
-blob_name = og.blob_name
-
 
 def blob_path(root: Path | str, digest: str) -> Path:
     """``root/blobs/<alg>/<encoded>`` (for tests and messages; the shell uses :class:`LayoutDir`)."""
@@ -349,7 +343,7 @@ class BlobListing(og.ListedBlobs):
         try:
             st = self._dir.lstat_blob(digest)
         except OSError as exc:
-            raise LayoutAccessError(blob_name(digest), f"cannot stat ({exc.strerror})") from None
+            raise LayoutAccessError(og.blob_name(digest), f"cannot stat ({exc.strerror})") from None
         return og.BlobInfo(0, None) if st is None else og.BlobInfo(st.st_size, st.st_mtime)
 
     def __repr__(self) -> str:
@@ -393,11 +387,11 @@ def _list_folder(fd: int, rel: str) -> tuple[list[str], list[os.DirEntry[str]]]:
         raise LayoutAccessError(rel, f"cannot list ({exc.strerror})") from None
 
 
-def scan_blobs(layout_dir: LayoutDir) -> tuple[BlobListing, list[Junk]]:
+def scan_blobs(layout_dir: LayoutDir) -> tuple[BlobListing, list[og.Junk]]:
     """List ``blobs/<alg>/`` for every sweepable algorithm: present blobs, and junk (which is
     which, the core says: :func:`ocigraph.blob_names`, :func:`ocigraph.entry_junk`)."""
     present: list[str] = []
-    junk: list[Junk] = []
+    junk: list[og.Junk] = []
     for name, is_dir in layout_dir._algorithm_folders():
         odd = og.algorithm_folder_junk(name, is_dir)
         if odd is not None:
@@ -477,7 +471,7 @@ class DiskLayout:
 
     dir: LayoutDir
     layout: og.Layout
-    junk: tuple[Junk, ...]
+    junk: tuple[og.Junk, ...]
     folders: tuple[FolderStamp, ...] = ()
     listed_at: int = 0
 

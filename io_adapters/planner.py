@@ -25,7 +25,7 @@ from .cachedir import bound_cache
 from .collector import collector_paused
 from .layout import DiskLayout, DiskManifestSource, LayoutDir, open_layout, read_layout, scan_blobs
 
-__all__ = ["Planned", "plan_layout", "plan_prune_layout", "restore_later", "plan_tags"]
+__all__ = ["Planned", "plan_layout", "plan_prune_layout", "restore_later"]
 
 #: layouts with fewer blobs are planned every time and never stored: they plan in
 #: milliseconds, and test suites make thousands of them
@@ -65,15 +65,9 @@ class Planned:
             return False
 
 
-def plan_tags(graph: nx.DiGraph | og.GraphSource, plan: og.Plan) -> dict[str, list[str]]:
-    """Tags of every node ``plan`` names (deletions, reasons, kept nodes), for showing it."""
-    source = og.WholeGraph(graph) if isinstance(graph, nx.DiGraph) else graph
-    return og.plan_tags(source.attributes, plan)
-
-
 def _read_and_plan(layout_dir: LayoutDir, policy: og.Policy, reporter: og.Reporter | None,
                    make: Callable[[DiskLayout, nx.DiGraph, og.WholeGraph], og.Plan],
-                   ) -> tuple[Planned, og.WholeGraph]:
+                   ) -> tuple[Planned, DiskLayout, og.WholeGraph]:
     """Read the layout, build its graph and plan on it with ``make``.  With ``grace``, the
     graph's ``now`` is on the file system's clock, as the blob times it is compared with are
     (the plan's snapshot time stays this machine's: apply shifts it itself); a layout we
@@ -89,8 +83,8 @@ def _read_and_plan(layout_dir: LayoutDir, policy: og.Policy, reporter: og.Report
         whole = og.WholeGraph(graph)
         plan = dataclasses.replace(make(disk, graph, whole), origin=layout_dir.origin,
                                    snapshot_time=disk.layout.now)
-    return Planned(layout_dir, plan, plan_tags(graph, plan), "built", graph, disk,
-                   disk.junk), whole
+    return Planned(layout_dir, plan, og.plan_tags(graph, plan), "built", graph, disk,
+                   disk.junk), disk, whole
 
 
 def plan_prune_layout(root: Path | str | LayoutDir, rules: og.RetentionRules, policy: og.Policy,
@@ -123,7 +117,7 @@ def _from_store(layout_dir: LayoutDir, operation: str, refs: Sequence[str], poli
         kept = store.plan(og.plan_key(operation, refs, policy))
         if kept is not None and S.recalls(kept, operation, policy, store.fingerprint):
             plan = dataclasses.replace(kept, snapshot_time=now)
-            return Planned(layout_dir, plan, plan_tags(store, plan), "remembered", None, None,
+            return Planned(layout_dir, plan, og.plan_tags(store, plan), "remembered", None, None,
                            store.junk)
         if operation != "delete":
             return None
@@ -139,7 +133,7 @@ def _from_store(layout_dir: LayoutDir, operation: str, refs: Sequence[str], poli
     finally:
         store.close()
     plan = dataclasses.replace(og.plan_delete(view, digests, policy), origin=layout_dir.origin)
-    return Planned(layout_dir, plan, plan_tags(view, plan), "stored", view, None, store.junk)
+    return Planned(layout_dir, plan, og.plan_tags(view, plan), "stored", view, None, store.junk)
 
 
 def _discard(path: Path) -> None:
@@ -255,8 +249,9 @@ def _follow(layout_dir: LayoutDir, path: Path, cache: bool | None, claimed: int,
         return
     after = st.snapshot_of(layout_dir)
     listing, junk = scan_blobs(layout_dir)
-    done = (S.followable(report, after)
-            and st.follow_apply(path, report.before, plan, after, layout_dir.read_index(),
+    before = report.before if S.followable(report, after) else None
+    done = (before is not None
+            and st.follow_apply(path, before, plan, after, layout_dir.read_index(),
                                 og.names_checksum(listing), junk,
                                 DiskManifestSource(layout_dir, listing).read_manifests))
     if not done:
@@ -303,12 +298,12 @@ def plan_layout(root: Path | str | LayoutDir, operation: str, refs: Sequence[str
     from_store = _from_store(layout_dir, operation, refs, policy, cache, cache_dir)
     if isinstance(from_store, Planned):
         return from_store
-    planned, whole = _read_and_plan(layout_dir, policy, reporter, lambda _, graph, whole:
+    planned, disk, whole = _read_and_plan(layout_dir, policy, reporter, lambda _, graph, whole:
                                     og.plan_operation(graph, operation, refs, policy, whole,
                                                       reporter))
     if from_store is not None:  # the layout knew a name the store did not: the store lost it
         _discard(from_store)
     if store and S.caching(cache, os.environ):
         plans = {og.plan_key(operation, refs, policy): planned.plan}
-        _store(planned.disk, planned.graph, whole, plans, cache, cache_dir, defer)
+        _store(disk, planned.graph, whole, plans, cache, cache_dir, defer)
     return planned

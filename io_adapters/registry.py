@@ -22,11 +22,9 @@ import urllib3
 import ocigraph as og
 
 __all__ = ["find_credentials", "RegistryClient", "read_repository",
-           "plan_repository", "image_times", "plan_prune_repository", "apply_plan",
-           "parse_reference"]
+           "plan_repository", "image_times", "plan_prune_repository", "apply_plan"]
 
 Progress = Callable[[int, "int | None"], None]
-parse_reference = og.parse_reference  # the command line checks a LAYOUT argument with it
 #: urllib3's failures, the first that fits (a refused connection is a ConnectTimeoutError too)
 _FAILURES: tuple[tuple[type[Exception], og.ConnectionFailure], ...] = (
     (urllib3.exceptions.NewConnectionError, "unreachable"),

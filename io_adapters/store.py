@@ -24,7 +24,7 @@ from ocigraph import snapshot as S
 from ocigraph.snapshot import Snapshot
 
 from .collector import pauses_collector
-from .layout import DiskLayout, Junk, LayoutDir
+from .layout import DiskLayout, LayoutDir
 
 __all__ = ["GraphStore", "StoreDamaged", "store_file_for", "default_cache_dir",
            "code_fingerprint", "claim", "reclaim", "release", "save_store", "open_store",
@@ -55,7 +55,7 @@ def code_fingerprint() -> str:
     return _CODE[0]
 
 
-def store_file_for(root: Path | str, cache_dir: Path | str | None = None) -> Path | None:
+def store_file_for(root: Path | str, cache_dir: os.PathLike[str] | str | None = None) -> Path | None:
     """Where the store of the layout at ``root`` lives (``None``: nowhere to put one)."""
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if base is None:
@@ -259,7 +259,7 @@ def open_store(layout_dir: LayoutDir, cache_dir: Path | str | None = None,
 # -- following an apply ------------------------------------------------------------------------
 
 def follow_apply(path: Path, before: Snapshot, plan: og.Plan, after: Snapshot, index: og.Index,
-                 names: list[int], junk: Sequence[Junk],
+                 names: list[int], junk: Sequence[og.Junk],
                  manifests: R.ReadManifests | None = None) -> bool:
     """Bring the store at ``path``, made from snapshot ``before``, to ``after``, in one
     transaction, as :func:`ocigraph.rows.follow_store` says (``manifests`` reads the layout's

@@ -18,7 +18,7 @@ from .apply import apply_plan
 from .collector import collector_paused
 from .layout import LayoutDir, read_layout
 from .lock import LayoutLock
-from .planner import plan_layout, plan_prune_layout, plan_tags, restore_later
+from .planner import plan_layout, plan_prune_layout, restore_later
 
 __all__ = ["LayoutTarget", "RegistryTarget", "Prune"]
 
@@ -93,7 +93,7 @@ class RegistryTarget:
         from . import registry as reg
 
         self.reg, self.name = reg, text
-        self.ref = reg.parse_reference(text)
+        self.ref = og.parse_reference(text)
         self.client = reg.RegistryClient(self.ref.host, tls_verify=tls_verify,
                                          credentials=creds, auth_file=authfile)
 
@@ -119,7 +119,7 @@ class RegistryTarget:
         else:
             plan, graph = self.reg.plan_repository(self.ref, operation, refs, policy,
                                                    client=self.client, reporter=reporter)
-        return Planned(plan, plan_tags(graph, plan))
+        return Planned(plan, og.plan_tags(graph, plan))
 
     def apply(self, plan: og.Plan, **_: Any) -> dict[str, Any]:
         """Apply ``plan`` to the repository; the report document (blobs are left to the

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
 
 import networkx as nx
 import orjson
@@ -18,7 +17,7 @@ from ._plan import Plan
 from ._planning import plan_delete, plan_gc, plan_remove, plan_untag
 from ._policy import Policy
 from ._rules import config_created, image_time, manifest_created
-from ._view import WholeGraph
+from ._view import GraphSource, WholeGraph
 
 __all__ = ["plan_operation", "push_times", "plan_tags", "plan_key", "names_checksum"]
 
@@ -67,10 +66,10 @@ def push_times(index: Index, blobs: Mapping[str, BlobInfo], age_from: str,
     return out
 
 
-def plan_tags(attributes: Callable[[Sequence[str]], Mapping[str, Mapping[str, Any]]],
-              plan: Plan) -> dict[str, list[str]]:
+def plan_tags(source: nx.DiGraph | GraphSource, plan: Plan) -> dict[str, list[str]]:
     """The tags of every node ``plan`` names (deletions, reasons, kept nodes), for showing
-    it; ``attributes``: a source's (:meth:`~ocigraph.GraphSource.attributes`)."""
+    it; ``source``: the graph it was made on, or a view of it (:class:`ocigraph.GraphSource`)."""
+    attributes = (WholeGraph(source) if isinstance(source, nx.DiGraph) else source).attributes
     named = {d.digest for d in plan.deletions} | {k.digest for k in plan.kept}
     named |= {d.reason.via for d in plan.deletions if d.reason.via is not None}
     named |= {k.via for k in plan.kept if k.via is not None}

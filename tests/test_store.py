@@ -47,7 +47,7 @@ from io_adapters import layout as layout_mod
 from io_adapters import planner, store
 from io_adapters.apply import apply_plan
 from io_adapters.cli import cli
-from io_adapters.layout import DiskLayout, Junk, LayoutDir
+from io_adapters.layout import DiskLayout, LayoutDir
 from io_adapters.planner import plan_layout, restore_later
 from ocigraph import snapshot as snap
 from ocigraph.testing import delete_targets, generated_layouts, policies
@@ -138,7 +138,7 @@ def _saved(tmp: Path, layout: og.Layout, graph: og.LayoutGraph,
     opened again."""
     whole = og.WholeGraph(graph)
     layout_dir = LayoutDir(tmp)
-    disk = DiskLayout(layout_dir, layout, (Junk("blobs/x", "why"),), FOLDERS)
+    disk = DiskLayout(layout_dir, layout, (og.Junk("blobs/x", "why"),), FOLDERS)
     path = store.store_file_for(tmp, tmp / "cache")
     assert path is not None
     path.unlink(missing_ok=True)
@@ -221,7 +221,7 @@ def test_the_store_answers_every_question_as_the_graph(tmp_path, generated, data
             assert held.with_prefix(prefix) == whole.with_prefix(prefix)
             assert held.has(n)
         assert held.has("sha256:" + "f" * 64) == ("sha256:" + "f" * 64 in graph)
-        assert held.junk == (Junk("blobs/x", "why"),)
+        assert held.junk == (og.Junk("blobs/x", "why"),)
     finally:
         held.close()
 
