@@ -1,6 +1,6 @@
 """The ``ocigraph`` command line (docs/cli.md): parse the options, dispatch to a target
-(:mod:`io_adapters.targets`), print what :mod:`ocigraph.present` renders; what the options
-decide is :mod:`ocigraph.commandline`'s.  See docs/design.md."""
+(:mod:`io_adapters.targets`), print what :mod:`ocigraph.present` renders; the options, and
+what they decide, are :mod:`ocigraph.commandline`'s.  See docs/design.md."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from click.shell_completion import CompletionItem
 
 import ocigraph as og
 from ocigraph import commandline, present
-from ocigraph.commandline import VERBS, OptionError, Verb
+from ocigraph.commandline import COMMAND_OPTIONS, VERBS, OptionError, Verb
 
 from . import background, quarantine
 from .cachedir import cache_info, clear_cache
@@ -118,69 +118,32 @@ def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
 
 
 _layout_argument = click.argument("layout", metavar="LAYOUT", type=LayoutType())
-_DRY_RUN = click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
-_YES = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-_OUTPUT = click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
-                       default=None, metavar="PLAN.json", help="Also write the plan JSON here.")
-_KEEP_DELETED = click.option(
-    "--keep-deleted", type=DurationType(), default=None, metavar="DURATION",
-    help="Keep the deleted blobs this long in the layout's quarantine (`ocigraph restore` "
-         "undoes the apply until then; the next gc after it purges them).  Layouts only.")
-_lock_timeout_option = click.option(
-    "--lock-timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
-    metavar="SECONDS", help="How long to wait for another ocigraph working on the layout.")
-_verbosity_options = _stack(
-    click.option("-v", "--verbose", "verbosity", flag_value=1, default=0,
-                 help="List every deletion (text lists 50 per reason)."),
-    click.option("-q", "--quiet", "verbosity", flag_value=-1,
-                 help="Print only errors and the one-line result."))
-_registry_options = _stack(
-    click.option("--tls-verify", type=click.BOOL, default=True, show_default=True,
-                 help="For docker:// targets: verify TLS (false also allows plain HTTP)."),
-    click.option("--creds", metavar="USER:PASS", default=None,
-                 help="For docker:// targets: credentials."),
-    click.option("--authfile", type=click.Path(path_type=Path), default=None,
-                 help="For docker:// targets: an auth.json (else $REGISTRY_AUTH_FILE, ...)."))
-_prune_options = _stack(
-    click.option("--keep-last", type=click.IntRange(min=0), default=None, metavar="N",
-                 help="Keep the tags of the N most recently pushed images per repository."),
-    click.option("--keep-within", default=None, metavar="DURATION",
-                 help="Keep tags whose image was pushed within DURATION (30d, 12h, 2w)."),
-    click.option("--keep-tag", "keep_tags", multiple=True, metavar="GLOB",
-                 help="Keep tags whose tag part matches GLOB (repeatable)."),
-    click.option("--only", multiple=True, metavar="GLOB",
-                 help="Judge only ref names matching GLOB; keep every other (repeatable)."),
-    click.option("--max-size", default=None, metavar="SIZE",
-                 help="Then expire the oldest images until live blobs fit (500M, 10G)."),
-    click.option("--policy-file", type=click.Path(path_type=Path, dir_okay=False),
-                 default=None, help="An ECR lifecycle policy document (JSON)."),
-    click.option("--age-from", type=click.Choice(["push", "created"]), default=None,
-                 help="An image's age: from its push (the manifest blob's mtime; the default "
-                      "on a layout) or its own created date (the default on a registry)."),
-    click.option("--now", "now_text", default=None, metavar="RFC3339",
-                 help="Judge as of this time (reproducible plans)."))
+# each option kind's click type (None: a flag's, or text)
+_CLICK_TYPES: dict[commandline.OptionKind, Callable[[commandline.Option], Any]] = {
+    "flag": lambda o: None, "text": lambda o: None, "bool": lambda o: click.BOOL,
+    "choice": lambda o: click.Choice(list(o.choices)), "count": lambda o: click.IntRange(min=0),
+    "seconds": lambda o: click.FloatRange(min=0), "duration": lambda o: DurationType(),
+    "path": lambda o: click.Path(path_type=Path),
+    "file": lambda o: click.Path(path_type=Path, dir_okay=False),
+}
 
 
-def _format_option(*choices: str) -> Callable[[F], F]:
-    return click.option("--format", "fmt", type=click.Choice(choices), default=choices[0],
-                        show_default=True, help="Output format.")
+def _click_option(o: commandline.Option) -> Callable[[F], F]:
+    """``o`` as a click option.  What the table leaves unsaid is not passed: click's own
+    defaults differ from an explicit None or False (a flag defaulting to None is None, not
+    False; ``is_flag=False`` makes an option's value optional)."""
+    given: dict[str, Any] = {} if o.flag_value is None else {"flag_value": o.flag_value}
+    if o.default is not None or not (o.kind == "flag" or o.multiple):
+        given["default"] = o.default
+    return click.option(
+        *o.flags, o.dest, type=_CLICK_TYPES[o.kind](o), metavar=o.metavar, help=o.help,
+        multiple=o.multiple, hidden=o.hidden, is_flag=o.kind == "flag" or None,
+        show_default=o.show_default or None, **given)
 
 
-_POLICY = click.option("--policy", "preset", type=click.Choice(sorted(og.PRESETS)),
-                       default="default", show_default=True,
-                       help="Policy preset: what is live (see docs/cli.md).")
-_KEEP_UNTAGGED = click.option("--keep-untagged", is_flag=True,
-                              help="Every index.json entry is a root, tagged or not.")
-_GRACE = click.option("--grace", type=DurationType(), default=None,
-                      help="Blobs younger than this are live (30s, 10m, 1h, 2d, or seconds).")
-
-
-def _policy_options(force: bool) -> Callable[[F], F]:
-    referrers = click.option("--keep-referrers", is_flag=True, hidden=not force,
-                             help="Do not cascade a delete to the target's referrers.")
-    forcing = click.option("--force", is_flag=True, help="Delete even when a live index or "
-                           "manifest still references the target.")
-    return _stack(_POLICY, _KEEP_UNTAGGED, referrers, _GRACE, *([forcing] if force else []))
+def _options(options: Sequence[commandline.Option]) -> Callable[[F], F]:
+    """The options of a command (:mod:`ocigraph.commandline`'s table), listed in their order."""
+    return _stack(*map(_click_option, options))
 
 
 def _pop(kw: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
@@ -247,7 +210,7 @@ def _layouts_only(what: str, given: object = True) -> None:
 
 def _target(layout: Path, options: dict[str, Any]) -> contextlib.closing[Target]:
     """What LAYOUT names, with the registry options in ``options`` (popped); closed after."""
-    registry, client = _registry(), _pop(options, ("tls_verify", "creds", "authfile"))
+    registry, client = _registry(), _pop(options, commandline.REGISTRY_OPTIONS)
     return contextlib.closing(RegistryTarget(registry, **client) if registry
                               else LayoutTarget(layout, og.printable(str(layout))))
 
@@ -332,15 +295,11 @@ def _verb_command(verb: Verb, one_shot: bool) -> click.Command:
         run = _one_shot if one_shot else _plan_only
         run(verb, layout, refs, policy, fmt, verbosity, prune, kw)
 
-    mode = ([_DRY_RUN, *([_YES] if verb.confirm else []), _lock_timeout_option, _KEEP_DELETED]
-            if one_shot else [_OUTPUT])
     return click.command(verb.name, help=verb.help if one_shot else verb.plan_help)(_stack(
         _layout_argument,
         *([click.argument("refs", metavar=verb.refs, nargs=-1, shell_complete=complete_refs)]
           if verb.refs else []),
-        *([_prune_options] if verb.prune else []),
-        *([_policy_options(verb.force)] if verb.force is not None else []),
-        _format_option("text", "json"), *mode, _verbosity_options, _registry_options,
+        _options(commandline.verb_options(verb, one_shot)),
     )(command))
 
 
@@ -387,10 +346,7 @@ for _verb in VERBS:
 @cli.command()
 @_layout_argument
 @click.argument("refs", metavar="[REF]", nargs=-1, shell_complete=complete_refs)
-@_format_option("text", "json", "mermaid", "dot")
-@_POLICY
-@_KEEP_UNTAGGED
-@_registry_options
+@_options(COMMAND_OPTIONS["show"])
 def show(layout: Path, refs: tuple[str, ...], fmt: str, **kw: Any) -> None:
     """Show the layout's graph: index.json entries, what they reference, what is garbage.
     With REF (a tag or digest), only that image's tree."""
@@ -406,11 +362,7 @@ def show(layout: Path, refs: tuple[str, ...], fmt: str, **kw: Any) -> None:
 @_layout_argument
 @click.argument("plan_file", metavar="PLAN.json", type=click.Path(path_type=Path, dir_okay=False,
                                                                    allow_dash=True))
-@_format_option("text", "json")
-@_lock_timeout_option
-@_KEEP_DELETED
-@_verbosity_options
-@_registry_options
+@_options(COMMAND_OPTIONS["apply"])
 def apply(layout: Path, plan_file: Path, fmt: str, lock_timeout: float, keep_deleted: float | None,
           verbosity: int, **registry: Any) -> None:
     """Apply a saved plan (PLAN.json, or - for stdin).  Refuses a stale plan."""
@@ -424,8 +376,7 @@ def apply(layout: Path, plan_file: Path, fmt: str, lock_timeout: float, keep_del
 @cli.command()
 @_layout_argument
 @click.argument("apply_id", metavar="[APPLY_ID]", required=False)
-@_format_option("text", "json")
-@_lock_timeout_option
+@_options(COMMAND_OPTIONS["restore"])
 def restore(layout: Path, apply_id: str | None, fmt: str, lock_timeout: float) -> None:
     """Undo the last apply made with --keep-deleted (or APPLY_ID's): its blobs and index.json
     entries come back.  Refused, changing nothing, where a later change makes that unsafe."""
@@ -437,7 +388,7 @@ def restore(layout: Path, apply_id: str | None, fmt: str, lock_timeout: float) -
 
 @cli.command("fsck")
 @_layout_argument
-@_format_option("text", "json")
+@_options(COMMAND_OPTIONS["fsck"])
 def fsck_cmd(layout: Path, fmt: str) -> None:
     """Check the layout: missing or corrupt blobs, size mismatches, broken manifests, junk.
 
@@ -452,14 +403,7 @@ def fsck_cmd(layout: Path, fmt: str) -> None:
 
 @cli.command()
 @_layout_argument
-@_format_option("text", "json")
-@_POLICY
-@_KEEP_UNTAGGED
-@_GRACE
-@click.option("--sort", type=click.Choice(["tag", "total", "unique", "shared"]), default="tag",
-              show_default=True, help="Order of the tag lines (sizes: largest first).")
-@click.option("--bytes", "in_bytes", is_flag=True, help="Sizes in bytes, not KiB/MiB/GiB.")
-@_registry_options
+@_options(COMMAND_OPTIONS["du"])
 def du(layout: Path, fmt: str, sort: str, in_bytes: bool, **kw: Any) -> None:
     """Disk use by tag: what each tag holds, what only it holds, what gc would free; and what
     quarantines hold for undo, apart."""
@@ -472,7 +416,7 @@ def du(layout: Path, fmt: str, sort: str, in_bytes: bool, **kw: Any) -> None:
 
 
 @cli.group("cache", invoke_without_command=True)
-@_format_option("text", "json")
+@_options(COMMAND_OPTIONS["cache"])
 @click.pass_context
 def cache_group(ctx: click.Context, fmt: str) -> None:
     """Show the cache folder: an entry per layout, its size, last use and layout."""

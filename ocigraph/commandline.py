@@ -1,23 +1,25 @@
-"""The command line's pure half (its shell is :mod:`io_adapters.cli`): the verbs, what the
-options decide (a policy, prune's rules, what LAYOUT names), what a Ctrl-C line reports and the
-status a process exits with.  See docs/design.md and docs/cli.md.
+"""The command line's pure half (its shell is :mod:`io_adapters.cli`): the verbs, the options
+each command takes, what they decide (a policy, prune's rules, what LAYOUT names), what a Ctrl-C
+line reports and the status a process exits with.  See docs/design.md and docs/cli.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from . import present
 from ._errors import OcigraphError
-from ._policy import Policy
+from ._policy import PRESETS, Policy
 from ._registry import parse_reference
 from ._retention import RetentionRules, retention_rules
 from ._rules import RetentionRuleError, parse_time
 
-__all__ = ["OptionError", "Verb", "VERBS", "POLICY_OPTIONS", "option_policy", "PRUNE_OPTIONS",
-           "prune_rules", "layout_argument", "asks", "ApplyProgress", "exit_status"]
+__all__ = ["OptionError", "Verb", "VERBS", "OptionKind", "Option", "verb_options",
+           "COMMAND_OPTIONS", "REGISTRY_OPTIONS", "POLICY_OPTIONS", "option_policy",
+           "PRUNE_OPTIONS", "prune_rules", "layout_argument", "asks", "ApplyProgress",
+           "exit_status"]
 
 
 class OptionError(OcigraphError):
@@ -56,8 +58,128 @@ VERBS = (
          "that follows.", force=False, prune=True),
 )
 
+OptionKind = Literal["flag", "text", "bool", "choice", "count", "seconds", "duration", "path",
+                     "file"]
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """A command-line option as data (:mod:`io_adapters.cli` makes each a click option):
+    ``flags`` as typed, ``dest`` the parameter it fills, ``kind`` what its value is -- a flag
+    (none), text, a bool, a choice of ``choices``, a count (an int >= 0), seconds (a number
+    >= 0), a duration (``30s``, ``2d``), a path, or a file (a path that is not a folder)."""
+
+    flags: tuple[str, ...]
+    dest: str
+    kind: OptionKind
+    help: str
+    metavar: str | None = None
+    default: Any = None  # None: a flag off, a repeatable option empty, any other None
+    choices: tuple[str, ...] = ()
+    multiple: bool = False  # repeatable: its parameter is a tuple
+    show_default: bool = False
+    hidden: bool = False
+    flag_value: int | None = None  # a flag that sets ``dest`` to this (flags sharing a dest)
+
+
+def _format(*choices: str) -> Option:
+    return Option(("--format",), "fmt", "choice", "Output format.", choices=choices,
+                  default=choices[0], show_default=True)
+
+
+_TEXT_OR_JSON = _format("text", "json")
+_DRY_RUN = Option(("--dry-run",), "dry_run", "flag", "Print the plan; change nothing.")
+_YES = Option(("--yes", "-y"), "yes", "flag", "Do not ask for confirmation.")
+_OUTPUT = Option(("-o", "--output"), "output", "file", "Also write the plan JSON here.",
+                 metavar="PLAN.json")
+_KEEP_DELETED = Option(
+    ("--keep-deleted",), "keep_deleted", "duration", "Keep the deleted blobs this long in the "
+    "layout's quarantine (`ocigraph restore` undoes the apply until then; the next gc after it "
+    "purges them).  Layouts only.", metavar="DURATION")
+_LOCK_TIMEOUT = Option(("--lock-timeout",), "lock_timeout", "seconds", "How long to wait for "
+                       "another ocigraph working on the layout.", metavar="SECONDS",
+                       default=10.0, show_default=True)
+_VERBOSITY = (
+    Option(("-v", "--verbose"), "verbosity", "flag",
+           "List every deletion (text lists 50 per reason).", default=0, flag_value=1),
+    Option(("-q", "--quiet"), "verbosity", "flag", "Print only errors and the one-line result.",
+           flag_value=-1))
+_REGISTRY = (
+    Option(("--tls-verify",), "tls_verify", "bool", "For docker:// targets: verify TLS (false "
+           "also allows plain HTTP).", default=True, show_default=True),
+    Option(("--creds",), "creds", "text", "For docker:// targets: credentials.",
+           metavar="USER:PASS"),
+    Option(("--authfile",), "authfile", "path",
+           "For docker:// targets: an auth.json (else $REGISTRY_AUTH_FILE, ...)."))
+_PRUNE = (
+    Option(("--keep-last",), "keep_last", "count", "Keep the tags of the N most recently pushed "
+           "images per repository.", metavar="N"),
+    Option(("--keep-within",), "keep_within", "text", "Keep tags whose image was pushed within "
+           "DURATION (30d, 12h, 2w).", metavar="DURATION"),
+    Option(("--keep-tag",), "keep_tags", "text", "Keep tags whose tag part matches GLOB "
+           "(repeatable).", metavar="GLOB", multiple=True),
+    Option(("--only",), "only", "text", "Judge only ref names matching GLOB; keep every other "
+           "(repeatable).", metavar="GLOB", multiple=True),
+    Option(("--max-size",), "max_size", "text", "Then expire the oldest images until live blobs "
+           "fit (500M, 10G).", metavar="SIZE"),
+    Option(("--policy-file",), "policy_file", "file", "An ECR lifecycle policy document (JSON)."),
+    Option(("--age-from",), "age_from", "choice", "An image's age: from its push (the manifest "
+           "blob's mtime; the default on a layout) or its own created date (the default on a "
+           "registry).", choices=("push", "created")),
+    Option(("--now",), "now_text", "text", "Judge as of this time (reproducible plans).",
+           metavar="RFC3339"))
+_PRESET = Option(("--policy",), "preset", "choice", "Policy preset: what is live (see "
+                 "docs/cli.md).", choices=tuple(sorted(PRESETS)), default="default",
+                 show_default=True)
+_KEEP_UNTAGGED = Option(("--keep-untagged",), "keep_untagged", "flag",
+                        "Every index.json entry is a root, tagged or not.")
+_GRACE = Option(("--grace",), "grace", "duration",
+                "Blobs younger than this are live (30s, 10m, 1h, 2d, or seconds).")
+
+
+def _policy_options(force: bool) -> tuple[Option, ...]:
+    """The policy options, ``--force`` where a verb can force (else ``--keep-referrers`` is
+    hidden, and refused: :func:`option_policy`)."""
+    referrers = Option(("--keep-referrers",), "keep_referrers", "flag",
+                       "Do not cascade a delete to the target's referrers.", hidden=not force)
+    forcing = Option(("--force",), "force", "flag", "Delete even when a live index or manifest "
+                     "still references the target.")
+    return (_PRESET, _KEEP_UNTAGGED, referrers, _GRACE, *([forcing] if force else []))
+
+
+def verb_options(verb: Verb, one_shot: bool) -> tuple[Option, ...]:
+    """The options of ``ocigraph VERB`` (``one_shot``: it applies) or ``ocigraph plan VERB``,
+    in the order its help lists them.
+
+    >>> [o.flags[0] for o in verb_options(VERBS[3], one_shot=True)][:4]
+    ['--format', '--dry-run', '--lock-timeout', '--keep-deleted']
+    """
+    mode = ((_DRY_RUN, *([_YES] if verb.confirm else []), _LOCK_TIMEOUT, _KEEP_DELETED)
+            if one_shot else (_OUTPUT,))
+    return (*(_PRUNE if verb.prune else ()),
+            *(_policy_options(verb.force) if verb.force is not None else ()),
+            _TEXT_OR_JSON, *mode, *_VERBOSITY, *_REGISTRY)
+
+
+#: the options of the commands that are not verbs, by name, in the order their help lists them
+COMMAND_OPTIONS: dict[str, tuple[Option, ...]] = {
+    "show": (_format("text", "json", "mermaid", "dot"), _PRESET, _KEEP_UNTAGGED, *_REGISTRY),
+    "apply": (_TEXT_OR_JSON, _LOCK_TIMEOUT, _KEEP_DELETED, *_VERBOSITY, *_REGISTRY),
+    "restore": (_TEXT_OR_JSON, _LOCK_TIMEOUT),
+    "fsck": (_TEXT_OR_JSON,),
+    "du": (_TEXT_OR_JSON, _PRESET, _KEEP_UNTAGGED, _GRACE,
+           Option(("--sort",), "sort", "choice", "Order of the tag lines (sizes: largest first).",
+                  choices=("tag", "total", "unique", "shared"), default="tag", show_default=True),
+           Option(("--bytes",), "in_bytes", "flag", "Sizes in bytes, not KiB/MiB/GiB."),
+           *_REGISTRY),
+    "cache": (_TEXT_OR_JSON,),
+}
+
+#: the registry options' parameter names (a registry target's keywords)
+REGISTRY_OPTIONS = tuple(o.dest for o in _REGISTRY)
+
 #: the policy options' parameter names (:func:`option_policy`'s keywords)
-POLICY_OPTIONS = ("preset", "keep_untagged", "grace", "keep_referrers", "force")
+POLICY_OPTIONS = tuple(o.dest for o in _policy_options(force=True))
 
 
 def option_policy(preset: str = "default", *, keep_untagged: bool = False,
@@ -79,8 +201,9 @@ def option_policy(preset: str = "default", *, keep_untagged: bool = False,
     return Policy.preset(preset, **{k: v for k, v in overrides.items() if v is not None})
 
 
-#: prune's keep-rule options' parameter names (:func:`prune_rules`'s ``rules``)
-PRUNE_OPTIONS = ("keep_last", "keep_within", "keep_tags", "only", "max_size", "age_from")
+#: prune's keep-rule options' parameter names (:func:`prune_rules`'s ``rules``): its options
+#: but the two it takes apart, ``now`` and ``policy``
+PRUNE_OPTIONS = tuple(o.dest for o in _PRUNE if o.dest not in ("policy_file", "now_text"))
 
 
 def prune_rules(rules: dict[str, Any], *, on_registry: bool, now: str | None, clock: float,

@@ -5,8 +5,10 @@ ocigraph/present.py and ocigraph/manpage.py render for the shell (show, du, cach
 
 from __future__ import annotations
 
+import inspect
+from collections import Counter
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 import pytest
@@ -16,16 +18,21 @@ import ocigraph as og
 from ocigraph import present
 from ocigraph.cachedir import DEFAULT_CAP, MAX_AGE, CacheEntry, CacheInfo, cache_cap, entry_kind
 from ocigraph.commandline import (
+    COMMAND_OPTIONS,
     POLICY_OPTIONS,
     PRUNE_OPTIONS,
+    REGISTRY_OPTIONS,
     VERBS,
     ApplyProgress,
+    Option,
     OptionError,
+    OptionKind,
     asks,
     exit_status,
     layout_argument,
     option_policy,
     prune_rules,
+    verb_options,
 )
 from ocigraph.manpage import page_date
 
@@ -43,6 +50,90 @@ def test_the_verbs_are_the_five_commands_that_change_a_layout() -> None:
     assert [v.name for v in VERBS if v.prune] == ["prune"]
     assert {v.name: v.refs for v in VERBS if v.refs} == {"delete": "TARGET...", "remove": "REF...",
                                                          "untag": "REF..."}
+
+
+# -- the options table ---------------------------------------------------------------------------
+
+
+def every_command() -> dict[str, tuple[Option, ...]]:
+    """Each command's options by its name, ``plan NAME`` for a verb's plan command."""
+    out = dict(COMMAND_OPTIONS)
+    for verb in VERBS:
+        out[verb.name] = verb_options(verb, one_shot=True)
+        if verb.plan_help is not None:
+            out[f"plan {verb.name}"] = verb_options(verb, one_shot=False)
+    return out
+
+
+def flags_of(options: tuple[Option, ...]) -> list[str]:
+    return [flag for o in options for flag in o.flags]
+
+
+def test_each_parameter_of_a_command_is_filled_by_one_option() -> None:
+    commands = every_command()
+    assert set(commands) == {"delete", "gc", "remove", "untag", "prune", "plan delete", "plan gc",
+                             "plan remove", "plan prune", "show", "apply", "restore", "fsck",
+                             "du", "cache"}
+    for name, options in commands.items():
+        flags = flags_of(options)
+        assert len(flags) == len(set(flags)), name
+        for dest, count in Counter(o.dest for o in options).items():
+            sharing = [o for o in options if o.dest == dest]
+            if count > 1:  # one switch spelled several ways: each a flag with its own value
+                assert all(o.kind == "flag" and o.flag_value is not None for o in sharing), name
+                assert len({o.flag_value for o in sharing}) == count, name
+                assert sum(o.default is not None for o in sharing) == 1, name
+        assert all(o.dest.isidentifier() for o in options), name
+    assert [o.dest for o in commands["gc"] if o.dest == "verbosity"] == ["verbosity"] * 2
+
+
+def test_every_option_is_declared_as_its_kind_wants() -> None:
+    options = {o for opts in every_command().values() for o in opts}
+    assert {o.kind for o in options} == set(get_args(OptionKind))  # every kind is used
+    for o in options:
+        assert o.flags and all(f.startswith("-") for f in o.flags), o
+        assert bool(o.choices) == (o.kind == "choice"), o
+        if o.kind == "choice" and o.default is not None:
+            assert o.default in o.choices, o
+        assert o.flag_value is None or o.kind == "flag", o
+        assert not o.multiple or o.kind == "text", o
+        assert not o.show_default or o.default is not None, o
+        assert o.help.endswith("."), o
+
+
+def test_which_options_each_verb_takes() -> None:
+    for verb in VERBS:
+        one_shot, plan = verb_options(verb, one_shot=True), verb_options(verb, one_shot=False)
+        assert ("--yes" in flags_of(one_shot)) == verb.confirm
+        assert ("--force" in flags_of(one_shot)) == bool(verb.force)
+        assert ("--keep-last" in flags_of(one_shot)) == verb.prune
+        referrers = [o for o in one_shot if o.dest == "keep_referrers"]
+        assert [o.hidden for o in referrers] == ([] if verb.force is None else [not verb.force])
+        assert {"--dry-run", "--lock-timeout", "--keep-deleted"} <= set(flags_of(one_shot))
+        assert not {"--dry-run", "--yes", "--lock-timeout", "--keep-deleted"} & set(flags_of(plan))
+        assert "-o" in flags_of(plan) and "-o" not in flags_of(one_shot)
+        for options in (one_shot, plan):
+            fmt = next(o for o in options if o.dest == "fmt")
+            assert (fmt.choices, fmt.default) == (("text", "json"), "text")
+            assert {"-v", "-q", "--tls-verify", "--creds", "--authfile"} <= set(flags_of(options))
+    assert [o.flags[0] for o in verb_options(VERB["gc"], one_shot=True)][:4] == [
+        "--policy", "--keep-untagged", "--keep-referrers", "--grace"]
+    show = next(o for o in COMMAND_OPTIONS["show"] if o.dest == "fmt")
+    assert show.choices == ("text", "json", "mermaid", "dot")
+
+
+def test_the_option_names_the_core_reads_come_from_the_table() -> None:
+    keywords = set(inspect.signature(option_policy).parameters) - {"can_force"}
+    assert set(POLICY_OPTIONS) == keywords
+    assert set(POLICY_OPTIONS) <= {o.dest for o in verb_options(VERB["delete"], one_shot=True)}
+    assert set(PRUNE_OPTIONS) < set(inspect.signature(og.retention_rules).parameters)
+    prune = {o.dest for o in verb_options(VERB["prune"], one_shot=False)}
+    assert set(PRUNE_OPTIONS) | {"policy_file", "now_text"} <= prune
+    assert "policy_file" not in PRUNE_OPTIONS and "now_text" not in PRUNE_OPTIONS
+    assert REGISTRY_OPTIONS == ("tls_verify", "creds", "authfile")
+    for name, options in every_command().items():
+        dests = {o.dest for o in options}
+        assert set(REGISTRY_OPTIONS) <= dests or not set(REGISTRY_OPTIONS) & dests, name
 
 
 # -- the policy options --------------------------------------------------------------------------
