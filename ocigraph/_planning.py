@@ -130,13 +130,15 @@ def _alive_after(graph: nx.DiGraph, planned: Collection[str], root_set: Collecti
             if x not in region and x not in planned and "subject" in attrs["roles"]:
                 region.add(x)
                 stack.append(x)
-    reached = {x for x in region if x in root_set or any(
+    # A planned node that a node live after the plan still references (``force``) stays in
+    # the graph as a missing node, live: it keeps nothing below it, but its referrers live on.
+    reached = {x for x in (*region, *planned) if (x in region and x in root_set) or any(
         p in live for p in pred[x] if p not in region and p not in planned)}
     stack = list(reached)
     while stack:
         n = stack.pop()
-        for x in succ[n]:
-            if x in region and x not in reached:
+        for x in () if n in planned else succ[n]:
+            if (x in region or x in planned) and x not in reached:
                 reached.add(x)
                 stack.append(x)
         for x, attrs in pred[n].items():
@@ -145,7 +147,7 @@ def _alive_after(graph: nx.DiGraph, planned: Collection[str], root_set: Collecti
                 stack.append(x)
 
     def alive(n: str) -> bool:
-        return n in reached if n in region else n in live and n not in planned
+        return n in reached if n in region or n in planned else n in live
 
     return alive
 

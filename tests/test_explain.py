@@ -127,6 +127,25 @@ def test_a_kept_referrer_of_garbage_is_held_by_garbage():
     assert kept(plan, sig["digest"]) == og.Kept(sig["digest"], "referrer", old["digest"])
 
 
+def test_a_forced_delete_of_a_manifest_an_index_still_lists_keeps_its_referrers_alive():
+    # Found by the property below: with --force the target stays in the graph as a missing node
+    # that the live index lists, so it is live, and so is a referrer of it and what that holds.
+    b = Builder()
+    img = image(b, "an image")
+    shared = b.blob("a blob both signatures use")
+    sig = b.manifest(layers=[shared], subject=img)
+    b.entry(sig, "sig")
+    sig_of_sig = b.manifest(layers=[shared, b.blob("its own")], subject=sig)
+    b.entry(sig_of_sig)  # untagged: live only as a referrer
+    b.entry(b.index([sig]), "bundle")
+    policy = og.Policy.preset("default", cascade_referrers=False, force=True)
+    plan = og.plan_delete(b.graph(), ["sig"], policy)
+    after = og.build_graph(og.simulate(b.layout(), plan))
+    assert sig["digest"] in {d.digest for d in plan.deletions}
+    assert sig_of_sig["digest"] in og.live_set(after, policy)
+    assert kept(plan, shared["digest"]) == og.Kept(shared["digest"], "shared", sig_of_sig["digest"])
+
+
 @settings(max_examples=300)
 @given(generated_layouts().filter(lambda g: bool(g.known)).flatmap(
     lambda g: delete_targets(g).map(lambda refs: (g, refs))), policies(force=True))
