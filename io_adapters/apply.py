@@ -13,10 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import ocigraph as og
-from ocigraph import ApplyError, ApplyInterrupted, PlanOriginError
+from ocigraph import ApplyError, ApplyInterrupted
 from ocigraph import applying as A
 from ocigraph.applying import ApplyReport
-from ocigraph.snapshot import Snapshot
 
 from .layout import LayoutDir, open_layout
 from .lock import LayoutLock
@@ -24,8 +23,7 @@ from .quarantine import Quarantine, locked, recover
 
 __all__ = ["ApplyReport", "ApplyInterrupted", "apply_plan", "verify_plan"]
 
-#: ``progress`` is called once per this many blobs moved, and at the end (a call per blob
-#: would add a tqdm update's cost to every deletion, for a bar that cannot show it)
+#: blobs per ``progress`` call (a call per blob would add a tqdm update to every deletion)
 _PROGRESS_EVERY = 1024
 
 
@@ -97,17 +95,15 @@ def apply_plan(
 
     Errors: one-line :class:`ocigraph.OcigraphError`\\ s; :class:`ApplyError` when a step fails
     part way (``done`` of ``total`` deleted; the layout is valid).  Ctrl-C raises
-    :class:`ApplyInterrupted` (a ``KeyboardInterrupt``) carrying the exact state:
-    ``index_written``, ``deleted`` (blobs moved out of ``blobs/``, no longer in the layout)
-    and ``total`` (blobs the plan deletes); the next command under the lock finishes the job.
+    :class:`ApplyInterrupted` (a ``KeyboardInterrupt``) carrying the exact state; the next
+    command under the lock finishes the job.
     """
     started = time.monotonic()
     layout_dir = open_layout(root) if lock is None else lock.dir
     with locked(layout_dir, lock, lock_timeout) as held:
         try:
             layout_dir.require_in_place()
-            if plan.origin is not None and plan.origin != layout_dir.origin:
-                raise PlanOriginError(og.printable(str(layout_dir.path)))
+            A.refuse_other_origin(plan, layout_dir.origin, str(layout_dir.path))
             layout_dir.remove_stale_temp_files()
             recover(layout_dir, lock=held)
             current = layout_dir.read_index()
@@ -117,22 +113,21 @@ def apply_plan(
             todo = [d.digest for d in plan.deletions if d.present]
             for alg in sorted({og.blob_parts(d)[0] for d in todo}):  # every name checked first
                 layout_dir.folder(f"blobs/{alg}", missing_ok=True)
-            before = (layout_dir.origin, current.fingerprint, layout_dir.folder_stamps())
-            data = og.render_index(current, plan.index_changes)  # (no changes: current.raw)
-            return _apply(layout_dir, plan, todo, data, current, keep_deleted, progress,
-                          (started, before, og.digest_bytes(data)))
-        except KeyboardInterrupt as exc:  # (in the checks: nothing was changed)
-            if isinstance(exc, ApplyInterrupted):
-                raise
+            return _apply(layout_dir, plan, todo, current, keep_deleted, progress, started)
+        except ApplyInterrupted:
+            raise
+        except KeyboardInterrupt:  # (in the checks: nothing was changed)
             raise ApplyInterrupted(False, 0, sum(d.present for d in plan.deletions)) from None
 
 
-def _apply(layout_dir: LayoutDir, plan: og.Plan, todo: list[str], data: bytes, current: og.Index,
+def _apply(layout_dir: LayoutDir, plan: og.Plan, todo: list[str], current: og.Index,
            keep: float | None, progress: Callable[[int], None] | None,
-           context: tuple[float, Snapshot, str]) -> ApplyReport:
+           started: float) -> ApplyReport:
     """Create the quarantine, read the file system's clock, write index.json, move the blobs
     out, move back what index.json makes live again, then purge (or keep) the rest."""
-    started, before, index_after = context
+    before = (layout_dir.origin, current.fingerprint, layout_dir.folder_stamps())
+    data = og.render_index(current, plan.index_changes)  # (no changes: current.raw)
+    index_after = og.digest_bytes(data)
     written = bool(plan.index_changes)
     q, offset = None, 0.0
     try:
@@ -153,34 +148,31 @@ def _apply(layout_dir: LayoutDir, plan: og.Plan, todo: list[str], data: bytes, c
             now = og.digest_bytes(layout_dir.read_file("index.json"))
             raise ApplyInterrupted(written and now == index_after, 0, len(todo)) from None
         raise
-    newest = A.newest_blob_time(plan.snapshot_time, offset)  # (blob times are the file system's)
-    tally = A.Moves()
     if q is None:  # (nothing to move: the file system's clock was not read)
         return ApplyReport((), (), (), 0, written, time.monotonic() - started, before, index_after)
+    newest = A.newest_blob_time(plan.snapshot_time, offset)  # (blob times are the file system's)
+    tally = A.Moves()
     back: tuple[str, ...] | None = None
-    failed = None
+    failed: tuple[str, str] | None = None  # (what, why) of the first step that failed
     try:
         try:
             _move_out(layout_dir, q, todo, newest, tally, progress)
         except OSError as exc:  # stop moving; what was moved is settled below
-            failed = ApplyError(f"cannot delete {og.blob_name(todo[tally.handled()])}",
-                                A.os_error_why(exc), 0, len(todo), written)
+            failed = (f"cannot delete {og.blob_name(todo[tally.handled()])}", A.os_error_why(exc))
         tally.rechecking = True
         back = q.recheck()
         if keep:
             q.update(state="kept")
             q.close()
         else:
-            spared = set(back)
-            q.purge(d for d in tally.moved if d not in spared)
+            q.purge(tally.deleted(back))
     except KeyboardInterrupt:
         raise ApplyInterrupted(written, _deleted_now(layout_dir, q, todo, tally, back),
                                len(todo)) from None
     except OSError as exc:
-        failed = failed or ApplyError(f"cannot finish {A.QUARANTINE}/{q.name}",
-                                      A.os_error_why(exc), 0, len(todo), written)
+        failed = failed or (f"cannot finish {A.QUARANTINE}/{q.name}", A.os_error_why(exc))
     if failed is not None:
-        raise ApplyError(failed.what, failed.why, len(tally.deleted(back)), len(todo), written)
+        raise ApplyError(*failed, len(tally.deleted(back)), len(todo), written)
     return tally.report(back, written, time.monotonic() - started, before, index_after,
                         q.name if keep else None, offset=offset)
 
@@ -197,7 +189,8 @@ def _deleted_now(layout_dir: LayoutDir, q: Quarantine, todo: list[str], tally: A
     k = tally.handled()
     if k < len(todo) and todo[k] not in tally.moved:
         alg, name = og.blob_parts(todo[k])
-        with contextlib.suppress(OSError, TypeError):
-            os.stat(name, dir_fd=q.folder(alg), follow_symlinks=False)
-            return len(tally.moved) + 1
+        with contextlib.suppress(OSError):
+            if (fd := q.folder(alg)) is not None:  # (never dir_fd=None: that is the cwd)
+                os.stat(name, dir_fd=fd, follow_symlinks=False)
+                return len(tally.moved) + 1
     return len(tally.moved)

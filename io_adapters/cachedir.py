@@ -2,7 +2,6 @@
 :func:`ocigraph.cachedir.entry_kind`'s to say, and none a writer holds is removed."""
 
 import contextlib
-import fcntl
 import os
 import shutil
 import sqlite3
@@ -13,7 +12,7 @@ import orjson
 
 from ocigraph.cachedir import DEFAULT_CAP, MAX_AGE, CacheEntry, CacheInfo, cache_cap, entry_kind
 
-from .store import store_file_for
+from .store import _lock, store_file_for
 
 __all__ = ["DEFAULT_CAP", "MAX_AGE", "cache_info", "clear_cache", "bound_cache"]
 
@@ -46,25 +45,20 @@ def cache_info(cache_dir: Path | str | None) -> CacheInfo:
             entries.append(_entry(p, layout))
         elif what == "leftover":
             leftovers.append(_entry(p))
-    stores = sorted(filter(None, entries), key=lambda e: e.last_used, reverse=True)
-    dead = [e for e in leftovers if e]
-    return CacheInfo(folder, tuple(stores), tuple(dead), sum(e.bytes for e in stores + dead),
-                     cache_cap(os.environ))
+    return CacheInfo.of(folder, entries, leftovers, cache_cap(os.environ))
 
 
 def _remove(entry: CacheEntry) -> int:
     """Remove an entry's file and journal (and an old version's lock file), holding the
     store's own lock: its bytes (0: in use, or replaced by a writer meanwhile)."""
-    lock = Path(entry.file) if entry.file.name.endswith((".lock", ".store")) else None
+    file = Path(entry.file)
     with contextlib.suppress(OSError), contextlib.ExitStack() as held:
-        if lock is not None and lock.is_file():
-            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        if file.name.endswith((".lock", ".store")) and file.is_file():
+            fd = _lock(file, create=False, wait=False, again=False)
+            if fd is None:
+                return 0  # a writer holds it, or renamed a new store into place: in use
             held.callback(os.close, fd)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if os.fstat(fd).st_ino != lock.stat().st_ino:
-                return 0  # a writer renamed a new store into place: it is in use
-        old_lock = Path(f"{entry.file}.lock")  # earlier versions locked beside the store
-        for p in dict.fromkeys((Path(entry.file), Path(f"{entry.file}-journal"), old_lock)):
+        for p in (file, Path(f"{file}-journal"), Path(f"{file}.lock")):
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)  # an old .plans/ folder: all of it ocigraph's
             elif p.is_file() and not p.is_symlink():

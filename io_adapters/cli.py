@@ -192,10 +192,6 @@ def complete_refs(ctx: click.Context, param: click.Parameter,
 # --- targets: read, plan, show, confirm, apply ----------------------------------------------------
 
 
-def _stdin_is_terminal() -> bool:
-    return is_terminal(sys.stdin)
-
-
 def _registry() -> str | None:
     """The ``docker://`` text of a LAYOUT that names a registry repository."""
     return click.get_current_context().meta.get("ocigraph.registry")
@@ -228,22 +224,21 @@ def _plan(target: Target, operation: str, refs: Sequence[str], policy: og.Policy
     return planned.plan, planned.tags
 
 
-def _show_plan(plan: og.Plan, tags: dict[str, list[str]] | None, fmt: str, verbosity: int) -> None:
+def _show_plan(plan: og.Plan, tags: dict[str, list[str]], fmt: str, verbosity: int,
+               last: str | None) -> None:
+    """Print the plan in ``fmt``; in text, then the ``last`` line (unless -q)."""
     if fmt == "json":
         for chunk in present.plan_json_chunks(plan):  # streamed: never the whole text at once
             sys.stdout.write(chunk)
     else:
         click.echo(present.format_plan_output(plan, tags, verbosity))
+        if last is not None and verbosity >= 0:
+            click.echo(last)
 
 
 def _shown_and_confirmed(plan: og.Plan, tags: dict[str, list[str]], name: str, fmt: str,
-                         verbosity: int, dry_run: bool, ask: bool) -> bool:
-    """Print the plan as a one-shot command does, and ask; whether to apply it."""
-    if dry_run:
-        _show_plan(plan, tags, fmt, verbosity)
-        if fmt == "text" and verbosity >= 0:
-            click.echo("dry run: nothing was changed")
-        return False
+                         verbosity: int, ask: bool) -> bool:
+    """Print the plan as a one-shot command does before it applies, and ask; whether to apply."""
     if fmt == "text" and (verbosity >= 0 or plan.is_empty):
         click.echo(present.format_plan_output(plan, tags, verbosity))
     if plan.is_empty:
@@ -256,10 +251,9 @@ def _shown_and_confirmed(plan: og.Plan, tags: dict[str, list[str]], name: str, f
 
 def _apply(target: Target, plan: og.Plan, fmt: str, **options: Any) -> None:
     state = click.get_current_context().meta["ocigraph.interrupt"]  # what Ctrl-C would say
-    total = sum(1 for d in plan.deletions if d.present)
-    state.applying, state.total, state.done = not target.is_registry, total, 0
+    state.start(plan, applying=not target.is_registry)
     with contextlib.closing(ProgressReporter()) as bar:
-        doc = target.apply(plan, progress=bar.deleting(total, state.count), **options)
+        doc = target.apply(plan, progress=bar.deleting(state.total, state.count), **options)
     state.applying = False
     click.echo(present.rendered(doc, fmt, target.report_text))
 
@@ -314,9 +308,8 @@ def _plan_only(verb: Verb, layout: Path, refs: Sequence[str], policy: og.Policy,
             sys.stdout.buffer.write(data)
         else:
             output.write_bytes(data)
-    _show_plan(plan, tags, fmt, verbosity)
-    if output is not None and fmt == "text" and verbosity >= 0:
-        click.echo(present.plan_written_line(str(output), target.name))
+    written = None if output is None else present.plan_written_line(str(output), target.name)
+    _show_plan(plan, tags, fmt, verbosity, written)
 
 
 def _one_shot(verb: Verb, layout: Path, refs: Sequence[str], policy: og.Policy, fmt: str,
@@ -325,7 +318,7 @@ def _one_shot(verb: Verb, layout: Path, refs: Sequence[str], policy: og.Policy, 
     dry_run, keep, lock_timeout = kw.pop("dry_run"), kw.pop("keep_deleted"), kw.pop("lock_timeout")
     _layouts_only("--keep-deleted", keep)
     ask = commandline.asks(verb, yes=kw.pop("yes", False), dry_run=dry_run,
-                           can_ask=_stdin_is_terminal())
+                           can_ask=is_terminal(sys.stdin))
     with _target(layout, kw) as target, (
             target.locked(lock_timeout) if not dry_run else contextlib.nullcontext()):
         if not dry_run:  # first what earlier applies left (gc: and what their time is up for)
@@ -333,7 +326,9 @@ def _one_shot(verb: Verb, layout: Path, refs: Sequence[str], policy: og.Policy, 
             if purged and fmt == "text" and verbosity >= 0:
                 click.echo(present.purged_line(purged, size))
         plan, tags = _plan(target, verb.name, refs, policy, fmt, prune)
-        if _shown_and_confirmed(plan, tags, target.name, fmt, verbosity, dry_run, ask):
+        if dry_run:
+            _show_plan(plan, tags, fmt, verbosity, "dry run: nothing was changed")
+        elif _shown_and_confirmed(plan, tags, target.name, fmt, verbosity, ask):
             _apply(target, plan, fmt, keep=keep)
 
 
@@ -343,10 +338,14 @@ for _verb in VERBS:
         plan_group.add_command(_verb_command(_verb, one_shot=False))
 
 
-@cli.command()
-@_layout_argument
-@click.argument("refs", metavar="[REF]", nargs=-1, shell_complete=complete_refs)
-@_options(COMMAND_OPTIONS["show"])
+def _layout_command(name: str, *arguments: Callable[[Any], Any]) -> Callable[[Any], click.Command]:
+    """``ocigraph NAME LAYOUT ...``: LAYOUT, then ``arguments``, then ``COMMAND_OPTIONS[name]``."""
+    return lambda f: cli.command(name)(_stack(_layout_argument, *arguments,
+                                              _options(COMMAND_OPTIONS[name]))(f))
+
+
+@_layout_command("show", click.argument("refs", metavar="[REF]", nargs=-1,
+                                        shell_complete=complete_refs))
 def show(layout: Path, refs: tuple[str, ...], fmt: str, **kw: Any) -> None:
     """Show the layout's graph: index.json entries, what they reference, what is garbage.
     With REF (a tag or digest), only that image's tree."""
@@ -358,11 +357,8 @@ def show(layout: Path, refs: tuple[str, ...], fmt: str, **kw: Any) -> None:
                                    read.junk, read.quarantined))
 
 
-@cli.command()
-@_layout_argument
-@click.argument("plan_file", metavar="PLAN.json", type=click.Path(path_type=Path, dir_okay=False,
-                                                                   allow_dash=True))
-@_options(COMMAND_OPTIONS["apply"])
+@_layout_command("apply", click.argument("plan_file", metavar="PLAN.json", type=click.Path(
+    path_type=Path, dir_okay=False, allow_dash=True)))
 def apply(layout: Path, plan_file: Path, fmt: str, lock_timeout: float, keep_deleted: float | None,
           verbosity: int, **registry: Any) -> None:
     """Apply a saved plan (PLAN.json, or - for stdin).  Refuses a stale plan."""
@@ -373,10 +369,7 @@ def apply(layout: Path, plan_file: Path, fmt: str, lock_timeout: float, keep_del
         _apply(target, plan, fmt, lock_timeout=lock_timeout, keep=keep_deleted, verify=True)
 
 
-@cli.command()
-@_layout_argument
-@click.argument("apply_id", metavar="[APPLY_ID]", required=False)
-@_options(COMMAND_OPTIONS["restore"])
+@_layout_command("restore", click.argument("apply_id", metavar="[APPLY_ID]", required=False))
 def restore(layout: Path, apply_id: str | None, fmt: str, lock_timeout: float) -> None:
     """Undo the last apply made with --keep-deleted (or APPLY_ID's): its blobs and index.json
     entries come back.  Refused, changing nothing, where a later change makes that unsafe."""
@@ -386,9 +379,7 @@ def restore(layout: Path, apply_id: str | None, fmt: str, lock_timeout: float) -
     click.echo(present.rendered(doc, fmt, present.format_restore_text))
 
 
-@cli.command("fsck")
-@_layout_argument
-@_options(COMMAND_OPTIONS["fsck"])
+@_layout_command("fsck")
 def fsck_cmd(layout: Path, fmt: str) -> None:
     """Check the layout: missing or corrupt blobs, size mismatches, broken manifests, junk.
 
@@ -401,9 +392,7 @@ def fsck_cmd(layout: Path, fmt: str) -> None:
         raise click.exceptions.Exit(EXIT_FAILED)
 
 
-@cli.command()
-@_layout_argument
-@_options(COMMAND_OPTIONS["du"])
+@_layout_command("du")
 def du(layout: Path, fmt: str, sort: str, in_bytes: bool, **kw: Any) -> None:
     """Disk use by tag: what each tag holds, what only it holds, what gc would free; and what
     quarantines hold for undo, apart."""
@@ -455,22 +444,15 @@ def run() -> None:
         main()
     except (OSError, SystemExit) as exc:  # OSError: writing --help or --version output
         code, said = commandline.exit_status(exc)
-    _say_last(said)
-    for name in ("stdout", "stderr"):
-        stream = getattr(sys, name)  # None: started with that descriptor closed, nothing written
-        try:
-            if stream is not None:
-                stream.flush()
-        except Exception as exc:  # output was lost: that is a failure, and says so if it can
-            if name == "stdout" and code == 0:
-                code = 1
-                _say_last(f"ocigraph: error: cannot write the output ({exc})")
-    os._exit(code)
-
-
-def _say_last(line: str | None) -> None:
-    """A last line on stderr (``None``: none), if there is a stderr that still takes one."""
-    with contextlib.suppress(Exception):
-        if line is not None and sys.stderr is not None:
-            sys.stderr.write(line + "\n")
+    try:  # sys.stdout, sys.stderr None: started with that descriptor closed, nothing written
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except Exception as exc:  # output was lost: that is a failure, and says so if it can
+        if code == 0:
+            code, said = 1, f"ocigraph: error: cannot write the output ({exc})"
+    with contextlib.suppress(Exception):  # a last line, if there is a stderr that still takes one
+        if sys.stderr is not None:
+            if said is not None:
+                sys.stderr.write(said + "\n")
             sys.stderr.flush()
+    os._exit(code)

@@ -3,7 +3,6 @@ what counts as broken is the core's (:mod:`ocigraph.check`; docs/design.md)."""
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import ocigraph as og
 from ocigraph import check
+from ocigraph.applying import os_error_why
 from ocigraph.check import MISSING_HINT, format_fsck_text
 from ocigraph.present import held_clauses
 
@@ -44,8 +44,7 @@ def _check_blob(layout_dir: LayoutDir, digest: str) -> tuple[check.Problem | Non
     except FileNotFoundError:
         return None, 0
     except OSError as exc:
-        why = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
-        return check.blob_problem(digest, why), 0
+        return check.blob_problem(digest, os_error_why(exc)), 0
     return check.blob_problem(digest, (got, n)), n
 
 
@@ -67,12 +66,10 @@ def fsck(root: Path | str, *, workers: int = 4,
         problem = check.Problem("layout", str(root), str(exc))
         return check.FsckReport(str(root), (problem,), 0, 0, 0)
     graph = og.build_graph(disk.layout, reporter)
-    present = disk.layout.blobs
-    order = sorted(present)
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        results = list(pool.map(lambda d: _check_blob(disk.dir, d), order))
+        results = list(pool.map(lambda d: _check_blob(disk.dir, d), sorted(disk.layout.blobs)))
     found = [p for p, _ in results if p is not None]
     found += [check.Problem("junk", j.path, j.why) for j in disk.junk]
-    sizes = {d: b.size for d, b in present.items()}
+    sizes = {d: b.size for d, b in disk.layout.blobs.items()}
     return check.check_graph(graph, str(root), sizes, found=found, blobs_checked=len(results),
                              bytes_checked=sum(n for _, n in results), held=_held(disk.dir))

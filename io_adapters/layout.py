@@ -177,11 +177,7 @@ class LayoutDir:
         except LayoutAccessError as exc:
             if exc.why != "missing":
                 raise
-            try:  # (the hint asks the handle, as every look at the layout does)
-                os.stat("index.json", dir_fd=self.fd, follow_symlinks=False)
-                has_index = True
-            except OSError:
-                has_index = False
+            has_index = "index.json" in os.listdir(self.fd)  # (asking the handle, as ever)
             raise LayoutAccessError(printable(str(self.path)),
                                     og.not_a_layout(has_index)) from None
         if problem is not None:
@@ -274,12 +270,10 @@ class LayoutDir:
             return None
         try:
             fd = self.open_folder(name, at=at)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR) and stat.S_ISLNK(
-                    os.stat(name, dir_fd=at, follow_symlinks=False).st_mode):
-                raise LayoutAccessError(rel, "is a symlink; ocigraph does not follow symlinks "
-                                        "out of the layout") from None
-            raise _open_error(rel, exc) from None
+        except OSError as exc:  # (O_NOFOLLOW: a symlink to a folder fails with ENOTDIR)
+            link = exc.errno == errno.ENOTDIR and stat.S_ISLNK(
+                os.stat(name, dir_fd=at, follow_symlinks=False).st_mode)
+            raise _open_error(rel, exc, link) from None
         if fd is None:
             if missing_ok:
                 return None

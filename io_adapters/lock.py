@@ -19,8 +19,7 @@ def lock_holder(path: Path) -> int | None:
     """The pid holding a ``flock`` on ``path``, if /proc/locks says; else ``None``."""
     try:
         st = os.stat(path)
-        with open("/proc/locks", encoding="ascii", errors="replace") as f:
-            locks = f.read()
+        locks = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
     except OSError:
         return None
     return og.flock_holder(locks, os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)

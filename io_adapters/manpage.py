@@ -1,6 +1,5 @@
-"""The ``ocigraph(1)`` manual page: ``python -m io_adapters.manpage > ocigraph.1``.  Click says
-what the commands say of themselves, so the page cannot drift from the program;
-:mod:`ocigraph.manpage` writes it as roff and says the rest."""
+"""The ``ocigraph(1)`` manual page, ``python -m io_adapters.manpage > ocigraph.1``: what click
+says of the commands (so it cannot drift from them), for :mod:`ocigraph.manpage` to write."""
 
 from __future__ import annotations
 
@@ -41,8 +40,7 @@ def _commands(group: click.Group, ctx: click.Context) -> list[ManCommand]:
 
 
 def render_man(group: click.Group, prog: str = "ocigraph") -> str:
-    """The section 1 manual page of ``group``, in roff: every command and subcommand with its
-    arguments and options.  Dated by ``$SOURCE_DATE_EPOCH`` if set (reproducible builds)."""
+    """``group``'s :func:`~ocigraph.manpage.manual_page`, dated by ``$SOURCE_DATE_EPOCH`` if set."""
     ctx = click.Context(group, info_name=prog, **group.context_settings)
     version = next((d.version for d in metadata.distributions(name=prog)), "")
     date = page_date(os.environ.get("SOURCE_DATE_EPOCH", ""))

@@ -51,10 +51,6 @@ class Planned:
     disk: DiskLayout | None
     junk: tuple[og.Junk, ...]
 
-    @property
-    def remembered(self) -> bool:
-        return self.how == "remembered"
-
     def present(self, digest: str) -> bool:
         """Whether the blob of ``digest`` exists: as listed, or (nothing listed) its file."""
         if self.disk is not None:
@@ -146,9 +142,9 @@ def _discard(path: Path) -> None:
         os.close(claimed)
 
 
-def _storable(disk: DiskLayout, cache: bool | None) -> bool:
-    """:func:`ocigraph.snapshot.storable`, of a layout as read, with the cache on."""
-    return S.caching(cache, os.environ) and S.storable(
+def _storable(disk: DiskLayout) -> bool:
+    """:func:`ocigraph.snapshot.storable`, of a layout as read."""
+    return S.storable(
         len(disk.layout.blobs), disk.folders, disk.listed_at,
         getattr(disk.layout.manifests, "disk_errors", 1), min_blobs=_MIN_BLOBS)
 
@@ -160,13 +156,12 @@ _APPLIED: dict[Path, tuple[og.Plan, ApplyReport]] = {}
 
 
 def _store(disk: DiskLayout, graph: nx.DiGraph, whole: og.WholeGraph, plans: dict[str, og.Plan],
-           cache: bool | None, cache_dir: Path | str | None,
-           defer: Callable[..., None] | None = None) -> None:
+           cache_dir: Path | str | None, defer: Callable[..., None] | None = None) -> None:
     """Keep ``graph`` and ``plans`` if the layout is :func:`_storable`, in a job for ``defer``
     or now; should the layout change before the job runs (``delete --yes`` applies the plan),
     the job follows the change, or stores the layout as it is then."""
     path = st.store_file_for(disk.dir.path, cache_dir)
-    if not _storable(disk, cache) or path is None or path in _PENDING:
+    if not _storable(disk) or path is None or path in _PENDING:
         return
     plans = {k: p for k, p in plans.items() if p.policy.grace <= 0}  # they depend on the clock
     kept = [graph, whole]  # let go of before a rebuild; otherwise the exit frees them at once
@@ -178,11 +173,11 @@ def _store(disk: DiskLayout, graph: nx.DiGraph, whole: og.WholeGraph, plans: dic
         if unchanged or (applied is not None and applied[1].before == snapshot):
             facts = {k: kept[1].facts(k) for k in (False, True)}
             st.save_store(path, disk, kept[0], facts, plans if unchanged else {}, claimed)
-            if applied is not None and not unchanged:  # the graph as read; then what changed
-                _follow(disk.dir, path, cache, claimed, *applied, release=kept.clear)
-        else:  # changed by someone else since it was read: store it as it is now
-            kept.clear()
-            _rebuild(disk.dir, path, cache, claimed)
+            if unchanged:
+                return
+        else:  # changed by someone else since it was read: stored as it is now
+            applied = None
+        _update(disk.dir, path, claimed, applied, release=kept.clear)
 
     _storing_job(path, work, defer)
 
@@ -228,36 +223,31 @@ def _settled(layout_dir: LayoutDir, path: Path, claimed: int) -> bool:
     return True
 
 
-def _rebuild(layout_dir: LayoutDir, path: Path, cache: bool | None, claimed: int) -> None:
-    """Store the layout as it is now, once settled: read it and build its graph."""
-    gc.collect()  # a graph no longer held (with the collector off, its cycles are still here)
+def _update(layout_dir: LayoutDir, path: Path, claimed: int,
+            applied: tuple[og.Plan, ApplyReport] | None = None,
+            release: Callable[[], None] | None = None) -> None:
+    """Once the folders have settled, bring the store up to the layout as it is now: row by
+    row when it was made from the snapshot the ``applied`` plan was applied to (apply's report
+    says; :func:`io_adapters.store.follow_apply`), else by reading the layout and building its
+    graph (``release`` first lets go of a graph held)."""
     if not _settled(layout_dir, path, claimed):
         return
+    if applied is not None and (before := applied[1].before) is not None:
+        after = st.snapshot_of(layout_dir)
+        listing, junk = scan_blobs(layout_dir)
+        if S.followable(applied[1], after) and st.follow_apply(
+                path, before, applied[0], after, layout_dir.read_index(),
+                og.names_checksum(listing), junk,
+                DiskManifestSource(layout_dir, listing).read_manifests):
+            return
+    if release is not None:
+        release()
+    gc.collect()  # a graph no longer held (with the collector off, its cycles are still here)
     disk = read_layout(layout_dir)
     graph = og.build_graph(disk.layout)
-    if _storable(disk, cache):
+    if _storable(disk):
         whole = og.WholeGraph(graph)
         st.save_store(path, disk, graph, {k: whole.facts(k) for k in (False, True)}, {}, claimed)
-
-
-def _follow(layout_dir: LayoutDir, path: Path, cache: bool | None, claimed: int, plan: og.Plan,
-            report: ApplyReport, release: Callable[[], None] | None = None) -> None:
-    """Once the folders have settled, take a new snapshot, list the layout and change the rows
-    ``plan`` touched (:func:`io_adapters.store.follow_apply`); if that declines, store the
-    layout anew (``release`` first lets go of a graph held)."""
-    if not _settled(layout_dir, path, claimed):
-        return
-    after = st.snapshot_of(layout_dir)
-    listing, junk = scan_blobs(layout_dir)
-    before = report.before if S.followable(report, after) else None
-    done = (before is not None
-            and st.follow_apply(path, before, plan, after, layout_dir.read_index(),
-                                og.names_checksum(listing), junk,
-                                DiskManifestSource(layout_dir, listing).read_manifests))
-    if not done:
-        if release is not None:
-            release()
-        _rebuild(layout_dir, path, cache, claimed)
 
 
 def restore_later(root: Path | str | LayoutDir, cache: bool | None = None,
@@ -280,10 +270,7 @@ def restore_later(root: Path | str | LayoutDir, cache: bool | None = None,
         if held is not None:  # unchanged after all (an empty plan)
             held.close()
             return
-        if applied is not None and applied[1].before is not None:
-            _storing_job(path, lambda fd: _follow(layout_dir, path, cache, fd, *applied), defer)
-        else:
-            _storing_job(path, lambda fd: _rebuild(layout_dir, path, cache, fd), defer)
+        _storing_job(path, lambda fd: _update(layout_dir, path, fd, applied), defer)
 
 
 def plan_layout(root: Path | str | LayoutDir, operation: str, refs: Sequence[str],
@@ -305,5 +292,5 @@ def plan_layout(root: Path | str | LayoutDir, operation: str, refs: Sequence[str
         _discard(from_store)
     if store and S.caching(cache, os.environ):
         plans = {og.plan_key(operation, refs, policy): planned.plan}
-        _store(disk, planned.graph, whole, plans, cache, cache_dir, defer)
+        _store(disk, planned.graph, whole, plans, cache_dir, defer)
     return planned

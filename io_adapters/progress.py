@@ -20,16 +20,11 @@ def is_terminal(stream: TextIO | None) -> bool:
         return False
 
 
-def stderr_is_terminal() -> bool:
-    return is_terminal(sys.stderr)
-
-
 class ProgressReporter(og.Reporter):
-    """A bar with the elapsed time for each phase of a plan (listing the blobs, reading
-    manifests (a count), building the graph, planning) and for apply's deletions."""
+    """A bar, with the elapsed time, for each phase of a plan and for apply's deletions."""
 
     def __init__(self, enabled: bool | None = None) -> None:
-        self.enabled = stderr_is_terminal() if enabled is None else enabled
+        self.enabled = is_terminal(sys.stderr) if enabled is None else enabled
         self._bar: Any = None
 
     def _show(self, **options: Any) -> None:

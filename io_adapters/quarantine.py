@@ -63,11 +63,7 @@ class Quarantine:
         name = A.quarantine_id(t, os.getpid())
         q = None
         try:
-            top = layout_dir.open_folder(A.QUARANTINE, create=True)
-            try:
-                fd = layout_dir.open_folder(name, create=True, at=top)
-            finally:
-                os.close(top)  # type: ignore[arg-type]
+            fd = layout_dir.open_folder(f"{A.QUARANTINE}/{name}", create=True)
             journal = A.new_journal(name, t, plan, index.fingerprint, index_after, keep)
             q = cls(layout_dir, name, fd, journal)  # type: ignore[arg-type]
             q._write(BEFORE, index.raw)
@@ -359,35 +355,30 @@ def quarantined(root: Path | str | LayoutDir) -> tuple[A.QuarantineInfo, ...]:
 
 def restore(root: Path | str | LayoutDir, apply_id: str | None = None, *,
             lock: LayoutLock | None = None, lock_timeout: float = 10.0) -> A.Restored:
-    """Undo the last apply that kept its blobs (or the one named): the blobs go back, then
-    index.json -- as it was, when no one changed it since, else the current one with the
-    entries the apply dropped or untagged put back (:func:`ocigraph.restore_index_entries`).
-    Refused, changing nothing, when a tag now names another digest, a blob of that name holds
-    other bytes, or one a restored entry needs is gone."""
+    """Undo the last apply that kept its blobs (or the one named ``apply_id``): the blobs go
+    back, then index.json (:func:`ocigraph.applying.restored_index`).  Refused, changing
+    nothing, when a tag now names another digest, a blob of that name holds other bytes, or one
+    a restored entry needs is gone."""
     from .fsck import hash_file
 
     layout_dir = open_layout(root)
-    with locked(layout_dir, lock, lock_timeout):
-        qs = Quarantine.open_all(layout_dir)
-        try:
-            q = qs[A.restorable([(k.name, k.keep_until) for k in qs], apply_id)]
-            before, current = _read(q.fd, BEFORE), layout_dir.read_file("index.json")
-            held = q.listing()
-            if before is None:
-                raise RestoreRefusedError(f"quarantine {q.name} has no copy of index.json")
-            for digest in sorted(held):
-                fd = layout_dir.open_blob(digest)
-                alg, encoded = og.blob_parts(digest)
-                if fd is not None and hash_file(fd, alg)[0] != encoded:
-                    raise RestoreRefusedError(f"blobs/{alg}/{encoded} exists with other content")
-            data = A.restored_index(q.journal, before, current)
-            changes = A.journal_changes(q.journal)
-            A.refuse_lost(_Source(q, held).graph(og.parse_index(data)), changes)
-            moved = q.take_back(sorted(held))
-            if data != current:
-                layout_dir.replace_index(data)
-            q.purge()  # what is left: copies of blobs that were back already
-            return A.Restored(q.name, moved, len(changes))
-        finally:
-            for q in qs:
-                q.close()
+    with locked(layout_dir, lock, lock_timeout), contextlib.ExitStack() as opened:
+        qs = [opened.enter_context(contextlib.closing(q)) for q in Quarantine.open_all(layout_dir)]
+        q = qs[A.restorable([(k.name, k.keep_until) for k in qs], apply_id)]
+        before, current = _read(q.fd, BEFORE), layout_dir.read_file("index.json")
+        held = q.listing()
+        if before is None:
+            raise RestoreRefusedError(f"quarantine {q.name} has no copy of index.json")
+        for digest in sorted(held):
+            fd = layout_dir.open_blob(digest)
+            alg, encoded = og.blob_parts(digest)
+            if fd is not None and hash_file(fd, alg)[0] != encoded:
+                raise RestoreRefusedError(f"blobs/{alg}/{encoded} exists with other content")
+        data = A.restored_index(q.journal, before, current)
+        changes = A.journal_changes(q.journal)
+        A.refuse_lost(_Source(q, held).graph(og.parse_index(data)), changes)
+        moved = q.take_back(sorted(held))
+        if data != current:
+            layout_dir.replace_index(data)
+        q.purge()  # what is left: copies of blobs that were back already
+        return A.Restored(q.name, moved, len(changes))

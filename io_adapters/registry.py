@@ -69,7 +69,7 @@ class RegistryClient:
         self._base: str | None = None
         self._auth = og.RegistryAuthorization(self.credentials)
         self._lock = threading.Lock()
-        self._manifests: dict[tuple[str, str], tuple[str, bytes]] = {}
+        self._manifests: dict[tuple[str, str], tuple[str, str, bytes]] = {}
         self.requests, self.request_seconds = 0, 0.0
 
     def close(self) -> None:
@@ -164,9 +164,8 @@ class RegistryClient:
 
     def get_manifest(self, repo: str, ref: str) -> tuple[str, str, bytes] | None:
         """``(digest, media type, bytes)`` by tag or digest, ``None`` if none (core verifies)."""
-        hit = self._manifests.get((repo, ref))
-        if hit is not None:
-            return ref, hit[0], hit[1]
+        if (hit := self._manifests.get((repo, ref))) is not None:
+            return hit
         r = self.request("GET", f"/v2/{repo}/manifests/{ref}",
                          headers={"Accept": og.MANIFEST_ACCEPT})
         if og.manifest_gone("GET", r.status, r.data):
@@ -175,7 +174,7 @@ class RegistryClient:
         body = bytes(r.data)
         digest, media = og.manifest_identity(ref, r.headers.get("Docker-Content-Digest"),
                                              r.headers.get("Content-Type", ""), body)
-        self._manifests[(repo, digest)] = (media, body)
+        self._manifests[(repo, digest)] = (digest, media, body)
         return digest, media, body
 
     def put_manifest(self, repo: str, ref: str, body: bytes, media_type: str) -> str:

@@ -21,14 +21,13 @@ import orjson
 import ocigraph as og
 from ocigraph import rows as R
 from ocigraph import snapshot as S
-from ocigraph.snapshot import Snapshot
 
 from .collector import pauses_collector
 from .layout import DiskLayout, LayoutDir
 
 __all__ = ["GraphStore", "StoreDamaged", "store_file_for", "default_cache_dir",
            "code_fingerprint", "claim", "reclaim", "release", "save_store", "open_store",
-           "wait_for_writer", "snapshot_of", "follow_apply"]
+           "snapshot_of", "follow_apply"]
 
 
 #: the store does not hold what it says it holds: a checksum, a row or SQLite failed
@@ -73,10 +72,9 @@ def _same_file(fd: int, path: Path) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-def _lock(path: Path, create: bool, wait: bool) -> int | None:
-    """A descriptor of the file at ``path`` holding its ``flock``.  A writer replaces the file
-    by rename (holding the new one's lock first), so a lock won on a file no longer at
-    ``path`` guards nothing: then again, on the file there now."""
+def _lock(path: Path, create: bool, wait: bool, again: bool = True) -> int | None:
+    """A descriptor of the file at ``path`` holding its ``flock``, else ``None``.  A lock won on
+    a file renamed over meanwhile guards nothing (docs/design.md): ``again`` locks the new one."""
     flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
     while True:
         try:
@@ -91,6 +89,8 @@ def _lock(path: Path, create: bool, wait: bool) -> int | None:
         if _same_file(fd, path):
             return fd
         os.close(fd)
+        if not again:
+            return None
 
 
 def claim(path: Path) -> int | None:
@@ -123,23 +123,12 @@ def release(path: Path, fd: int) -> None:
     os.close(fd)
 
 
-def wait_for_writer(root: Path | str, cache_dir: Path | str | None = None) -> None:
-    """Return once no process is writing the store of the layout at ``root`` (a detached
-    writer, say) -- for benchmarks that must not overlap it."""
-    path = store_file_for(root, cache_dir)
-    fd = None if path is None else _lock(path, create=False, wait=True)
-    if fd is not None:
-        os.close(fd)
-
-
 # -- writing ----------------------------------------------------------------------------------
 
-def _put_meta(con: sqlite3.Connection, meta: Mapping[str, Any]) -> None:
+def _put_rows(con: sqlite3.Connection, meta: Mapping[str, Any], index: og.Index,
+              plans: Mapping[str, og.Plan]) -> None:
+    """The ``meta`` row, and the ``entries`` and ``plans`` tables anew."""
     con.execute("INSERT OR REPLACE INTO meta VALUES (1, ?, ?)", R.meta_row(meta))
-
-
-def _put_rows(con: sqlite3.Connection, index: og.Index, plans: Mapping[str, og.Plan]) -> None:
-    """The ``entries`` and ``plans`` tables anew."""
     con.execute("DELETE FROM entries")
     con.execute("DELETE FROM plans")
     con.executemany("INSERT INTO entries VALUES (?, ?, ?, ?)", map(R.entry_row, index.entries))
@@ -183,19 +172,15 @@ def _write(tmp: str, disk: DiskLayout, graph: nx.DiGraph, facts: Mapping[bool, o
         for pragma in ("page_size=65536", "journal_mode=OFF", "synchronous=OFF"):
             con.execute(f"PRAGMA {pragma}")
         con.execute("BEGIN")
-        for table, columns in (("meta", "id INTEGER PRIMARY KEY"),
-                               ("plans", "key TEXT PRIMARY KEY"),
-                               ("nodes", "id INTEGER PRIMARY KEY, digest TEXT NOT NULL UNIQUE"),
-                               ("entries", "pos INTEGER PRIMARY KEY, tag TEXT")):
-            con.execute(f"CREATE TABLE {table}({columns}, body BLOB NOT NULL, "
-                        "crc INTEGER NOT NULL)")
+        for table in R.TABLES:
+            con.execute(table)
         snapshot = (disk.dir.origin, graph.graph["fingerprint"], disk.folders)
-        _put_meta(con, S.store_meta(graph, facts, snapshot, code=code_fingerprint(),
-                                    path=os.path.realpath(disk.dir.path),
-                                    blobs=disk.layout.blobs, junk=disk.junk))
+        meta = S.store_meta(graph, facts, snapshot, code=code_fingerprint(),
+                            path=os.path.realpath(disk.dir.path), blobs=disk.layout.blobs,
+                            junk=disk.junk)
         con.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?)",
                         R.node_rows(graph, facts, orjson.dumps))
-        _put_rows(con, graph.graph["index"], plans)
+        _put_rows(con, meta, graph.graph["index"], plans)
         con.execute("CREATE INDEX entries_tag ON entries(tag)")
         con.execute("COMMIT")
     finally:
@@ -222,14 +207,14 @@ class GraphStore(R.StoreRows):
             raise StoreDamaged(str(exc)) from None
 
 
-def snapshot_of(layout_dir: LayoutDir) -> Snapshot:
+def snapshot_of(layout_dir: LayoutDir) -> S.Snapshot:
     """The layout's snapshot (:data:`ocigraph.snapshot.Snapshot`) as its handle reads it now."""
     fingerprint = og.digest_bytes(layout_dir.read_file("index.json"))
     return layout_dir.origin, fingerprint, layout_dir.folder_stamps()
 
 
 def open_store(layout_dir: LayoutDir, cache_dir: Path | str | None = None,
-               cache: bool | None = None, snapshot: Snapshot | None = None) -> GraphStore | None:
+               cache: bool | None = None, snapshot: S.Snapshot | None = None) -> GraphStore | None:
     """The store of the layout if it was made from the snapshot its handle reads now (or
     ``snapshot``) by this code; ``None`` otherwise (a placeholder too), or if it is damaged."""
     path = store_file_for(layout_dir.path, cache_dir) if S.caching(cache, os.environ) else None
@@ -241,24 +226,23 @@ def open_store(layout_dir: LayoutDir, cache_dir: Path | str | None = None,
         con = sqlite3.connect(Path(os.path.abspath(path)).as_uri() + "?mode=ro", uri=True,
                               isolation_level=None)
         held = GraphStore(path, con)
-        if not S.made_from(held.meta, code_fingerprint(), now):
-            con.close()
-            return None
-        held.check_entries()
-        with contextlib.suppress(OSError):
-            os.utime(path)  # in use: the last to be cleaned up
-        return held
-    except Exception as exc:  # a cache: anything amiss and it is not believed
-        if con is not None:
-            con.close()
-        if isinstance(exc, og.OcigraphError):
-            raise  # index.json unreadable: the layout's problem, said by the layout
-        return None
+        if S.made_from(held.meta, code_fingerprint(), now):
+            held.check_entries()
+            with contextlib.suppress(OSError):
+                os.utime(path)  # in use: the last to be cleaned up
+            return held
+    except og.OcigraphError:
+        raise  # index.json unreadable (nothing opened yet): the layout's problem, said by it
+    except Exception:  # a cache: anything amiss and it is not believed
+        pass
+    if con is not None:
+        con.close()
+    return None
 
 
 # -- following an apply ------------------------------------------------------------------------
 
-def follow_apply(path: Path, before: Snapshot, plan: og.Plan, after: Snapshot, index: og.Index,
+def follow_apply(path: Path, before: S.Snapshot, plan: og.Plan, after: S.Snapshot, index: og.Index,
                  names: list[int], junk: Sequence[og.Junk],
                  manifests: R.ReadManifests | None = None) -> bool:
     """Bring the store at ``path``, made from snapshot ``before``, to ``after``, in one
@@ -276,8 +260,7 @@ def follow_apply(path: Path, before: Snapshot, plan: og.Plan, after: Snapshot, i
         gone, bodies, plans, meta = followed
         list(s.batches("DELETE FROM nodes WHERE id IN ({})", gone))
         con.executemany("UPDATE nodes SET body = ?, crc = ? WHERE id = ?", bodies)
-        _put_rows(con, index, plans)
-        _put_meta(con, meta)
+        _put_rows(con, meta, index, plans)
         con.execute("COMMIT")
         return True
     except (sqlite3.Error, StoreDamaged, KeyError, TypeError, ValueError, OSError,

@@ -1,6 +1,5 @@
-"""What a command works on: a layout folder or a registry repository, two adapters of one core
-behind one face (lock, settle, read, plan, apply), so that the command line says each step once;
-they answer with the values of :mod:`ocigraph.answers`.  See docs/design.md."""
+"""What a command works on, a layout folder or a registry repository: one face over both
+adapters, answering with :mod:`ocigraph.answers`' values.  See docs/design.md."""
 
 from __future__ import annotations
 

@@ -18,22 +18,27 @@ from typing import Any
 import networkx as nx
 import orjson
 
-from ._digest import digest_bytes, is_sweepable
+from ._digest import digest_bytes, is_sweepable, printable
 from ._errors import StalePlanError
 from ._graph import live_set
 from ._model import Index
 from ._parse import restore_index_entries
 from ._plan import Plan
 from ._planning import describe_index_drift
-from ._shell_errors import LayoutAccessError, PlanMismatchError, RestoreRefusedError
+from ._shell_errors import (
+    LayoutAccessError,
+    PlanMismatchError,
+    PlanOriginError,
+    RestoreRefusedError,
+)
 from .snapshot import Snapshot
 
 __all__ = ["ApplyReport", "Moves", "QuarantineInfo", "Recovery", "Restored", "QUARANTINE",
            "JOURNAL_FORMAT", "quarantine_id", "is_quarantine_id", "new_journal", "read_journal",
-           "journal_changes", "refuse_stale", "check_saved_plan", "CLOCK_TOLERANCE",
-           "CLOCK_SKEW_WARN", "newest_blob_time", "clock_warning", "os_error_why",
-           "quarantine_refused", "index_unwritten", "unfinished", "restorable", "restored_index",
-           "refuse_lost"]
+           "journal_changes", "refuse_other_origin", "refuse_stale", "check_saved_plan",
+           "CLOCK_TOLERANCE", "CLOCK_SKEW_WARN", "newest_blob_time", "clock_warning",
+           "os_error_why", "quarantine_refused", "index_unwritten", "unfinished", "restorable",
+           "restored_index", "refuse_lost"]
 
 #: the quarantines' folder, relative to the layout's root
 QUARANTINE = ".ocigraph/quarantine"
@@ -236,6 +241,21 @@ def journal_changes(journal: Mapping[str, Any]) -> list[tuple[int, str, str]]:
 
 
 # -- applying -------------------------------------------------------------------------------------
+
+def refuse_other_origin(plan: Plan, origin: str, root: str) -> None:
+    """Raise :class:`PlanOriginError` when ``plan`` was made from another directory than the
+    layout at ``root``, whose origin is ``origin``; a plan that records none is not checked.
+
+    >>> from ocigraph import Plan, Policy
+    >>> plan = Plan("gc", (), Policy(), "sha256:" + "0" * 64, origin="8:5")
+    >>> refuse_other_origin(plan, "8:5", "L")
+    >>> refuse_other_origin(plan, "8:6", "L")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ocigraph._shell_errors.PlanOriginError: L was moved or replaced since the plan was made ...
+    """
+    if plan.origin is not None and plan.origin != origin:
+        raise PlanOriginError(printable(root))
+
 
 def refuse_stale(plan: Plan, current: Index) -> None:
     """Raise :class:`StalePlanError`, saying what drifted (:func:`ocigraph.describe_index_drift`),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Container, Mapping
+from collections.abc import Container, Iterable, Mapping
 from pathlib import PurePath
 from typing import Literal, NamedTuple
 
@@ -34,6 +34,21 @@ class CacheInfo(NamedTuple):
     leftovers: tuple[CacheEntry, ...]  #: dead and temporary files (no layout)
     total_bytes: int
     cap_bytes: int
+
+    @classmethod
+    def of(cls, folder: PurePath | None, entries: Iterable[CacheEntry | None],
+           leftovers: Iterable[CacheEntry | None], cap_bytes: int) -> CacheInfo:
+        """``folder`` holding the stores ``entries`` and the ``leftovers`` (``None``: one gone
+        meanwhile, left out): the stores most recently used first, and what all weigh.
+
+        >>> a, b = (CacheEntry(PurePath(n), 5, t, None, None) for n, t in [("a", 1.0), ("b", 2.0)])
+        >>> info = CacheInfo.of(None, [a, None, b], [None, a], cap_bytes=99)
+        >>> [e.file.name for e in info.entries], len(info.leftovers), info.total_bytes
+        (['b', 'a'], 1, 15)
+        """
+        stores = tuple(sorted(filter(None, entries), key=lambda e: e.last_used, reverse=True))
+        dead = tuple(filter(None, leftovers))
+        return cls(folder, stores, dead, sum(e.bytes for e in stores + dead), cap_bytes)
 
 
 def entry_kind(name: str, kind: str, names: Container[str]) -> Literal["store", "leftover"] | None:

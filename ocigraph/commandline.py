@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from . import present
 from ._errors import OcigraphError
+from ._plan import Plan
 from ._policy import PRESETS, Policy
 from ._registry import parse_reference
 from ._retention import RetentionRules, retention_rules
@@ -297,6 +298,11 @@ class ApplyProgress:
     applying: bool = False
     total: int = 0
     done: int = 0
+
+    def start(self, plan: Plan, *, applying: bool) -> None:
+        """``plan``'s apply begins: ``total`` the present blobs it deletes, none deleted yet
+        (``applying``: whether Ctrl-C's line says how far it got)."""
+        self.applying, self.total, self.done = applying, sum(d.present for d in plan.deletions), 0
 
     def count(self, done: int) -> None:
         self.done = done

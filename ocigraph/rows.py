@@ -33,8 +33,8 @@ from ._plan import Plan
 from ._view import NodeRecord
 from .snapshot import Snapshot, followed_meta, lists_as_planned, made_from, plans_after
 
-__all__ = ["ROLE_BITS", "DIGEST", "SUCC", "PRED", "LIVE", "FIRSTS", "RowsDamaged", "NodeRows",
-           "Query", "StoreRows",
+__all__ = ["ROLE_BITS", "DIGEST", "SUCC", "PRED", "LIVE", "FIRSTS", "TABLES", "RowsDamaged",
+           "NodeRows", "Query", "StoreRows",
            "role_mask", "roles_of", "node_crc", "node_rows", "row_attrs", "first_holder",
            "lost_liveness", "descriptors_naming", "refreshed_attrs", "follow_plan", "entry_row",
            "entry_from_row", "plan_row", "plan_from_row", "meta_row", "meta_from_row", "Followed",
@@ -53,6 +53,13 @@ _MEDIA, _SIZES, _PRESENT, _TAGS, _ENTRIES, _INDEXED, _ART, _STATUS, _PLATFORM = 
 _SUBJECT = 16
 #: rows read at a time when looking for a first holder, and keys in one ``IN (...)``
 _BATCH = 500
+#: the store's tables, as SQL: each row, filed under its key, is a ``body`` and its ``crc``
+#: (:func:`meta_row`, :func:`plan_row`, :func:`node_rows`, :func:`entry_row`)
+TABLES = tuple(f"CREATE TABLE {name}({key}, body BLOB NOT NULL, crc INTEGER NOT NULL)"
+               for name, key in (("meta", "id INTEGER PRIMARY KEY"),
+                                 ("plans", "key TEXT PRIMARY KEY"),
+                                 ("nodes", "id INTEGER PRIMARY KEY, digest TEXT NOT NULL UNIQUE"),
+                                 ("entries", "pos INTEGER PRIMARY KEY, tag TEXT")))
 
 _ROLES_OF: dict[int, frozenset[str]] = {}
 

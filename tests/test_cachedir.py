@@ -312,7 +312,7 @@ def test_a_store_replaced_while_it_is_being_locked_is_not_removed(tmp_path, monk
     cache = tmp_path / "cache"
     path = real_store(tmp_path / "layout", cache)
     replaced = []
-    real_flock = cachedir.fcntl.flock
+    real_flock = store.fcntl.flock
 
     def flock(fd, op):
         if not replaced:
@@ -322,6 +322,6 @@ def test_a_store_replaced_while_it_is_being_locked_is_not_removed(tmp_path, monk
             replaced.append(path.stat().st_ino)
         return real_flock(fd, op)
 
-    monkeypatch.setattr(cachedir.fcntl, "flock", flock)
+    monkeypatch.setattr(store.fcntl, "flock", flock)
     assert clear_cache(cache) == 0
     assert replaced and path.is_file() and path.stat().st_ino == replaced[0]

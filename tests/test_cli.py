@@ -288,7 +288,7 @@ def test_destructive_commands_refuse_without_yes_when_stdin_is_not_a_terminal(
 def test_on_a_terminal_a_no_changes_nothing_and_a_yes_applies(
         gc_case: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     root, m = gc_case
-    monkeypatch.setattr(cli_module, "_stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(cli_module, "is_terminal", lambda stream: True)
     before = snapshot(root)
     result = run("gc", root, input="n\n")
     assert result.exit_code == 1
@@ -511,7 +511,7 @@ def test_progress_bars_go_to_stderr_on_a_terminal_only(
     root, _ = gc_case
     quiet = run("gc", root, "--yes", "--format", "json", "--dry-run")
     assert "reading manifests" not in quiet.stderr
-    monkeypatch.setattr(progress, "stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(progress, "is_terminal", lambda stream: True)
     result = run("gc", root, "--yes", "--format", "json")
     assert result.exit_code == 0, result.output
     assert "reading manifests" in result.stderr and "deleting" in result.stderr

@@ -5,6 +5,7 @@ ocigraph/present.py and ocigraph/manpage.py render for the shell (show, du, cach
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections import Counter
 from pathlib import PurePosixPath
@@ -285,6 +286,14 @@ def test_ctrl_c_says_the_counted_state_unless_the_interruption_carries_the_exact
     assert "index.json already updated, 7 of 9 blobs deleted" in state.interrupted_line(exact)
     assert state.interrupted_line(og.ApplyInterrupted(False, 0, 9)) == (
         "interrupted: nothing was changed")
+
+
+def test_an_apply_starts_from_none_of_the_present_blobs_its_plan_deletes() -> None:
+    plan = og.plan_delete(two_images_and_a_signature()[0].graph(), ["app:0"])
+    no_blob = dataclasses.replace(plan.deletions[0], present=False)  # only its entries go
+    state = ApplyProgress(done=5)
+    state.start(dataclasses.replace(plan, deletions=(no_blob, *plan.deletions[1:])), applying=True)
+    assert (state.applying, state.total, state.done) == (True, len(plan.deletions) - 1, 0)
 
 
 def test_the_exit_status_of_each_way_out() -> None:

@@ -117,7 +117,7 @@ def test_ctrl_c_during_apply_says_the_state(layout: Path, monkeypatch: Any) -> N
 
 
 def test_declining_the_prompt_is_not_an_error(layout: Path, monkeypatch: Any) -> None:
-    monkeypatch.setattr(cli_module, "_stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(cli_module, "is_terminal", lambda stream: True)
     result = run("gc", layout, input="n\n")
     assert result.exit_code == 1
     assert "nothing was changed" in result.stdout and "error" not in result.stderr

@@ -87,7 +87,7 @@ def test_the_second_run_recalls_the_plan_the_first_made(layout) -> None:
     before = time.time()
     second = plan_layout(root, "gc", [], og.Policy(), cache_dir=cache_dir)
     after = time.time()
-    assert (first.how, second.how) == ("built", "remembered") and second.remembered
+    assert (first.how, second.how) == ("built", "remembered")
     assert second.graph is None and second.disk is None
     assert _comparable(second.plan) == _comparable(first.plan) == \
         _comparable(_fresh(root, "gc", [], og.Policy()))
@@ -139,7 +139,7 @@ def test_a_blob_touched_keeps_the_plan_it_had(layout, change: str) -> None:
 def test_another_operation_target_or_policy_is_not_the_remembered_plan(layout) -> None:
     root, cache_dir, _ = layout
     plan_layout(root, "delete", ["app:1"], og.Policy(), cache_dir=cache_dir)
-    assert plan_layout(root, "delete", ["app:1"], og.Policy(), cache_dir=cache_dir).remembered
+    assert plan_layout(root, "delete", ["app:1"], og.Policy(), cache_dir=cache_dir).how == "remembered"
     for operation, refs, policy in [("delete", [og.digest_bytes(b"dangling")], og.Policy()),
                                     ("remove", ["app:1"], og.Policy()),
                                     ("untag", ["app:1"], og.Policy()),
@@ -147,7 +147,7 @@ def test_another_operation_target_or_policy_is_not_the_remembered_plan(layout) -
                                     ("delete", ["app:1"], og.Policy(cascade_referrers=False)),
                                     ("gc", [], og.Policy(keep_untagged=True))]:
         got = plan_layout(root, operation, refs, policy, cache_dir=cache_dir, store=False)
-        assert not got.remembered, (operation, refs, policy)
+        assert got.how != "remembered", (operation, refs, policy)
         assert got.how == ("stored" if operation == "delete" else "built")
         assert _comparable(got.plan) == _comparable(_fresh(root, operation, refs, policy))
 
@@ -203,7 +203,7 @@ def test_a_storing_job_waits_on_a_clock_briefly_and_without_the_writers_lock(lay
         monkeypatch.setattr(planner.time, "sleep", sleep)
         claimed = store.claim(path)
         assert claimed is not None
-        planner._rebuild(LayoutDir(root), path, None, claimed)
+        planner._update(LayoutDir(root), path, claimed)
         store.release(path, claimed)
     assert waits == [1.5 + 0.01]
     assert 0 < planner._MAX_SETTLE_WAIT <= 5
@@ -214,7 +214,7 @@ def test_a_storing_job_waits_on_a_clock_briefly_and_without_the_writers_lock(lay
     assert not path.exists()  # (a job that wrote nothing leaves no placeholder)
     claimed = store.claim(path)
     assert claimed is not None
-    planner._rebuild(LayoutDir(root), path, None, claimed)
+    planner._update(LayoutDir(root), path, claimed)
     store.release(path, claimed)
     assert taken[0] is not None and path.stat().st_size == 0  # the other's placeholder, kept
     assert store.claim(path) is None  # and still the other's
@@ -232,7 +232,7 @@ def test_without_the_cache_nothing_is_stored(layout, monkeypatch) -> None:
     monkeypatch.setenv("OCIGRAPH_NO_CACHE", "0")  # means on, in $OCIGRAPH_CACHE_DIR
     plan_layout(root, "gc", [], og.Policy())
     assert store.store_file_for(root, cache_dir).is_file()
-    assert plan_layout(root, "gc", [], og.Policy()).remembered
+    assert plan_layout(root, "gc", [], og.Policy()).how == "remembered"
 
 
 def test_a_failed_plan_is_not_remembered(layout) -> None:
@@ -272,7 +272,7 @@ def test_a_plan_row_holding_another_operation_s_plan_is_not_used(layout) -> None
     con.commit()
     con.close()
     again = plan_layout(root, "gc", [], og.Policy(), cache_dir=cache_dir)
-    assert not again.remembered and again.plan.operation == "gc"
+    assert again.how != "remembered" and again.plan.operation == "gc"
     assert _comparable(again.plan) == _comparable(_fresh(root, "gc", [], og.Policy()))
 
 
@@ -292,7 +292,7 @@ def test_a_damaged_plan_row_is_ignored(layout, damage: str) -> None:
     con.close()
     again = plan_layout(root, "gc", [], og.Policy(), cache_dir=cache_dir)
     assert again.how == "built" and _comparable(again.plan) == expected
-    assert plan_layout(root, "gc", [], og.Policy(), cache_dir=cache_dir).remembered  # stored anew
+    assert plan_layout(root, "gc", [], og.Policy(), cache_dir=cache_dir).how == "remembered"  # stored anew
 
 
 def test_a_delete_by_the_digests_a_tag_named_is_answered_from_the_store(layout) -> None:
@@ -308,7 +308,7 @@ def test_a_delete_by_the_digests_a_tag_named_is_answered_from_the_store(layout) 
 def test_plans_made_by_other_code_are_not_recalled(layout, monkeypatch: pytest.MonkeyPatch) -> None:
     root, cache_dir, _ = layout
     plan_layout(root, "gc", [], og.Policy(), cache_dir=cache_dir)
-    assert plan_layout(root, "gc", [], og.Policy(), cache_dir=cache_dir).remembered
+    assert plan_layout(root, "gc", [], og.Policy(), cache_dir=cache_dir).how == "remembered"
     monkeypatch.setattr(store, "_CODE", ["another version of ocigraph"])
     assert plan_layout(root, "gc", [], og.Policy(), cache_dir=cache_dir, store=False).how == "built"
     assert plan_layout(root, "delete", ["app:1"], ORAS, cache_dir=cache_dir, store=False).how == "built"
@@ -359,7 +359,7 @@ def test_the_command_line_prints_the_same_plan_twice_and_applies_a_remembered_on
     monkeypatch.setenv("OCIGRAPH_CACHE_DIR", str(cache_dir))
     runner = CliRunner()
     first = runner.invoke(cli, ["gc", "--dry-run", str(root)])
-    assert plan_layout(root, "gc", [], og.Policy()).remembered
+    assert plan_layout(root, "gc", [], og.Policy()).how == "remembered"
     second = runner.invoke(cli, ["gc", "--dry-run", str(root)])
     assert first.exit_code == second.exit_code == 0
     assert first.output == second.output and "delete:" in first.output

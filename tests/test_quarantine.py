@@ -40,6 +40,7 @@ from io_adapters.cli import cli
 from io_adapters.fsck import MISSING_HINT, fsck
 from io_adapters.layout import LayoutDir, blob_path, read_layout
 from io_adapters.quarantine import (
+    Quarantine,
     RestoreRefusedError,
     purge_expired,
     quarantined,
@@ -280,6 +281,33 @@ def test_ctrl_c_says_exactly_how_many_blobs_left_the_layout(
     assert state.deleted == len(before - present_blobs(root)) == at
     recover(root)  # what the next command does first
     assert present_blobs(root) | held(root) | (before - present_blobs(root)) == before
+
+
+def test_ctrl_c_before_the_first_move_never_counts_a_file_of_the_working_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interrupted count looks for the blob it may be one behind on in the quarantine's
+    folder of its algorithm; before that folder exists it must not look anywhere else (a
+    ``dir_fd`` of ``None`` would be the working folder, here holding files of those names)."""
+    root = gc_workload(6, n_dangling=0).write(tmp_path / "L")
+    before = present_blobs(root)
+    plan = plan_of(root)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    for d in plan.deletions:
+        (cwd / og.blob_parts(d.digest)[1]).write_bytes(b"not a blob")
+    real = Quarantine.folder
+
+    def folder(self: Quarantine, alg: str, create: bool = False) -> int | None:
+        if create:  # the first move makes the folder: interrupted just before
+            raise KeyboardInterrupt
+        return real(self, alg, create)
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(Quarantine, "folder", folder)
+    with pytest.raises(ApplyInterrupted) as info:
+        apply_plan(root, plan)
+    monkeypatch.undo()
+    assert info.value.deleted == 0 and present_blobs(root) == before
 
 
 def test_restore_by_id_and_quarantined_counts_bytes(tmp_path: Path) -> None:

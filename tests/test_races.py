@@ -110,7 +110,7 @@ def test_exchanged_at_the_prompt_nothing_is_changed_and_the_swap_is_named(
         exchange(p, q)  # what the adversary did while the prompt waited
         return True
 
-    monkeypatch.setattr(cli_module, "_stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(cli_module, "is_terminal", lambda stream: True)
     monkeypatch.setattr(cli_module.click, "confirm", answer_yes_after_a_swap)
     result = CliRunner().invoke(cli, ["delete", str(p), "img5"])
     assert result.exit_code == 1

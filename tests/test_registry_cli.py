@@ -278,13 +278,13 @@ def test_declining_the_question_changes_nothing(registry: Registry, repo: str, p
     image = push.image(repo, "a", "a")
     sig = push.referrer(repo, image, SIG, "a")
     before = state(push, repo, [image["digest"], sig["digest"]])
-    monkeypatch.setattr(cli_module, "_stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(cli_module, "is_terminal", lambda stream: True)
     result = ocigraph("delete", url(registry, repo), "a", "--tls-verify=false", input="n\n")
     assert result.exit_code == 1, (result.stdout, result.stderr)
     assert "Delete " in result.stderr and "nothing was changed" in result.stdout
     assert state(push, repo, [image["digest"], sig["digest"]]) == before
     # without --yes and without a terminal: exit 2, asked nothing, changed nothing
-    monkeypatch.setattr(cli_module, "_stdin_is_terminal", lambda: False)
+    monkeypatch.setattr(cli_module, "is_terminal", lambda stream: False)
     result = ocigraph("delete", url(registry, repo), "a", "--tls-verify=false")
     assert result.exit_code == 2 and "--yes" in result.stderr
     assert state(push, repo, [image["digest"], sig["digest"]]) == before
@@ -402,7 +402,7 @@ def test_the_repository_is_named_as_typed(registry: Registry, repo: str, push: P
     assert not push.exists(repo, image["digest"])
 
     push.image(repo, "b", "b")
-    monkeypatch.setattr(cli_module, "_stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(cli_module, "is_terminal", lambda stream: True)
     result = ocigraph("delete", repository, "b", "--tls-verify=false", input="n\n")
     assert result.exit_code == 1 and f"in {repository}?" in result.stderr
 

@@ -74,6 +74,13 @@ def test_stored_rows_answer_as_the_graph() -> None:
         assert s.unusable(False) == whole.unusable(False)
 
 
+def test_these_tables_are_the_stores() -> None:
+    b, _ = two_images_and_a_signature()
+    with _tables(b.graph()) as (con, _):
+        made = con.execute("SELECT sql FROM sqlite_master WHERE type = 'table'").fetchall()
+        assert sorted(sql for (sql,) in made) == sorted(R.TABLES)
+
+
 def test_a_question_over_many_keys_is_asked_in_batches() -> None:
     b, _ = many_images(150)  # 601 nodes: more than one batch of keys
     graph = b.graph()

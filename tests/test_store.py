@@ -1146,6 +1146,13 @@ def _script(*args: object, env: dict[str, str]) -> subprocess.CompletedProcess[s
                           capture_output=True, text=True, timeout=120, env={**os.environ, **env})
 
 
+def _wait_for_writer(path: Path) -> None:
+    """Return once no process is writing the store at ``path`` (the detached child)."""
+    fd = store._lock(path, create=False, wait=True)
+    if fd is not None:
+        os.close(fd)
+
+
 @pytest.mark.parametrize("detach", [True, False], ids=["detached", "OCIGRAPH_NO_DETACH"])
 def test_the_script_answers_then_stores_the_graph_in_a_child(tmp_path, monkeypatch, detach):
     """The real thing: a process with the real window and the real minimum size."""
@@ -1158,7 +1165,7 @@ def test_the_script_answers_then_stores_the_graph_in_a_child(tmp_path, monkeypat
     assert gc.returncode == 0 and gc.stderr == ""
     og.Plan.from_json(gc.stdout.encode())  # one plan: the child did not write the answer again
     if detach:
-        store.wait_for_writer(root, tmp_path / "cache")
+        _wait_for_writer(store.store_file_for(root, tmp_path / "cache"))
     assert store.store_file_for(root, tmp_path / "cache").is_file()
     monkeypatch.setattr(store, "_CODE", [])  # this process's fingerprint, of the sources now
     for tag in tags[:3]:
