@@ -13,7 +13,7 @@ graph built once (not timed):
 * ``budget all``: ``--max-size 0`` (the budget evicts every image, one at a time).
 
 Python's cyclic collector is paused around the build and each prune, as the command line
-does (``io_adapters.collector``).  Each line gives the best wall-clock time of ``--repeat`` runs, the space accounting's steps
+does (``io_adapters.background``).  Each line gives the best wall-clock time of ``--repeat`` runs, the space accounting's steps
 (:class:`ocigraph.PruneReporter`), and steps per image: linear work keeps that ratio flat from
 one size to the next.  Nothing here asserts; the test suite checks the step count's growth.
 """
@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 import ocigraph as og
-from io_adapters.collector import collector_paused
+from io_adapters.background import collector_paused
 
 LAYER = "application/vnd.oci.image.layer.v1.tar"
 CONFIG = "application/vnd.oci.image.config.v1+json"

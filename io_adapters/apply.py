@@ -17,9 +17,9 @@ from ocigraph import ApplyError, ApplyInterrupted
 from ocigraph import applying as A
 from ocigraph.applying import ApplyReport
 
-from .layout import LayoutDir, open_layout
-from .lock import LayoutLock
-from .quarantine import Quarantine, locked, recover
+from .layout import LayoutDir, LayoutLock, locked, open_layout
+from .planner import plan_layout
+from .quarantine import Quarantine, recover
 
 __all__ = ["ApplyReport", "ApplyInterrupted", "apply_plan", "verify_plan"]
 
@@ -30,13 +30,9 @@ _PROGRESS_EVERY = 1024
 def verify_plan(layout_dir: LayoutDir, plan: og.Plan) -> None:
     """Plan ``plan``'s operation again on the layout as it is now, and refuse ``plan`` if it
     does more (:func:`ocigraph.applying.check_saved_plan`).  Call under the lock."""
-    from .planner import plan_layout, plan_prune_layout  # (the planner re-checks saved plans)
-
-    if plan.operation == "prune" and plan.retention is not None:
-        planned = plan_prune_layout(layout_dir, plan.retention.rules, plan.policy,
-                                    plan.retention.now)
-    else:
-        planned = plan_layout(layout_dir, plan.operation, plan.targets, plan.policy)
+    kept = plan.retention if plan.operation == "prune" else None
+    planned = plan_layout(layout_dir, plan.operation, plan.targets, plan.policy,
+                          prune=None if kept is None else (kept.rules, kept.now))
     A.check_saved_plan(plan, planned.plan, planned.present)
 
 

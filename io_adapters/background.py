@@ -1,15 +1,30 @@
-"""Work a command leaves for after its answer (storing a graph), done by :func:`finish` in a
-detached child when :data:`detach` is set, as ``git`` detaches its automatic ``gc``
-(docs/design.md)."""
+"""The shell's process around the work: Python's cyclic collector paused around big builds
+(:func:`collector_paused`; the core never touches it), and work a command leaves for after its
+answer (storing a graph), done by :func:`finish` in a detached child when :data:`detach` is
+set, as ``git`` detaches its automatic ``gc`` (docs/design.md)."""
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-__all__ = ["defer", "finish", "run_now", "run_detached", "detach"]
+__all__ = ["collector_paused", "defer", "finish", "run_now", "run_detached", "detach"]
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """``with collector_paused():`` (or as a decorator, ``@collector_paused()``) -- the
+    collector is off inside, and as it was after."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
 
 #: whether :func:`finish` leaves the jobs to a child (set by the ``ocigraph`` script)
 detach = False

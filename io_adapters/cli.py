@@ -141,11 +141,6 @@ def _click_option(o: commandline.Option) -> Callable[[F], F]:
         show_default=o.show_default or None, **given)
 
 
-def _options(options: Sequence[commandline.Option]) -> Callable[[F], F]:
-    """The options of a command (:mod:`ocigraph.commandline`'s table), listed in their order."""
-    return _stack(*map(_click_option, options))
-
-
 def _pop(kw: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
     """The options of ``names`` that ``kw`` holds, taken out of it."""
     return {k: kw.pop(k) for k in names if k in kw}
@@ -293,7 +288,7 @@ def _verb_command(verb: Verb, one_shot: bool) -> click.Command:
         _layout_argument,
         *([click.argument("refs", metavar=verb.refs, nargs=-1, shell_complete=complete_refs)]
           if verb.refs else []),
-        _options(commandline.verb_options(verb, one_shot)),
+        *map(_click_option, commandline.verb_options(verb, one_shot)),
     )(command))
 
 
@@ -341,7 +336,7 @@ for _verb in VERBS:
 def _layout_command(name: str, *arguments: Callable[[Any], Any]) -> Callable[[Any], click.Command]:
     """``ocigraph NAME LAYOUT ...``: LAYOUT, then ``arguments``, then ``COMMAND_OPTIONS[name]``."""
     return lambda f: cli.command(name)(_stack(_layout_argument, *arguments,
-                                              _options(COMMAND_OPTIONS[name]))(f))
+                                              *map(_click_option, COMMAND_OPTIONS[name]))(f))
 
 
 @_layout_command("show", click.argument("refs", metavar="[REF]", nargs=-1,
@@ -405,7 +400,7 @@ def du(layout: Path, fmt: str, sort: str, in_bytes: bool, **kw: Any) -> None:
 
 
 @cli.group("cache", invoke_without_command=True)
-@_options(COMMAND_OPTIONS["cache"])
+@_stack(*map(_click_option, COMMAND_OPTIONS["cache"]))
 @click.pass_context
 def cache_group(ctx: click.Context, fmt: str) -> None:
     """Show the cache folder: an entry per layout, its size, last use and layout."""

@@ -4,7 +4,6 @@ what counts as broken is the core's (:mod:`ocigraph.check`; docs/design.md)."""
 from __future__ import annotations
 
 import hashlib
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,20 +18,11 @@ from .quarantine import quarantined
 
 __all__ = ["MISSING_HINT", "format_fsck_text", "fsck", "hash_file"]
 
-_CHUNK = 1 << 20
-
 
 def hash_file(fd: int, algorithm: str) -> tuple[str, int]:
-    """``(hex digest, bytes read)`` of the open file ``fd``, read in chunks; closes ``fd``."""
-    h = hashlib.new(algorithm)
-    total = 0
-    try:
-        while chunk := os.read(fd, _CHUNK):
-            h.update(chunk)
-            total += len(chunk)
-    finally:
-        os.close(fd)
-    return h.hexdigest(), total
+    """``(hex digest, bytes read)`` of the open file ``fd``; closes ``fd``."""
+    with open(fd, "rb") as f:
+        return hashlib.file_digest(f, algorithm).hexdigest(), f.tell()
 
 
 def _check_blob(layout_dir: LayoutDir, digest: str) -> tuple[check.Problem | None, int]:

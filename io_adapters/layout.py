@@ -1,14 +1,16 @@
 """A layout on disk, opened once: :class:`LayoutDir`, the shell's one way to read and change it,
-and :func:`read_layout`, which reads it into the core's ``Layout`` (docs/design.md)."""
+:class:`LayoutLock` on that handle, and :func:`read_layout`, which reads it into the core's
+``Layout`` (docs/design.md)."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -18,10 +20,11 @@ import ocigraph as og
 from ocigraph import LayoutAccessError, LayoutMovedError, printable
 from ocigraph.snapshot import FolderStamp
 
-from .collector import pauses_collector
+from .background import collector_paused
 
 __all__ = ["LayoutDir", "DiskLayout", "BlobListing", "read_layout", "open_layout", "blob_path",
-           "DiskManifestSource", "TEMP_PREFIX", "PROBE_PREFIX", "read_at", "write_at"]
+           "DiskManifestSource", "TEMP_PREFIX", "PROBE_PREFIX", "read_at", "write_at",
+           "LayoutLock", "lock_holder", "locked"]
 
 #: the prefix of the temporary file a new index.json is written to, beside it
 TEMP_PREFIX = ".index.json.ocigraph-"
@@ -145,13 +148,11 @@ class LayoutDir:
             st = os.stat(self.path, follow_symlinks=False)
             if (st.st_dev, st.st_ino) != (self.device, self.inode):
                 return False
-            for rel, fd in self._fds.items():
-                here, mine = os.stat(rel, dir_fd=self.fd, follow_symlinks=False), os.fstat(fd)
-                if (here.st_dev, here.st_ino) != (mine.st_dev, mine.st_ino):
-                    return False
+            return all(os.path.samestat(os.stat(rel, dir_fd=self.fd, follow_symlinks=False),
+                                        os.fstat(fd))
+                       for rel, fd in self._fds.items())
         except OSError:
             return False
-        return True
 
     def require_in_place(self) -> None:
         """Raise :class:`LayoutMovedError` unless :meth:`in_place`."""
@@ -269,15 +270,13 @@ class LayoutDir:
         if at is None:
             return None
         try:
-            fd = self.open_folder(name, at=at)
+            fd = os.open(name, DIR_FLAGS, dir_fd=at)
         except OSError as exc:  # (O_NOFOLLOW: a symlink to a folder fails with ENOTDIR)
+            if missing_ok and exc.errno == errno.ENOENT:
+                return None
             link = exc.errno == errno.ENOTDIR and stat.S_ISLNK(
                 os.stat(name, dir_fd=at, follow_symlinks=False).st_mode)
             raise _open_error(rel, exc, link) from None
-        if fd is None:
-            if missing_ok:
-                return None
-            raise LayoutAccessError(rel, "missing")
         self._fds[rel] = fd
         return fd
 
@@ -419,12 +418,10 @@ class DiskManifestSource(og.BlobManifestSource):
 
     def read_bytes(self, digest: str) -> bytes | og.Manifest:
         """The blob's bytes, or the :class:`ocigraph.Manifest` that says why there are none."""
-        if digest not in self.present:
-            return og.parse_manifest(digest, None)
         fd = None
         try:
-            fd = self.dir.open_blob(digest)
-            if fd is None:
+            fd = self.dir.open_blob(digest) if digest in self.present else None
+            if fd is None:  # (not listed, or gone since)
                 return og.parse_manifest(digest, None)
             return _read_open(fd, None if self._note is None else partial(self._note, digest))
         except _NotRegular:  # replaced since the listing
@@ -475,7 +472,7 @@ def open_layout(root: Path | str | LayoutDir) -> LayoutDir:
     return root if isinstance(root, LayoutDir) else LayoutDir(root)
 
 
-@pauses_collector  # listing a million blobs makes a million small objects
+@collector_paused()  # listing a million blobs makes a million small objects
 def read_layout(root: Path | str | LayoutDir, *, workers: int = 4,
                 reporter: og.Reporter | None = None) -> DiskLayout:
     """Read the layout at ``root`` (a path, or an open :class:`LayoutDir`); anything that makes
@@ -496,3 +493,66 @@ def read_layout(root: Path | str | LayoutDir, *, workers: int = 4,
     return DiskLayout(layout_dir, og.Layout(index=index, blobs=present, manifests=source,
                                             now=listed_at / 1e9),
                       tuple(junk), folders, listed_at)
+
+
+# -- the lock: a cross-process flock on the layout's directory, through its handle (no lock file)
+
+def lock_holder(path: Path) -> int | None:
+    """The pid holding a ``flock`` on ``path``, if /proc/locks says; else ``None``."""
+    try:
+        st = os.stat(path)
+        locks = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    return og.flock_holder(locks, os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+
+
+class LayoutLock:
+    """``with LayoutLock(root, timeout=10) as lock:`` -- exclusive, waits up to ``timeout``
+    seconds.  ``root``: a path (opened here) or an open :class:`LayoutDir` (``lock.dir``)."""
+
+    def __init__(self, root: Path | str | LayoutDir, timeout: float = 10.0, poll: float = 0.05) -> None:
+        self.dir = open_layout(root)
+        self.timeout, self.poll = timeout, poll
+        self.held = False
+
+    def acquire(self) -> None:
+        # "." opened relative to the handle: the same directory, with an open file description
+        # of its own (flock is per description), so two locks in one process exclude each other
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.dir.fd)
+        start = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._fd, self.held = fd, True
+                return
+            except BlockingIOError:
+                waited = time.monotonic() - start
+                if waited >= self.timeout:
+                    os.close(fd)
+                    raise og.LayoutLockedError(str(self.dir.path), lock_holder(self.dir.path),
+                                               round(waited, 1)) from None
+                time.sleep(min(self.poll, max(self.timeout - waited, 0.001)))
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+
+    def __enter__(self) -> LayoutLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@contextlib.contextmanager
+def locked(layout_dir: LayoutDir, lock: LayoutLock | None, timeout: float) -> Iterator[LayoutLock]:
+    """``lock`` when the caller holds it, else the layout's lock, taken for the block."""
+    if lock is not None and lock.held:
+        yield lock
+    else:
+        with LayoutLock(layout_dir, timeout) as taken:
+            yield taken

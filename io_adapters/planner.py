@@ -12,20 +12,23 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import networkx as nx
 
 import ocigraph as og
 from ocigraph import snapshot as S
+from ocigraph.applying import ApplyReport
 
 from . import store as st
-from .apply import ApplyReport
+from .background import collector_paused
 from .cachedir import bound_cache
-from .collector import collector_paused
 from .layout import DiskLayout, DiskManifestSource, LayoutDir, open_layout, read_layout, scan_blobs
 
-__all__ = ["Planned", "plan_layout", "plan_prune_layout", "restore_later"]
+__all__ = ["Planned", "Prune", "plan_layout", "restore_later"]
+
+Prune = tuple[og.RetentionRules, float]  # prune's rules and its ``now``
 
 #: layouts with fewer blobs are planned every time and never stored: they plan in
 #: milliseconds, and test suites make thousands of them
@@ -83,18 +86,14 @@ def _read_and_plan(layout_dir: LayoutDir, policy: og.Policy, reporter: og.Report
                    disk.junk), disk, whole
 
 
-def plan_prune_layout(root: Path | str | LayoutDir, rules: og.RetentionRules, policy: og.Policy,
-                      now: float, *, reporter: og.Reporter | None = None) -> Planned:
-    """``ocigraph prune``: judge the layout's tags by ``rules`` at ``now`` and plan the expired
-    tags' remove with the gc sweep (:func:`ocigraph.plan_prune`), on the whole graph."""
-
-    def make(disk: DiskLayout, graph: nx.DiGraph, _: og.WholeGraph) -> og.Plan:
-        layout = disk.layout  # push times: the blobs read through the handle
-        pushed = og.push_times(layout.index, layout.blobs, rules.age_from,
-                               layout.manifests.read_blob)  # type: ignore[attr-defined]
-        return og.plan_prune(graph, rules, now=now, push_times=pushed, policy=policy)
-
-    return _read_and_plan(open_layout(root), policy, reporter, make)[0]
+def _prune(rules: og.RetentionRules, now: float, policy: og.Policy, disk: DiskLayout,
+           graph: nx.DiGraph, _: og.WholeGraph) -> og.Plan:
+    """``ocigraph prune``'s plan (:func:`ocigraph.plan_prune`), the push times read from the
+    blobs through the handle."""
+    layout = disk.layout
+    pushed = og.push_times(layout.index, layout.blobs, rules.age_from,
+                           layout.manifests.read_blob)  # type: ignore[attr-defined]
+    return og.plan_prune(graph, rules, now=now, push_times=pushed, policy=policy)
 
 
 def _from_store(layout_dir: LayoutDir, operation: str, refs: Sequence[str], policy: og.Policy,
@@ -274,14 +273,19 @@ def restore_later(root: Path | str | LayoutDir, cache: bool | None = None,
 
 
 def plan_layout(root: Path | str | LayoutDir, operation: str, refs: Sequence[str],
-                policy: og.Policy, *, reporter: og.Reporter | None = None,
-                cache: bool | None = None, cache_dir: Path | str | None = None,
-                store: bool = True, defer: Callable[..., None] | None = None) -> Planned:
+                policy: og.Policy, *, prune: Prune | None = None,
+                reporter: og.Reporter | None = None, cache: bool | None = None,
+                cache_dir: Path | str | None = None, store: bool = True,
+                defer: Callable[..., None] | None = None) -> Planned:
     """Plan ``operation`` on the layout at ``root`` (a path or an open :class:`LayoutDir`):
     from the store when it describes the layout as it is now, else by reading the layout.
+    ``prune``: ``ocigraph prune``'s rules and ``now``, to judge the tags by and plan the
+    expired tags' remove with the gc sweep, always on the layout as read.
     ``cache=False`` (or ``OCIGRAPH_NO_CACHE=1``) neither reads nor writes the store;
     ``store=False`` only reads it.  A graph built is stored, in a job for ``defer``."""
     layout_dir = open_layout(root)
+    if prune is not None:
+        return _read_and_plan(layout_dir, policy, reporter, partial(_prune, *prune, policy))[0]
     from_store = _from_store(layout_dir, operation, refs, policy, cache, cache_dir)
     if isinstance(from_store, Planned):
         return from_store

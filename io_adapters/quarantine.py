@@ -10,7 +10,7 @@ import errno
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,14 +25,15 @@ from .layout import (
     BlobListing,
     DiskManifestSource,
     LayoutDir,
+    LayoutLock,
+    locked,
     open_layout,
     read_at,
     scan_blobs,
     write_at,
 )
-from .lock import LayoutLock
 
-__all__ = ["Quarantine", "live_now", "locked", "recover", "purge_expired", "quarantined", "restore",
+__all__ = ["Quarantine", "live_now", "recover", "purge_expired", "quarantined", "restore",
            "RestoreRefusedError"]
 
 JOURNAL, BEFORE = "journal.json", "index.json.before"
@@ -91,8 +92,8 @@ class Quarantine:
                 names = [e.name for e in it
                          if A.is_quarantine_id(e.name) and e.is_dir(follow_symlinks=False)]
             for name in names:
-                fd: int = layout_dir.open_folder(name, at=top)  # type: ignore[assignment]
-                found.append(cls(layout_dir, name, fd, A.read_journal(_read(fd, JOURNAL))))
+                if (fd := layout_dir.open_folder(name, at=top)) is not None:  # (else purged since)
+                    found.append(cls(layout_dir, name, fd, A.read_journal(_read(fd, JOURNAL))))
         finally:
             os.close(top)
         return sorted(found, key=lambda q: (float(q.journal.get("created") or 0), q.name))
@@ -180,7 +181,7 @@ class Quarantine:
             if (fd := folders.get(alg)) is not None:  # (never dir_fd=None: that is the cwd)
                 todo.append((name, fd, n))
         if len(todo) < PURGE_PARALLEL_FROM:
-            count, size = _unlink_all(todo, None)
+            done = [_unlink_all(todo, None)]
         else:
             stop = threading.Event()
             with ThreadPoolExecutor(PURGE_THREADS) as pool:
@@ -191,9 +192,8 @@ class Quarantine:
                 except BaseException:
                     stop.set()  # (the pool's exit then waits for each thread's last unlink)
                     raise
-            count, size = sum(c for c, _ in done), sum(b for _, b in done)
         self._remove()
-        return count, size
+        return sum(c for c, _ in done), sum(b for _, b in done)
 
     def drop_temps(self) -> None:
         """Remove the temp files a killed write left (call under the lock)."""
@@ -288,18 +288,18 @@ def live_now(q: Quarantine, held: dict[str, int]) -> frozenset[str] | None:
     return None if any(graph.nodes[n]["status"] == "broken" for n in live) else live
 
 
-@contextlib.contextmanager
-def locked(layout_dir: LayoutDir, lock: LayoutLock | None, timeout: float) -> Iterator[LayoutLock]:
-    """``lock`` when the caller holds it, else the layout's lock, taken for the block."""
-    if lock is not None and lock.held:
-        yield lock
-    else:
-        with LayoutLock(layout_dir, timeout) as taken:
-            yield taken
+def recover(root: Path | str | LayoutDir, *, lock: LayoutLock | None = None,
+            lock_timeout: float = 10.0) -> A.Recovery:
+    """Finish what a killed apply left: each quarantine is re-checked (blobs live again go
+    back) and purged unless kept.  Call it under the lock before reading the layout to plan (a
+    live blob may be held).  Without a ``.ocigraph`` folder: nothing, and no lock taken."""
+    return purge_expired(root, float("-inf"), lock=lock, lock_timeout=lock_timeout)
 
 
-def _settle(root: Path | str | LayoutDir, lock: LayoutLock | None, timeout: float,
-            ends: Callable[[Quarantine], bool]) -> A.Recovery:
+def purge_expired(root: Path | str | LayoutDir, now: float | None = None, *,
+                  lock: LayoutLock | None = None, lock_timeout: float = 10.0) -> A.Recovery:
+    """:func:`recover`, and purge the kept quarantines whose time is up at ``now``."""
+    at = time.time() if now is None else now
     layout_dir = open_layout(root)
     try:
         top = layout_dir.open_folder(".ocigraph")
@@ -310,14 +310,14 @@ def _settle(root: Path | str | LayoutDir, lock: LayoutLock | None, timeout: floa
     os.close(top)
     restored: list[str] = []
     finished, kept, count, size, name = [], [], 0, 0, A.QUARANTINE
-    with locked(layout_dir, lock, timeout):
+    with locked(layout_dir, lock, lock_timeout):
         try:
             for q in Quarantine.open_all(layout_dir):
                 name = f"{A.QUARANTINE}/{q.name}"
                 with contextlib.closing(q):
                     q.drop_temps()
                     restored += q.recheck()
-                    if ends(q):
+                    if A.purge_due(q.keep_until, at):
                         n, b = q.purge()
                         finished.append(q.name)
                         count, size = count + n, size + b
@@ -327,21 +327,6 @@ def _settle(root: Path | str | LayoutDir, lock: LayoutLock | None, timeout: floa
             raise A.unfinished(name, exc.strerror) from None
         _prune(layout_dir)  # folders a killed purge left empty
     return A.Recovery(tuple(restored), count, size, tuple(finished), tuple(kept))
-
-
-def recover(root: Path | str | LayoutDir, *, lock: LayoutLock | None = None,
-            lock_timeout: float = 10.0) -> A.Recovery:
-    """Finish what a killed apply left: each quarantine is re-checked (blobs live again go
-    back) and purged unless kept.  Call it under the lock before reading the layout to plan (a
-    live blob may be held).  Without a ``.ocigraph`` folder: nothing, and no lock taken."""
-    return _settle(root, lock, lock_timeout, lambda q: q.keep_until is None)
-
-
-def purge_expired(root: Path | str | LayoutDir, now: float | None = None, *,
-                  lock: LayoutLock | None = None, lock_timeout: float = 10.0) -> A.Recovery:
-    """:func:`recover`, and purge the kept quarantines whose time is up at ``now``."""
-    at = time.time() if now is None else now
-    return _settle(root, lock, lock_timeout, lambda q: q.keep_until is None or q.keep_until <= at)
 
 
 def quarantined(root: Path | str | LayoutDir) -> tuple[A.QuarantineInfo, ...]:

@@ -95,19 +95,18 @@ class RegistryClient:
 
     def _origin(self) -> str:
         """``https://HOST``, else (only with ``tls_verify=False``) ``http://HOST``."""
-        failure: Exception | None = None
-        for scheme in () if self._base else ("https",) if self.tls_verify else ("https", "http"):
+        if self._base is not None:
+            return self._base
+        for scheme in ("https",) if self.tls_verify else ("https", "http"):
             try:
                 self._send("GET", f"{scheme}://{self.host}/v2/", {})  # any answer will do
                 self._base = f"{scheme}://{self.host}"
-                break
+                return self._base
             except urllib3.exceptions.HTTPError as exc:
                 failure = exc
-        if self._base is None:
-            raise self._failure(failure, hint=True)
-        return self._base
+        raise self._failure(failure, hint=True)
 
-    def _failure(self, exc: Exception | None, hint: bool = False) -> og.RegistryError:
+    def _failure(self, exc: Exception, hint: bool = False) -> og.RegistryError:
         kind: og.ConnectionFailure = next((k for t, k in _FAILURES if isinstance(exc, t)), "other")
         return og.connection_error(self.host, kind, str(getattr(exc, "reason", None) or exc),
                                    timeout=self.timeout, tls_hint=hint and self.tls_verify)

@@ -22,7 +22,7 @@ import ocigraph as og
 from ocigraph import rows as R
 from ocigraph import snapshot as S
 
-from .collector import pauses_collector
+from .background import collector_paused
 from .layout import DiskLayout, LayoutDir
 
 __all__ = ["GraphStore", "StoreDamaged", "store_file_for", "default_cache_dir",
@@ -66,10 +66,9 @@ def store_file_for(root: Path | str, cache_dir: os.PathLike[str] | str | None = 
 
 def _same_file(fd: int, path: Path) -> bool:
     try:
-        a, b = os.fstat(fd), os.stat(path)
+        return os.path.samestat(os.fstat(fd), os.stat(path))
     except OSError:
         return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _lock(path: Path, create: bool, wait: bool, again: bool = True) -> int | None:
@@ -136,7 +135,7 @@ def _put_rows(con: sqlite3.Connection, meta: Mapping[str, Any], index: og.Index,
                     [R.plan_row(k, p) for k, p in plans.items()])
 
 
-@pauses_collector
+@collector_paused()
 def save_store(path: Path, disk: DiskLayout, graph: nx.DiGraph,
                facts: Mapping[bool, og.Liveness], plans: Mapping[str, og.Plan],
                claimed: int | None = None) -> None:
@@ -167,8 +166,7 @@ def save_store(path: Path, disk: DiskLayout, graph: nx.DiGraph,
 
 def _write(tmp: str, disk: DiskLayout, graph: nx.DiGraph, facts: Mapping[bool, og.Liveness],
            plans: Mapping[str, og.Plan]) -> None:
-    con = sqlite3.connect(tmp, isolation_level=None)
-    try:
+    with contextlib.closing(sqlite3.connect(tmp, isolation_level=None)) as con:
         for pragma in ("page_size=65536", "journal_mode=OFF", "synchronous=OFF"):
             con.execute(f"PRAGMA {pragma}")
         con.execute("BEGIN")
@@ -183,8 +181,6 @@ def _write(tmp: str, disk: DiskLayout, graph: nx.DiGraph, facts: Mapping[bool, o
         _put_rows(con, meta, graph.graph["index"], plans)
         con.execute("CREATE INDEX entries_tag ON entries(tag)")
         con.execute("COMMIT")
-    finally:
-        con.close()
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -249,24 +245,23 @@ def follow_apply(path: Path, before: S.Snapshot, plan: og.Plan, after: S.Snapsho
     transaction, as :func:`ocigraph.rows.follow_store` says (``manifests`` reads the layout's
     manifests).  Returns False, changing nothing, when that declines or anything fails.  The
     caller holds the claim."""
-    con = sqlite3.connect(path, isolation_level=None)
-    try:
-        con.execute("BEGIN IMMEDIATE")
-        s = GraphStore(path, con)
-        followed = R.follow_store(s, code_fingerprint(), before, plan, after, index, names, junk,
-                                  manifests)
-        if followed is None:
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as con:
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            s = GraphStore(path, con)
+            followed = R.follow_store(s, code_fingerprint(), before, plan, after, index, names,
+                                      junk, manifests)
+            if followed is None:
+                return False
+            gone, bodies, plans, meta = followed
+            list(s.batches("DELETE FROM nodes WHERE id IN ({})", gone))
+            con.executemany("UPDATE nodes SET body = ?, crc = ? WHERE id = ?", bodies)
+            _put_rows(con, meta, index, plans)
+            con.execute("COMMIT")
+            return True
+        except (sqlite3.Error, StoreDamaged, KeyError, TypeError, ValueError, OSError,
+                og.OcigraphError):
             return False
-        gone, bodies, plans, meta = followed
-        list(s.batches("DELETE FROM nodes WHERE id IN ({})", gone))
-        con.executemany("UPDATE nodes SET body = ?, crc = ? WHERE id = ?", bodies)
-        _put_rows(con, meta, index, plans)
-        con.execute("COMMIT")
-        return True
-    except (sqlite3.Error, StoreDamaged, KeyError, TypeError, ValueError, OSError,
-            og.OcigraphError):
-        return False
-    finally:
-        if con.in_transaction:
-            con.execute("ROLLBACK")
-        con.close()
+        finally:
+            if con.in_transaction:
+                con.execute("ROLLBACK")

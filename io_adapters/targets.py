@@ -4,7 +4,7 @@ adapters, answering with :mod:`ocigraph.answers`' values.  See docs/design.md.""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +14,10 @@ from ocigraph.answers import Planned, Read
 
 from . import background, quarantine
 from .apply import apply_plan
-from .collector import collector_paused
-from .layout import LayoutDir, read_layout
-from .lock import LayoutLock
-from .planner import plan_layout, plan_prune_layout, restore_later
+from .layout import LayoutDir, LayoutLock, read_layout
+from .planner import Prune, plan_layout, restore_later
 
 __all__ = ["LayoutTarget", "RegistryTarget", "Prune"]
-
-Prune = tuple[og.RetentionRules, float]  # prune's rules and its ``now``
 
 
 class LayoutTarget:
@@ -38,37 +34,28 @@ class LayoutTarget:
     def close(self) -> None:
         """Nothing to close: the handle lives as long as the command."""
 
-    @contextlib.contextmanager
-    def locked(self, timeout: float) -> Iterator[None]:
-        with LayoutLock(self.dir, timeout) as self.lock:
-            try:
-                yield
-            finally:
-                self.lock = None
+    def locked(self, timeout: float) -> LayoutLock:
+        """The layout's lock, for a ``with`` block: settle and apply use it while it is held."""
+        self.lock = LayoutLock(self.dir, timeout)
+        return self.lock
 
     def settle(self, *, purge: bool) -> tuple[int, int]:
         """Under the lock, before reading: finish what a killed apply left, and with ``purge``
         remove the quarantines whose keep time is up; (blobs, bytes) purged."""
-        if purge:
-            done = quarantine.purge_expired(self.dir, lock=self.lock)
-            return done.purged, done.purged_bytes
-        quarantine.recover(self.dir, lock=self.lock)
-        return 0, 0
+        done = (quarantine.purge_expired if purge else quarantine.recover)(self.dir, lock=self.lock)
+        return (done.purged, done.purged_bytes) if purge else (0, 0)
 
     def read(self, reporter: og.Reporter | None = None, *, mtimes: bool = False) -> Read:
         disk = read_layout(self.dir)
-        with collector_paused():
+        with background.collector_paused():
             graph = og.build_graph(disk.layout, reporter, file_sizes=True, mtimes=mtimes)
         return Read.of(graph, disk.junk, [q.to_dict() for q in quarantine.quarantined(self.dir)])
 
     def plan(self, operation: str, refs: Sequence[str], policy: og.Policy,
              prune: Prune | None, reporter: og.Reporter | None = None) -> Planned:
         """From the layout's store when it describes it, else by reading it."""
-        if prune is not None:
-            p = plan_prune_layout(self.dir, prune[0], policy, prune[1], reporter=reporter)
-        else:
-            p = plan_layout(self.dir, operation, refs, policy, reporter=reporter,
-                            defer=background.defer)
+        p = plan_layout(self.dir, operation, refs, policy, prune=prune, reporter=reporter,
+                        defer=background.defer)
         return Planned(p.plan, p.tags, len(p.junk))
 
     def apply(self, plan: og.Plan, *, progress: Callable[[int], None] | None = None,

@@ -35,10 +35,10 @@ from .snapshot import Snapshot
 
 __all__ = ["ApplyReport", "Moves", "QuarantineInfo", "Recovery", "Restored", "QUARANTINE",
            "JOURNAL_FORMAT", "quarantine_id", "is_quarantine_id", "new_journal", "read_journal",
-           "journal_changes", "refuse_other_origin", "refuse_stale", "check_saved_plan",
-           "CLOCK_TOLERANCE", "CLOCK_SKEW_WARN", "newest_blob_time", "clock_warning",
-           "os_error_why", "quarantine_refused", "index_unwritten", "unfinished", "restorable",
-           "restored_index", "refuse_lost"]
+           "journal_changes", "purge_due", "refuse_other_origin", "refuse_stale",
+           "check_saved_plan", "CLOCK_TOLERANCE", "CLOCK_SKEW_WARN", "newest_blob_time",
+           "clock_warning", "os_error_why", "quarantine_refused", "index_unwritten", "unfinished",
+           "restorable", "restored_index", "refuse_lost"]
 
 #: the quarantines' folder, relative to the layout's root
 QUARANTINE = ".ocigraph/quarantine"
@@ -238,6 +238,22 @@ def journal_changes(journal: Mapping[str, Any]) -> list[tuple[int, str, str]]:
     ([(0, 'sha256:a', 'drop')], [])
     """
     return [(int(p), str(d), str(a)) for p, d, a in journal.get("changes") or []]
+
+
+def purge_due(keep_until: object, now: float) -> bool:
+    """Whether the quarantine whose journal's ``keepUntil`` is ``keep_until`` is purged at
+    ``now``: one not kept (``None``) always; a kept one once its time is up -- never at
+    ``-inf``, which is how ``recover`` leaves every kept one alone; a ``keepUntil`` that is not
+    a number (never ocigraph's) keeps it.
+
+    >>> purge_due(None, float("-inf")), purge_due(5.0, float("-inf")), purge_due(5.0, 4.0)
+    (True, False, False)
+    >>> purge_due(5.0, 5.0), purge_due(5, 9.0), purge_due("5", 9.0)
+    (True, True, False)
+    """
+    if keep_until is None:
+        return True
+    return isinstance(keep_until, int | float) and keep_until <= now
 
 
 # -- applying -------------------------------------------------------------------------------------

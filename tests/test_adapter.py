@@ -18,8 +18,7 @@ import ocigraph as og
 from io_adapters import apply as apply_module
 from io_adapters.apply import apply_plan
 from io_adapters.fsck import fsck
-from io_adapters.layout import TEMP_PREFIX, blob_path, read_layout
-from io_adapters.lock import LayoutLock
+from io_adapters.layout import TEMP_PREFIX, LayoutLock, blob_path, read_layout
 from ocigraph import ApplyError, LayoutAccessError, LayoutLockedError
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -346,7 +345,7 @@ def test_a_plan_with_a_bad_digest_changes_nothing(two_images: Any) -> None:
 
 HOLD_LOCK = """
 import sys, time
-from io_adapters.lock import LayoutLock
+from io_adapters.layout import LayoutLock
 lock = LayoutLock(sys.argv[1])
 lock.acquire()
 print("locked", flush=True)

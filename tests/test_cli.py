@@ -20,8 +20,7 @@ from io_adapters import cli as cli_module
 from io_adapters import planner as planner_module
 from io_adapters import progress, targets
 from io_adapters.cli import cli
-from io_adapters.layout import blob_path, read_layout
-from io_adapters.lock import lock_holder
+from io_adapters.layout import blob_path, lock_holder, read_layout
 from ocigraph.present import parse_option_duration
 
 CASES = load_cases()
@@ -406,7 +405,7 @@ def test_grace_keeps_young_blobs(gc_case: Any) -> None:
 
 HOLD_LOCK = """
 import sys
-from io_adapters.lock import LayoutLock
+from io_adapters.layout import LayoutLock
 LayoutLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 sys.stdin.read()

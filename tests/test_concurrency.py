@@ -45,13 +45,12 @@ from hostile.layoutgen import (
 
 import ocigraph as og
 from io_adapters.apply import apply_plan
-from io_adapters.layout import read_layout
-from io_adapters.lock import LayoutLock
+from io_adapters.layout import LayoutLock, read_layout
 from ocigraph import LayoutLockedError
 
 HOLD_LOCK = """
 import sys
-from io_adapters.lock import LayoutLock
+from io_adapters.layout import LayoutLock
 with LayoutLock(sys.argv[1], timeout=0):
     print("locked", flush=True)
     sys.stdin.read()

@@ -183,6 +183,32 @@ def test_purge_expired_ends_only_the_quarantines_whose_time_is_up(tmp_path: Path
     assert not (root / ".ocigraph").exists() and fsck(root).ok
 
 
+def test_a_kept_quarantine_whose_keep_until_is_not_a_number_stays(tmp_path: Path) -> None:
+    root = tmp_path / "L"
+    two_tags(root)
+    kept = apply_plan(root, plan_of(root, "delete", "a"), keep_deleted=HOUR).quarantine
+    journal = root / ".ocigraph" / "quarantine" / str(kept) / "journal.json"
+    journal.write_text(json.dumps({**json.loads(journal.read_bytes()), "keepUntil": "soon"}))
+    assert recover(root).kept == (kept,)
+    assert purge_expired(root, float("inf")).kept == (kept,)
+
+
+def test_a_quarantine_purged_while_they_are_listed_is_left_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "L"
+    two_tags(root)
+    kept = apply_plan(root, plan_of(root, "delete", "a"), keep_deleted=HOUR).quarantine
+    real = LayoutDir.open_folder
+
+    def purged_meanwhile(self: LayoutDir, rel: str, **kw: Any) -> int | None:
+        if rel == kept:  # a purge by another process, between the listing and the open
+            shutil.rmtree(root / ".ocigraph" / "quarantine" / rel)
+        return real(self, rel, **kw)
+
+    monkeypatch.setattr(LayoutDir, "open_folder", purged_meanwhile)
+    assert quarantined(root) == ()
+
+
 def test_recover_brings_back_what_a_tool_lists_again_later(tmp_path: Path) -> None:
     root = tmp_path / "L"
     two_tags(root)

@@ -35,8 +35,7 @@ from io_adapters import layout as layout_module
 from io_adapters import planner as planner_module
 from io_adapters.apply import apply_plan
 from io_adapters.cli import cli
-from io_adapters.layout import LayoutDir, read_layout
-from io_adapters.lock import LayoutLock
+from io_adapters.layout import LayoutDir, LayoutLock, read_layout
 from ocigraph import LayoutMovedError, PlanOriginError
 
 _AT_FDCWD = -100

@@ -34,8 +34,7 @@ from hostile.layoutgen import REF_NAME, LayoutBuilder, model_reachable, present_
 import ocigraph as og
 from io_adapters.apply import ApplyReport, apply_plan
 from io_adapters.fsck import MISSING_HINT, fsck
-from io_adapters.layout import LayoutDir, read_layout
-from io_adapters.lock import LayoutLock
+from io_adapters.layout import LayoutDir, LayoutLock, read_layout
 from io_adapters.quarantine import quarantined, recover
 
 UMOCI = shutil.which("umoci")

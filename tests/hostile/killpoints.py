@@ -163,8 +163,7 @@ def run_gc_in_process(root: Path, *, preset: str = "default", grace: float = 0.0
     """GC through the adapter, planned and applied under one lock hold; returns the report."""
     import ocigraph as og
     from io_adapters.apply import apply_plan
-    from io_adapters.layout import read_layout
-    from io_adapters.lock import LayoutLock
+    from io_adapters.layout import LayoutLock, read_layout
     from io_adapters.quarantine import recover
 
     with LayoutLock(root, lock_timeout) as lock:
