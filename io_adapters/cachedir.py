@@ -12,7 +12,7 @@ import orjson
 
 from ocigraph.cachedir import DEFAULT_CAP, MAX_AGE, CacheEntry, CacheInfo, cache_cap, entry_kind
 
-from .store import _lock, store_file_for
+from .store import lock_file, store_file_for
 
 __all__ = ["DEFAULT_CAP", "MAX_AGE", "cache_info", "clear_cache", "bound_cache"]
 
@@ -54,7 +54,7 @@ def _remove(entry: CacheEntry) -> int:
     file = Path(entry.file)
     with contextlib.suppress(OSError), contextlib.ExitStack() as held:
         if file.name.endswith((".lock", ".store")) and file.is_file():
-            fd = _lock(file, create=False, wait=False, again=False)
+            fd = lock_file(file, create=False, wait=False, again=False)
             if fd is None:
                 return 0  # a writer holds it, or renamed a new store into place: in use
             held.callback(os.close, fd)

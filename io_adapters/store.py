@@ -27,7 +27,7 @@ from .layout import DiskLayout, LayoutDir
 
 __all__ = ["GraphStore", "StoreDamaged", "store_file_for", "default_cache_dir",
            "code_fingerprint", "claim", "reclaim", "release", "save_store", "open_store",
-           "snapshot_of", "follow_apply"]
+           "snapshot_of", "follow_apply", "lock_file"]
 
 
 #: the store does not hold what it says it holds: a checksum, a row or SQLite failed
@@ -71,7 +71,7 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
 
 
-def _lock(path: Path, create: bool, wait: bool, again: bool = True) -> int | None:
+def lock_file(path: Path, create: bool, wait: bool, again: bool = True) -> int | None:
     """A descriptor of the file at ``path`` holding its ``flock``, else ``None``.  A lock won on
     a file renamed over meanwhile guards nothing (docs/design.md): ``again`` locks the new one."""
     flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
@@ -98,7 +98,7 @@ def claim(path: Path) -> int | None:
     is writing it.  A forked child inherits the claim; it ends when every copy is closed."""
     with contextlib.suppress(OSError):
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return _lock(path, create=True, wait=False)
+    return lock_file(path, create=True, wait=False)
 
 
 def reclaim(path: Path, fd: int) -> bool:

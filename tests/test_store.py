@@ -1148,7 +1148,7 @@ def _script(*args: object, env: dict[str, str]) -> subprocess.CompletedProcess[s
 
 def _wait_for_writer(path: Path) -> None:
     """Return once no process is writing the store at ``path`` (the detached child)."""
-    fd = store._lock(path, create=False, wait=True)
+    fd = store.lock_file(path, create=False, wait=True)
     if fd is not None:
         os.close(fd)
 
