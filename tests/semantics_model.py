@@ -185,16 +185,9 @@ class LayoutModel:
         return live
 
     def reachable_from_entries(self) -> set[str]:
-        """Successor closure from every index.json entry, tagged or not (what fsck checks)."""
-        edges = self.edges()
-        seen: set[str] = set()
-        todo = [e.digest for e in self.entries]
-        while todo:
-            n = todo.pop()
-            if n not in seen:
-                seen.add(n)
-                todo.extend(edges.get(n, {}))
-        return seen
+        """What fsck checks (ocigraph/check.py): the closure from every index.json entry, tagged
+        or not, with every referrer of a reachable node, listed or not."""
+        return self.live({e.digest for e in self.entries})
 
     # -- naming things (§1: ambiguous tags) -----------------------------------------------------
 
